@@ -1,0 +1,1 @@
+"""The alarm engine: pure, arrays and a clock in, events out."""

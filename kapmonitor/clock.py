@@ -1,0 +1,88 @@
+"""Injectable clocks.
+
+Everything that waits or stamps time takes a :class:`Clock`. The daemon uses
+:class:`SystemClock`; the demo uses :class:`ScaledClock` to run a 3-hour session in minutes;
+tests and ``replay`` use :class:`ManualClock`, which only moves when told to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Wall-clock time, epoch seconds (what readings are stamped with)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Monotonic seconds for timeouts and watchdogs (same scale as ``now``)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep for ``seconds`` of this clock's time."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class ScaledClock:
+    """Time that runs ``speed`` times faster than the real clock, starting at ``start``."""
+
+    def __init__(self, speed: float = 1.0, start: float | None = None) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        self.speed = speed
+        self._real0 = time.monotonic()
+        self._start = time.time() if start is None else start
+
+    def now(self) -> float:
+        return self._start + (time.monotonic() - self._real0) * self.speed
+
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._real0) * self.speed
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.speed)
+
+
+class ManualClock:
+    """A clock that moves only through :meth:`advance`; sleepers wake when their time comes."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._t = start
+        self._start = start
+        self._waiters: list[tuple[float, asyncio.Future[None]]] = []
+
+    def now(self) -> float:
+        return self._t
+
+    def monotonic(self) -> float:
+        return self._t - self._start
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._t + seconds, fut))
+        await fut
+
+    def advance(self, seconds: float) -> None:
+        self._t += seconds
+        due = [w for w in self._waiters if w[0] <= self._t]
+        self._waiters = [w for w in self._waiters if w[0] > self._t]
+        for _, fut in due:
+            if not fut.done():
+                fut.set_result(None)

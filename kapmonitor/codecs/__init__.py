@@ -1,0 +1,1 @@
+"""Sans-IO protocol codecs (see base.py for the contract)."""

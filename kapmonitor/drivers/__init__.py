@@ -1,0 +1,1 @@
+"""Device drivers (see base.py for the contract)."""

@@ -1,0 +1,1 @@
+"""Simulators: physiology model and virtual devices for a clinic without hardware."""
