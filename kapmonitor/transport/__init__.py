@@ -1,0 +1,1 @@
+"""Transports shared by drivers (the serial port / serial-over-LAN pipe lives in ``serial``)."""
