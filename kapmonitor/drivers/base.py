@@ -50,7 +50,7 @@ class DeviceConfig(BaseModel):
     label: str | None = Field(default=None, description="Free text shown on dashboards.")
     stale_after: float | None = Field(
         default=30.0,
-        gt=0,
+        ge=0,
         description=(
             "Seconds without a reading before the device is marked `stale` (and, after twice "
             "this, reconnected). Omit or set 0 to disable for episodic devices such as cuffs."

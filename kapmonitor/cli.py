@@ -1,0 +1,255 @@
+"""The ``kapmonitor`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from kapmonitor import __version__
+
+EXIT_CONFIG = 2
+
+
+def setup_logging(level: str = "info", json_lines: bool = False) -> None:
+    """Log to stderr without timestamps when journald is listening (it adds its own), with
+    sd-daemon ``<N>`` priority prefixes so ``journalctl -p warning`` works."""
+    journald = bool(os.environ.get("JOURNAL_STREAM"))
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(_JsonFormatter())
+    elif journald:
+        handler.setFormatter(_JournaldFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiomqtt", "bleak", "amqtt", "transitions", "passlib"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class _JournaldFormatter(logging.Formatter):
+    _PRI = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+            logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self._PRI.get(record.levelno, 6)}>{super().format(record)}"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"level": record.levelname.lower(), "logger": record.name,
+               "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+# -- check-config / run -----------------------------------------------------------------
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from kapmonitor.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.path)
+    if cfg is None:
+        return EXIT_CONFIG
+    print(f"{args.path}: OK ({len(cfg.beds)} beds, {len(cfg.devices)} devices, "
+          f"base topic {cfg.base_topic})")
+    return 0
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return EXIT_CONFIG
+    setup_logging(cfg.logging.level, cfg.logging.json_lines)
+    from kapmonitor.daemon import Daemon
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        daemon = Daemon(cfg, broker=args.broker)
+        _attach_extensions(daemon)
+        await daemon.run(stop)
+
+    try:
+        asyncio.run(main())
+    except RuntimeError as exc:  # e.g. state directory locked by another instance
+        logging.getLogger("kapmonitor").error("%s", exc)
+        return 1
+    return 0
+
+
+def _attach_extensions(daemon: object) -> None:
+    """Let optional subsystems (the alarm engine) attach to a daemon if they are present."""
+    try:
+        mod = importlib.import_module("kapmonitor.alerts.service")
+    except ModuleNotFoundError as exc:
+        if exc.name != "kapmonitor.alerts.service":
+            raise
+        return
+    attach = getattr(mod, "attach", None)
+    if attach is not None:
+        attach(daemon)
+
+
+# -- decode ----------------------------------------------------------------------------
+def cmd_decode(args: argparse.Namespace) -> int:
+    from kapmonitor.codecs.base import Note, Problem
+    from kapmonitor.codecs.registry import protocols
+    from kapmonitor.model import Measurement
+
+    table = protocols()
+    spec = table.get(args.protocol)
+    if spec is None:
+        print(f"unknown protocol {args.protocol!r}; known: {', '.join(table)}", file=sys.stderr)
+        return 2
+    decoder = spec.make()
+    failed = False
+
+    def emit(outputs: Sequence[object]) -> None:
+        nonlocal failed
+        for out in outputs:
+            if isinstance(out, Measurement):
+                print(json.dumps(out.to_json(), default=str))
+            elif isinstance(out, Note):
+                print(json.dumps(out.data, default=str))
+            elif isinstance(out, Problem):
+                print(f"{args.protocol}: {out.message}", file=sys.stderr)
+                failed = True
+
+    if spec.input == "text":
+        chunks_text = args.data or []
+        if not chunks_text:
+            chunks_text = [sys.stdin.read()]
+        for item in chunks_text:
+            if os.path.isfile(item):
+                with open(item, "rb") as fh:
+                    emit(decoder.feed(fh.read()))
+            else:
+                emit(decoder.feed(item.encode("utf-8", "surrogateescape")))
+        emit(decoder.close())
+        return 1 if failed else 0
+
+    items: list[str] = list(args.data) if args.data else [ln.rstrip("\r\n") for ln in sys.stdin]
+    for n, item in enumerate(items, 1):
+        if spec.input == "line":
+            emit(decoder.feed(item.encode("latin-1", "replace")))
+            continue
+        text = "".join(item.split())
+        if text.lower().startswith("0x"):
+            text = text[2:]
+        if not text:
+            continue
+        try:
+            chunk = bytes.fromhex(text)
+        except ValueError:
+            print(f"{args.protocol}: chunk {n}: not hex: {item.strip()[:60]!r}", file=sys.stderr)
+            failed = True
+            continue
+        emit(decoder.feed(chunk))
+    emit(decoder.close())
+    return 1 if failed else 0
+
+
+# -- delegated subcommands -----------------------------------------------------------------
+def _delegate(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        mod = importlib.import_module(module)
+        return int(getattr(mod, func)(args.rest))
+
+    return run
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kapmonitor.demo import main as demo_main
+
+    return demo_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kapmonitor", description=__doc__)
+    p.add_argument("--version", action="version", version=f"kapmonitor {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check-config", help="validate a config file (exit 0 valid, 2 invalid)")
+    c.add_argument("path")
+    c.set_defaults(func=cmd_check_config)
+
+    r = sub.add_parser("run", help="run the daemon")
+    r.add_argument("--config", "-c", required=True, help="TOML config file")
+    r.add_argument("--broker", type=parse_hostport, help="HOST:PORT, overrides [mqtt]")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="run a virtual clinic with a live view")
+    d.add_argument("--beds", type=int, default=4, help="number of beds (default 4)")
+    d.add_argument("--speed", type=float, default=10.0, help="time acceleration (default 10)")
+    d.add_argument("--for", dest="duration", type=float, default=None,
+                   help="stop by itself after this many real seconds")
+    d.add_argument("--seed", type=int, default=1, help="seed of the virtual patients")
+    d.add_argument("--config", help="use this config instead of the generated clinic")
+    d.add_argument("--broker", type=parse_hostport, help="HOST:PORT of a broker to use")
+    d.add_argument("--no-view", action="store_true", help="log instead of the live view")
+    d.set_defaults(func=cmd_demo)
+
+    dec = sub.add_parser("decode", help="decode device bytes or lines to readings (JSON lines)")
+    dec.add_argument("protocol", help="protocol name (see `kapmonitor decode list`)")
+    dec.add_argument("data", nargs="*", help="hex chunks, lines or a file; default: stdin")
+    dec.set_defaults(func=cmd_decode)
+
+    for name, module, func, text in (
+        ("replay", "kapmonitor.replay", "main", "run the alarm engine over a CSV trace"),
+        ("scan", "kapmonitor.ble.cli", "scan_main", "list nearby BLE devices we can handle"),
+        ("pair", "kapmonitor.ble.cli", "pair_main", "bond with a BLE device"),
+    ):
+        s = sub.add_parser(name, help=text, add_help=False)
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+        s.set_defaults(func=_delegate(module, func))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["decode", "list"]:
+        from kapmonitor.codecs.registry import protocols
+
+        for name, spec in protocols().items():
+            print(f"{name:16} {spec.input:11} {spec.summary}")
+        return 0
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Configuration: TOML read with the standard library, validated by pydantic v2.
+
+The models below are the reference for every field (config/example.toml mirrors them with
+comments). Every model forbids unknown fields; the device list is a union discriminated on
+``driver`` and built from the driver registry, so a new driver adds its own options.
+
+Errors never escape as tracebacks: :func:`load_config` raises :class:`ConfigError` holding one
+line per problem, each naming the file, the field path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from kapmonitor.drivers.base import ID_PATTERN, DeviceConfig
+from kapmonitor.drivers.registry import drivers
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeConfig(_Model):
+    """Who this daemon is."""
+
+    site: str = Field(default="clinic", description="Site or clinic name (free text).")
+    node_id: str = Field(
+        default="kap-node",
+        pattern=ID_PATTERN,
+        description="Unique id of this daemon; part of the MQTT base topic and client id.",
+    )
+
+
+class TlsConfig(_Model):
+    """TLS for the broker connection. Enabled when `enabled = true` or any file is set."""
+
+    enabled: bool = Field(default=False, description="Use TLS even without custom files.")
+    ca_file: Path | None = Field(default=None, description="CA bundle to verify the broker.")
+    cert_file: Path | None = Field(default=None, description="Client certificate (mTLS).")
+    key_file: Path | None = Field(default=None, description="Client key (mTLS).")
+    insecure: bool = Field(
+        default=False, description="Skip certificate verification (logged as a warning)."
+    )
+
+    @property
+    def active(self) -> bool:
+        return self.enabled or any((self.ca_file, self.cert_file, self.key_file))
+
+
+class MqttConfig(_Model):
+    """The broker connection."""
+
+    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
+    username: str | None = Field(default=None, description="Username, if the broker wants one.")
+    password: str | None = Field(
+        default=None, description="Password inline (prefer password_file)."
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description="File holding the password (e.g. a systemd credential); trailing newline "
+        "ignored. `${CREDENTIALS_DIRECTORY}` and other environment variables are expanded.",
+    )
+    client_id: str | None = Field(
+        default=None, description="MQTT client id; default `kapmonitor-<node_id>`."
+    )
+    base_topic: str | None = Field(
+        default=None, description="Topic prefix; default `kapmonitor/<node_id>`."
+    )
+    keepalive: int = Field(
+        default=15,
+        ge=5,
+        le=600,
+        description="Keep-alive seconds; the broker declares us lost after about 1.5x this.",
+    )
+    tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings.")
+    reconnect_max: float = Field(
+        default=30.0, gt=0, description="Upper bound of the reconnect backoff, seconds."
+    )
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set either password or password_file, not both")
+        return self
+
+    @field_validator("base_topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in v for c in "#+") or v.endswith("/")):
+            raise ValueError("must be a non-empty topic without wildcards or trailing '/'")
+        return v
+
+
+class OutboxConfig(_Model):
+    """The durable store-and-forward queue in the state directory."""
+
+    max_readings: int = Field(
+        default=500_000,
+        ge=100,
+        description="Quota of queued readings; when reached the oldest readings are dropped "
+        "(counted in metrics). Alert events are never dropped.",
+    )
+    historical_after: float = Field(
+        default=10.0,
+        ge=0,
+        description="A queued reading older than this (seconds) when it is finally published "
+        "is marked `historical: true`.",
+    )
+    batch: int = Field(
+        default=256, ge=1, le=10_000, description="Messages fetched per drain step."
+    )
+    inflight: int = Field(
+        default=64, ge=1, le=1000, description="QoS 1 publishes awaiting PUBACK at once."
+    )
+
+
+class MetricsConfig(_Model):
+    """Prometheus metrics listener."""
+
+    enabled: bool = Field(default=True, description="Serve /metrics.")
+    host: str = Field(default="127.0.0.1", description="Listen address (keep it loopback).")
+    port: int = Field(default=9464, ge=0, le=65535, description="Listen port (0 = any free).")
+
+
+class BedConfig(_Model):
+    """A bed (chair, room, or an at-home patient)."""
+
+    id: str = Field(pattern=ID_PATTERN, description="Unique bed id; used in MQTT topics.")
+    label: str | None = Field(default=None, description="Label shown on dashboards.")
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level."
+    )
+    json_lines: bool = Field(default=False, description="Log one JSON object per line.")
+
+
+@cache
+def device_union() -> Any:
+    """The discriminated union of every registered driver's config model."""
+    models = tuple(cls.config_model for cls in drivers().values())
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[models], Field(discriminator="driver")]  # noqa: UP007
+
+
+def _default_state_dir() -> Path:
+    return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/kapmonitor"))
+
+
+class Config(_Model):
+    """The whole configuration file."""
+
+    node: NodeConfig = Field(default_factory=NodeConfig, description="Node identity.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="Directory for the outbox and session state (created if missing).",
+    )
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Outbox settings.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Metrics.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    beds: list[BedConfig] = Field(default_factory=list, description="The beds of this node.")
+    # The real type is the discriminated union of all drivers' models; see config_model().
+    devices: list[DeviceConfig] = Field(
+        default_factory=list, description="The devices; options depend on `driver`."
+    )
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        problems: list[str] = []
+        bed_ids = [b.id for b in self.beds]
+        for dup in sorted({b for b in bed_ids if bed_ids.count(b) > 1}):
+            problems.append(f"beds: duplicate bed id {dup!r}; bed ids must be unique")
+        dev_ids = [d.id for d in self.devices]
+        for dup in sorted({d for d in dev_ids if dev_ids.count(d) > 1}):
+            problems.append(f"devices: duplicate device id {dup!r}; device ids must be unique")
+        for i, d in enumerate(self.devices):
+            if d.bed not in bed_ids:
+                problems.append(
+                    f"devices.{i}.bed: bed {d.bed!r} of device {d.id!r} is not defined; "
+                    f"add a [[beds]] entry with id = {d.bed!r} or use one of {bed_ids}"
+                )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def base_topic(self) -> str:
+        return self.mqtt.base_topic or f"kapmonitor/{self.node.node_id}"
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"kapmonitor-{self.node.node_id}"
+
+    def mqtt_password(self) -> str | None:
+        if self.mqtt.password_file is not None:
+            path = Path(os.path.expandvars(str(self.mqtt.password_file)))
+            return path.read_text().rstrip("\r\n")
+        return self.mqtt.password
+
+    def device(self, device_id: str) -> DeviceConfig:
+        for d in self.devices:
+            if d.id == device_id:
+                return d  # type: ignore[no-any-return]
+        raise KeyError(device_id)
+
+
+@cache
+def config_model() -> type[Config]:
+    """Config with ``devices`` typed as the union of every registered driver's model."""
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "Config",
+        __base__=Config,
+        __doc__=Config.__doc__,
+        devices=(
+            list[device_union()],  # type: ignore[valid-type]
+            Field(default_factory=list, description="The devices; options depend on `driver`."),
+        ),
+    )
+
+
+class ConfigError(Exception):
+    """Invalid configuration: ``problems`` holds one human-readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(str(p))
+        elif isinstance(p, str) and (p.startswith("function-") or p in {"list[...]"}):
+            continue
+        else:
+            parts.append(str(p))
+    return ".".join(parts)
+
+
+_TAGGED = re.compile(r"^[a-z0-9-]+$")
+
+
+def _explain(err: dict[str, Any], where: str) -> list[str]:
+    loc = list(err["loc"])
+    # Drop the union-tag segment pydantic inserts (e.g. "devices.0.sim.rate" → devices.0.rate).
+    if len(loc) >= 3 and loc[0] == "devices" and isinstance(loc[1], int):
+        if isinstance(loc[2], str) and _TAGGED.match(loc[2]) and loc[2] in drivers():
+            del loc[2]
+    field = _loc(tuple(loc)) or "(top level)"
+    typ = err["type"]
+    msg = err["msg"]
+    if typ == "extra_forbidden":
+        return [f"{where}: {field}: unknown field; remove it or check its spelling"]
+    if typ == "missing":
+        return [f"{where}: {field}: required field is missing"]
+    if typ == "union_tag_invalid":
+        known = ", ".join(sorted(drivers()))
+        return [f"{where}: {field}.driver: unknown driver {err['input'].get('driver')!r}; "
+                f"use one of: {known}"]
+    if typ == "union_tag_not_found":
+        return [f"{where}: {field}.driver: required field is missing (one of: "
+                f"{', '.join(sorted(drivers()))})"]
+    if typ == "value_error" and "\n" in msg:
+        return [f"{where}: {line}" for line in msg.removeprefix("Value error, ").splitlines()]
+    msg = msg.removeprefix("Value error, ")
+    got = err.get("input")
+    suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
+    return [f"{where}: {field}: {msg}{suffix}"]
+
+
+def parse_config(data: dict[str, Any], where: str = "<config>") -> Config:
+    """Validate an already-parsed TOML document."""
+    try:
+        return config_model().model_validate(data)
+    except ValidationError as exc:
+        problems: list[str] = []
+        for err in exc.errors():
+            problems.extend(_explain(dict(err), where))
+        raise ConfigError(problems) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file. Raises :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{p}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{p}: TOML syntax error: {exc}"]) from None
+    cfg = parse_config(data, str(p))
+    if cfg.mqtt.password_file is not None:
+        pw = Path(os.path.expandvars(str(cfg.mqtt.password_file)))
+        if not pw.is_file():
+            raise ConfigError(
+                [f"{p}: mqtt.password_file: file {str(pw)!r} does not exist; create it or "
+                 "use mqtt.password"]
+            )
+    return cfg

@@ -1,0 +1,343 @@
+"""The MQTT connection owner: one task, one aiomqtt client, reconnecting forever.
+
+On every (re)connect, in order: publish ``bridge/state`` online (retained; the last will says
+offline/lost), re-publish the retained state cache, subscribe to ``bridge/request/#``, then
+drain the outbox. Nothing else in kapmonitor touches the client: producers put messages into
+the outbox or the retained cache, commands arrive through :class:`CommandRouter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+from pydantic import BaseModel, ValidationError
+
+from kapmonitor.clock import Clock
+from kapmonitor.metrics import Metrics
+from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox, Row
+from kapmonitor.supervisor import Backoff
+
+log = logging.getLogger("kapmonitor.mqtt")
+
+
+@dataclass
+class BrokerSettings:
+    host: str
+    port: int
+    client_id: str
+    base_topic: str
+    keepalive: int = 15
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+    reconnect_max: float = 30.0
+    historical_after: float = 10.0
+    batch: int = 256
+    inflight: int = 64
+
+
+class CommandError(Exception):
+    """A request that cannot be carried out; the text goes into the error response."""
+
+
+Handler = Callable[[Any], Awaitable[Any]]
+
+
+class CommandRouter:
+    """``bridge/request/<command>`` → handler → ``bridge/response/<command>``."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, tuple[type[BaseModel], Handler]] = {}
+
+    def add(self, name: str, model: type[BaseModel], handler: Handler) -> None:
+        self._routes[name] = (model, handler)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._routes)
+
+    async def handle(self, name: str, payload: bytes, retained: bool) -> dict[str, Any]:
+        transaction: Any = None
+        try:
+            try:
+                body = json.loads(payload.decode("utf-8")) if payload.strip() else {}
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise CommandError(f"malformed JSON: {exc}") from None
+            if not isinstance(body, dict):
+                raise CommandError("request body must be a JSON object")
+            transaction = body.pop("transaction", None)
+            if retained:
+                raise CommandError("commands must not be retained; publish with retain=false")
+            route = self._routes.get(name)
+            if route is None:
+                raise CommandError(f"unknown command {name!r}; known: {', '.join(self.names)}")
+            model, handler = route
+            try:
+                args = model.model_validate(body)
+            except ValidationError as exc:
+                raise CommandError(_validation_text(exc)) from None
+            data = await handler(args)
+            out: dict[str, Any] = {"status": "ok", "data": data if data is not None else {}}
+        except CommandError as exc:
+            out = {"status": "error", "error": str(exc)}
+        except Exception as exc:  # a bad command must never crash the daemon
+            log.exception("command %s failed", name)
+            out = {"status": "error", "error": f"internal error: {type(exc).__name__}: {exc}"}
+        if transaction is not None:
+            out["transaction"] = transaction
+        return out
+
+
+def _validation_text(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+class MqttOwner:
+    """Owns the broker connection; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        outbox: Outbox,
+        clock: Clock,
+        metrics: Metrics,
+        router: CommandRouter,
+        bridge_state: Callable[[str, str], dict[str, Any]],
+    ) -> None:
+        self.s = settings
+        self.outbox = outbox
+        self.clock = clock
+        self.metrics = metrics
+        self.router = router
+        self._bridge_state = bridge_state
+        self.retained: dict[str, bytes] = {}  # topic → payload, re-published on reconnect
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self._connected_at = 0.0
+        self._stopping = False
+        self._dirty: set[str] = set()
+        self._state_wake = asyncio.Event()
+        self.published = 0
+
+    def topic(self, suffix: str) -> str:
+        return f"{self.s.base_topic}/{suffix}"
+
+    # -- retained state ------------------------------------------------------------------
+    def set_retained(self, suffix: str, body: dict[str, Any] | bytes) -> None:
+        """Remember retained state and publish it soon (coalesced; latest value wins)."""
+        topic = self.topic(suffix)
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        if self.retained.get(topic) == data:
+            return
+        self.retained[topic] = data
+        self._dirty.add(topic)
+        self._state_wake.set()
+
+    # -- the connection loop ---------------------------------------------------------------
+    async def run(self) -> None:
+        backoff = Backoff(initial=0.5, cap=self.s.reconnect_max)
+        while not self._stopping:
+            will = aiomqtt.Will(
+                self.topic("bridge/state"),
+                json.dumps(self._bridge_state("offline", "lost")).encode(),
+                qos=1,
+                retain=True,
+            )
+            client = aiomqtt.Client(
+                self.s.host,
+                self.s.port,
+                identifier=self.s.client_id,
+                username=self.s.username,
+                password=self.s.password,
+                keepalive=self.s.keepalive,
+                will=will,
+                tls_context=self.s.tls,
+                max_inflight_messages=self.s.inflight,
+                max_queued_outgoing_messages=0,
+                timeout=10,
+            )
+            started = time.monotonic()
+            try:
+                async with client:
+                    await self._session(client)
+            except aiomqtt.MqttError as exc:
+                if self._stopping:
+                    break
+                log.warning("broker %s:%d: %s", self.s.host, self.s.port, exc)
+            finally:
+                self._client = None
+                self.connected.clear()
+                self.metrics.mqtt_connected.set(0)
+            if self._stopping:
+                break
+            if time.monotonic() - started > 30:
+                backoff.reset()
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        self._client = client
+        self._connected_at = self.clock.now()
+        log.info("connected to broker %s:%d", self.s.host, self.s.port)
+        self.metrics.mqtt_connects.inc()
+        self.metrics.mqtt_connected.set(1)
+        await self.publish_bridge_state("online", "connected")
+        self._dirty = set(self.retained)
+        await self._flush_state(client)
+        await client.subscribe(self.topic("bridge/request/#"), qos=1)
+        self.connected.set()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._commands(client))
+            tg.create_task(self._drain(client))
+            tg.create_task(self._state_loop(client))
+
+    async def publish_bridge_state(self, state: str, reason: str) -> None:
+        client = self._client
+        if client is None:
+            return
+        body = json.dumps(self._bridge_state(state, reason)).encode()
+        self.retained[self.topic("bridge/state")] = body
+        await client.publish(self.topic("bridge/state"), body, qos=1, retain=True)
+
+    async def _state_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            await self._state_wake.wait()
+            self._state_wake.clear()
+            await self._flush_state(client)
+            await asyncio.sleep(0.05)  # coalesce bursts of state changes
+
+    async def _flush_state(self, client: aiomqtt.Client) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for topic in sorted(dirty):
+            payload = self.retained.get(topic)
+            if payload is not None:
+                await client.publish(topic, payload, qos=1, retain=True)
+
+    async def republish(self) -> int:
+        """Mark all retained state for re-sending (``bridge/request/republish``)."""
+        self._dirty = set(self.retained)
+        self._state_wake.set()
+        return len(self._dirty)
+
+    async def _commands(self, client: aiomqtt.Client) -> None:
+        prefix = self.topic("bridge/request/")
+        async for message in client.messages:
+            topic = str(message.topic)
+            if not topic.startswith(prefix):
+                continue
+            name = topic[len(prefix):]
+            payload = message.payload if isinstance(message.payload, bytes) else str(
+                message.payload or ""
+            ).encode()
+            response = await self.router.handle(name, payload, bool(message.retain))
+            self.metrics.commands.labels(name if name in self.router.names else "(unknown)",
+                                         response["status"]).inc()
+            await client.publish(
+                self.topic(f"bridge/response/{name}"), json.dumps(response).encode(), qos=1
+            )
+
+    # -- the outbox drain -----------------------------------------------------------------
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        """Publish outbox rows with QoS 1, ``inflight`` at a time, alerts first."""
+        outbox = self.outbox
+        outbox.commit_acks()
+        cursors = {LANE_ALERT: 0, LANE_READING: 0}
+        window = asyncio.Semaphore(self.s.inflight)
+        tasks: set[asyncio.Task[None]] = set()
+        failure: list[BaseException] = []
+        try:
+            while not failure:
+                rows = outbox.fetch(LANE_ALERT, cursors[LANE_ALERT], self.s.batch)
+                if not rows:
+                    rows = outbox.fetch(LANE_READING, cursors[LANE_READING], self.s.batch)
+                if not rows:
+                    outbox.commit_acks()
+                    await outbox.wait_new()
+                    continue
+                for row in rows:
+                    cursors[row.lane] = row.id
+                    await window.acquire()
+                    if failure:
+                        window.release()
+                        break
+                    t = asyncio.ensure_future(self._publish_row(client, row, window, failure))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                outbox.commit_acks()
+            raise failure[0]
+        finally:
+            for t in list(tasks):
+                t.cancel()
+            outbox.commit_acks()
+
+    async def _publish_row(
+        self,
+        client: aiomqtt.Client,
+        row: Row,
+        window: asyncio.Semaphore,
+        failure: list[BaseException],
+    ) -> None:
+        try:
+            now = self.clock.now()
+            # Backlog from before this connection, or anything that waited too long, is
+            # history: consumers must not treat it as the live value.
+            historical = (
+                row.created < self._connected_at - 1.0
+                or now - row.created > self.s.historical_after
+            )
+            payload = row.payload[:-1] + (
+                b',"historical":true}' if historical else b',"historical":false}'
+            )
+            await client.publish(row.topic, payload, qos=1)
+            self.outbox.ack(row)
+            self.published += 1
+            lane = LANE_NAMES[row.lane]
+            self.metrics.published.labels(lane, "true" if historical else "false").inc()
+            self.metrics.publish_latency.labels(lane).observe(max(0.0, now - row.created))
+        except aiomqtt.MqttError as exc:
+            failure.append(exc)
+            self.outbox._notify()  # wake the drain loop so it notices
+        finally:
+            window.release()
+
+    # -- shutdown ------------------------------------------------------------------------
+    async def shutdown(self, flush_for: float = 2.0) -> None:
+        """Flush what the broker will take, publish offline/shutdown, disconnect."""
+        self._stopping = True
+        client = self._client
+        if client is not None and self.connected.is_set():
+            self.outbox.flush()
+            deadline = time.monotonic() + flush_for
+            while self.outbox.depth() > 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.publish_bridge_state("offline", "shutdown"), 1.0)
+
+
+def make_tls_context(
+    ca_file: str | None,
+    cert_file: str | None,
+    key_file: str | None,
+    insecure: bool,
+) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca_file)
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file)
+    if insecure:
+        log.warning("MQTT TLS certificate verification is DISABLED (tls.insecure = true)")
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

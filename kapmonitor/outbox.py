@@ -1,0 +1,197 @@
+"""Durable store-and-forward outbox (SQLite in WAL mode).
+
+Every reading and alert event is put here before anything publishes it; the MQTT owner drains
+it with QoS 1 and deletes a row only after the broker's PUBACK. A broker outage, a killed
+process or a restart therefore loses nothing that reached :meth:`Outbox.put`.
+
+Writes are batched per event-loop iteration (``put`` schedules one flush with ``call_soon``):
+nothing can be published before its flush because the publisher reads only from the database.
+Readings use ``synchronous=NORMAL`` (in WAL mode a commit survives a killed process; a power
+cut may lose the last few hundred milliseconds), alert events are committed at once with
+``synchronous=FULL``. Readings are bounded by a quota — the oldest go first, counted in
+metrics — and alert events are never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("kapmonitor.outbox")
+
+LANE_ALERT = 0
+LANE_READING = 1
+LANE_NAMES = {LANE_ALERT: "alert", LANE_READING: "reading"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    lane    INTEGER NOT NULL,
+    topic   TEXT    NOT NULL,
+    payload BLOB    NOT NULL,
+    created REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_lane_id ON outbox (lane, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    id: int
+    lane: int
+    topic: str
+    payload: bytes
+    created: float
+
+
+class Outbox:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_readings: int = 500_000,
+        on_drop: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.max_readings = max_readings
+        self._on_drop = on_drop
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._pending: list[tuple[int, str, bytes, float]] = []
+        self._acked: list[int] = []
+        self._flush_scheduled = False
+        self._new = asyncio.Event() if _has_loop() else None
+        self.counts = {lane: 0 for lane in LANE_NAMES}
+        for lane, n in self._db.execute("SELECT lane, COUNT(*) FROM outbox GROUP BY lane"):
+            self.counts[int(lane)] = int(n)
+        self.dropped = 0
+        self._dropped_upto = 0  # every reading id up to this was dropped by the quota
+
+    # -- producing -------------------------------------------------------------------------
+    def put(self, lane: int, topic: str, payload: bytes, created: float) -> None:
+        """Queue a message. Alerts are committed immediately and durably; readings by the end
+        of this event-loop iteration."""
+        if lane == LANE_ALERT:
+            self.flush()  # keep id order: earlier readings first
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._db.execute(
+                    "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)",
+                    (lane, topic, payload, created),
+                )
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self.counts[lane] += 1
+            self._notify()
+            return
+        self._pending.append((lane, topic, payload, created))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (tools, tests): write now
+                self.flush()
+
+    def flush(self) -> None:
+        """Write queued readings in one transaction and enforce the reading quota."""
+        self._flush_scheduled = False
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)", rows
+            )
+            self.counts[LANE_READING] += len(rows)
+            excess = self.counts[LANE_READING] - self.max_readings
+            if excess > 0:
+                (top,) = self._db.execute(
+                    "SELECT MAX(id) FROM (SELECT id FROM outbox WHERE lane = ? ORDER BY id "
+                    "LIMIT ?)",
+                    (LANE_READING, excess),
+                ).fetchone()
+                self._dropped_upto = max(self._dropped_upto, int(top))
+                self._db.execute(
+                    "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE lane = ? "
+                    "ORDER BY id LIMIT ?)",
+                    (LANE_READING, excess),
+                )
+                self.counts[LANE_READING] -= excess
+                self.dropped += excess
+                if self._on_drop:
+                    self._on_drop(LANE_READING, excess)
+        self._notify()
+
+    @contextlib.contextmanager
+    def _tx(self):  # type: ignore[no-untyped-def]
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _notify(self) -> None:
+        if self._new is None and _has_loop():
+            self._new = asyncio.Event()
+        if self._new is not None:
+            self._new.set()
+
+    async def wait_new(self) -> None:
+        if self._new is None:
+            self._new = asyncio.Event()
+        await self._new.wait()
+        self._new.clear()
+
+    # -- draining --------------------------------------------------------------------------
+    def fetch(self, lane: int, after_id: int, limit: int) -> list[Row]:
+        cur = self._db.execute(
+            "SELECT id, lane, topic, payload, created FROM outbox WHERE lane = ? AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (lane, after_id, limit),
+        )
+        return [Row(*r) for r in cur]
+
+    def ack(self, row: Row) -> None:
+        """The broker has the message: remove it (batched with other acks)."""
+        self._acked.append(row.id)
+        if not (row.lane == LANE_READING and row.id <= self._dropped_upto):
+            self.counts[row.lane] -= 1
+
+    def commit_acks(self) -> None:
+        if not self._acked:
+            return
+        ids, self._acked = self._acked, []
+        with self._tx():
+            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    def depth(self) -> int:
+        return sum(self.counts.values())
+
+    def oldest_created(self, lane: int) -> float | None:
+        row = self._db.execute(
+            "SELECT MIN(created) FROM outbox WHERE lane = ?", (lane,)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def close(self) -> None:
+        self.flush()
+        self.commit_acks()
+        self._db.close()
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
