@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from kapmonitor.codecs.base import Problem
+from kapmonitor.codecs.base import Output, Problem
 
 _LINE_END = re.compile(rb"[\r\n]")
 
@@ -31,12 +31,12 @@ class SkipCounter:
         if reason and not self._reason:
             self._reason = reason
 
-    def flush(self) -> list[Problem]:
+    def flush(self) -> list[Output]:
         if not self._run:
             return []
         why = f" ({self._reason})" if self._reason else ""
         plural = "s" if self._run != 1 else ""
-        out = [Problem(f"skipped {self._run} byte{plural} of {self.what}{why}")]
+        out: list[Output] = [Problem(f"skipped {self._run} byte{plural} of {self.what}{why}")]
         self._run = 0
         self._reason = ""
         return out

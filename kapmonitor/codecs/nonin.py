@@ -177,7 +177,8 @@ class NoninAsciiDecoder:
 # == binary formats #2 and #7 ==================================================================
 
 # STATUS bits of formats #2/#7 (9560 spec; bit6 is "sensor disconnect" on OEM III modules).
-ST_SYNC, ST_GPRF, ST_RPRF, ST_SNSA, ST_OOT, ST_ARTF, ST_SNSD = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40
+ST_SYNC, ST_GPRF, ST_RPRF, ST_SNSA = 0x01, 0x02, 0x04, 0x08
+ST_OOT, ST_ARTF, ST_SNSD = 0x10, 0x20, 0x40
 
 # FLOAT byte by frame index (0-based) in a 25-frame packet.
 F_HR_MSB, F_HR_LSB, F_SPO2, F_SREV, F_TMR_MSB, F_TMR_LSB, F_STAT2 = 0, 1, 2, 3, 5, 6, 7
