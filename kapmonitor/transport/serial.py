@@ -46,6 +46,7 @@ import serial
 import serial_asyncio_fast
 from pydantic import Field, field_validator
 
+from kapmonitor.clock import Clock
 from kapmonitor.drivers.base import DeviceConfig
 
 Parity = Literal["N", "E", "O", "M", "S"]
@@ -146,7 +147,11 @@ class SerialConnection:
         self.settings = settings
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._serial: serial.SerialBase | None = None  # thread fallback only
+        # Thread fallback only (URL handlers without a file descriptor):
+        self._serial: serial.SerialBase | None = None
+        self._queue: asyncio.Queue[bytes | BaseException] | None = None
+        self._pending = b""
+        self._pump_task: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- opening -------------------------------------------------------------------------------
@@ -158,6 +163,8 @@ class SerialConnection:
                 self._serial = await loop.run_in_executor(
                     None, lambda: serial.serial_for_url(self.url, timeout=_THREAD_POLL_S, **kwargs)
                 )
+                self._queue = asyncio.Queue()
+                self._pump_task = asyncio.create_task(self._pump())
             else:
                 self._reader, self._writer = await serial_asyncio_fast.open_serial_connection(
                     url=self.url, **kwargs
@@ -182,28 +189,39 @@ class SerialConnection:
         return data
 
     async def _thread_read(self, max_bytes: int) -> bytes:
-        ser = self._serial
-        assert ser is not None
+        assert self._queue is not None
+        if self._pending:
+            data, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
+            return data
+        item = await self._queue.get()  # cancel-safe: nothing is lost if we are cancelled
+        if isinstance(item, BaseException):
+            self._queue.put_nowait(item)  # keep reporting the loss to later readers
+            raise SerialPortLost(f"{self.url}: {item}")
+        data, self._pending = item[:max_bytes], item[max_bytes:]
+        return data
+
+    async def _pump(self) -> None:
+        """Thread fallback: blocking reads in short slices, handed to ``read()`` via a queue."""
+        ser, queue = self._serial, self._queue
+        assert ser is not None and queue is not None
         loop = asyncio.get_running_loop()
 
         def blocking() -> bytes:
-            # Wait for the first byte (bounded slice), then take whatever else is buffered.
-            first = ser.read(1)
-            if not first:
-                return b""
-            waiting = ser.in_waiting
-            return first + (ser.read(min(waiting, max_bytes - 1)) if waiting else b"")
+            first = ser.read(1)  # returns b"" after _THREAD_POLL_S of silence
+            waiting = ser.in_waiting if first else 0
+            return first + (ser.read(waiting) if waiting else b"")
 
-        while True:
-            try:
+        try:
+            while True:
                 data = await loop.run_in_executor(None, blocking)
-            except (serial.SerialException, OSError, AttributeError) as exc:
-                # AttributeError: some URL handlers drop their socket when the peer hangs up.
-                raise SerialPortLost(f"{self.url}: {exc}")
-            if data:
-                return data
-            if not ser.is_open:
-                raise SerialPortLost(f"{self.url}: port closed")
+                if data:
+                    queue.put_nowait(data)
+                elif not ser.is_open:
+                    raise SerialPortLost("port closed")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # AttributeError too: some handlers drop their socket on hangup
+            queue.put_nowait(exc)
 
     async def write(self, data: bytes) -> None:
         """Send ``data`` and wait until the OS has taken it."""
@@ -232,9 +250,15 @@ class SerialConnection:
             self._writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._writer.wait_closed(), 2.0)
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._pump_task
         if self._serial is not None:
+            ser = self._serial
             with contextlib.suppress(Exception):
-                self._serial.close()
+                # Let the pump's last blocking read slice finish before closing under it.
+                await asyncio.get_running_loop().run_in_executor(None, ser.close)
 
     async def __aenter__(self) -> SerialConnection:
         return self
@@ -272,3 +296,22 @@ def _serial_kwargs(url: str, s: LinkSettings) -> dict[str, Any]:
     if _scheme(url) == "":
         kwargs["exclusive"] = True  # flock: a second daemon on the same device fails loudly
     return kwargs
+
+
+async def read_within(port: ByteStream, clock: Clock, seconds: float) -> bytes | None:
+    """Read one chunk, or return None if nothing arrived within ``seconds`` of ``clock`` time.
+
+    For handshakes and probes (a silent port is not an error). Cancel-safe: a chunk that
+    arrives as the timer fires is not lost (it stays in the port's buffer for the next read).
+    """
+    read = asyncio.ensure_future(port.read())
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({read, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not read.done():
+            read.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await read
+    return read.result() if not read.cancelled() else None
