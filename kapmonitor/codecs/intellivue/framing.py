@@ -160,7 +160,8 @@ class FrameDecoder:
                     self._skipped += 1
                 continue
             if b == BOF:
-                out.append(Problem(f"frame aborted by a new start byte after {len(self._buf)} bytes"))
+                n = len(self._buf)
+                out.append(Problem(f"frame aborted by a new start byte after {n} bytes"))
                 self._start(out)
                 continue
             if self._escaped:

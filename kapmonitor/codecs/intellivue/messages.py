@@ -629,9 +629,9 @@ def encode_message(m: Message) -> bytes:
         case Abort():
             return _spdu(Spdu.ABORT, _SESSION_ABORT, _PRES_ABORT)
         case MdsCreateEvent():
-            info = m.mds.encode() + encode_attribute_list(m.attributes)
+            create = m.mds.encode() + encode_attribute_list(m.attributes)
             arg = (m.source.encode() + _u32(m.event_time) + _u16(NOM_NOTI_MDS_CREAT)
-                   + _u16(len(info)) + info)
+                   + _u16(len(create)) + create)
             return _rose(RoType.ROIV, _invoke(m.invoke_id, Command.CONFIRMED_EVENT_REPORT, arg))
         case EventReport():
             arg = (m.source.encode() + _u32(m.event_time) + _u16(m.event_type)
