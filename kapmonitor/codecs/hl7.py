@@ -28,7 +28,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from kapmonitor.codecs.base import DecodeError, Note, Output, Problem, ProtocolSpec
@@ -280,7 +280,7 @@ _ESCAPES = {"F": "field", "S": "component", "T": "subcomponent", "R": "repetitio
 
 
 def unescape(text: str, d: Delimiters = STANDARD_DELIMITERS) -> str:
-    """Resolve HL7 escape sequences; subcomponent separators become spaces-free joins.
+    """Resolve HL7 escape sequences (subcomponent separators are left in place).
 
     Formatting escapes (``\\H\\``, ``\\N\\``, ``\\.br\\``…) are dropped; unknown or unclosed
     sequences are kept as written rather than guessed at.
@@ -1085,9 +1085,9 @@ def encode_oru(
             t = o.time.strftime("%Y%m%d%H%M%S") + ".0000" + format_dtm(o.time)[14:]
         tail = ""
         if style == "ge":
-            tail = f"||||AMEAS^auto-measurement^MDC|{e_eq}^{e_app}"
+            tail = f"|||AMEAS^auto-measurement^MDC|{e_eq}^{e_app}"  # OBX-17, OBX-18
         elif n == 1:
-            tail = f"|||||{e_eq}^{e_app}^{e_eq}^EUI-64"
+            tail = f"||||{e_eq}^{e_app}^{e_eq}^EUI-64"  # OBX-18 on the first OBX only
         segs.append(f"OBX|{n}|NM|{ident}|{sub}|{value}|{unit}^{unit_ref}^MDC|||||{status}"
                     f"|||{t}{tail}")
     return ("\r".join(segs) + "\r").encode("utf-8")
@@ -1112,25 +1112,18 @@ class _TextDecoder:
         self._deframer = MllpDeframer()
 
     def feed(self, chunk: bytes) -> list[Output]:
-        if bytes([MLLP_START]) in chunk:
-            out: list[Output] = []
-            for item in self._deframer.feed(chunk):
-                out.extend(item if isinstance(item, Problem) else _describe(item.data) for _ in [0])
-            return _flatten(out)
-        return _describe(chunk)
+        if bytes([MLLP_START]) not in chunk:
+            return _describe(chunk)
+        out: list[Output] = []
+        for item in self._deframer.feed(chunk):
+            if isinstance(item, Problem):
+                out.append(item)
+            else:
+                out.extend(_describe(item.data))
+        return out
 
     def close(self) -> list[Output]:
         return [p for p in self._deframer.close() if isinstance(p, Problem)]
-
-
-def _flatten(items: list[object]) -> list[Output]:
-    out: list[Output] = []
-    for it in items:
-        if isinstance(it, list):
-            out.extend(it)
-        else:
-            out.append(it)  # type: ignore[arg-type]
-    return out
 
 
 def _describe(data: bytes) -> list[Output]:
@@ -1177,5 +1170,5 @@ __all__ = [
     "Ack", "Coded", "Delimiters", "Frame", "Header", "Hl7Error", "Location", "Message",
     "MllpDeframer", "Observation", "OruReport", "OutObservation", "PROTOCOLS", "Segment",
     "SegmentProblem", "build_ack", "encode_oru", "frame", "map_observation", "map_unit",
-    "parse_ack", "parse_dtm", "parse_message", "peek_header", "read_oru", "UTC",
+    "parse_ack", "parse_dtm", "parse_message", "peek_header", "read_oru",
 ]
