@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -21,6 +23,7 @@ from kapmonitor.ble.waiting import wait_for
 from kapmonitor.clock import Clock
 
 BATTERY_LEVEL = normalize_uuid_str("2a19")
+T = TypeVar("T")
 GATT_TIMEOUT = 10.0  # seconds for one read/write before the link is considered broken
 
 
@@ -51,9 +54,10 @@ class GattLink:
 
     def has(self, char_uuid: str) -> bool:
         try:
-            return self.client.services.get_characteristic(normalize_uuid_str(char_uuid)) is not None
+            char = self.client.services.get_characteristic(normalize_uuid_str(char_uuid))
         except Exception:
             return False
+        return char is not None
 
     async def subscribe(self, char_uuid: str) -> None:
         uuid = normalize_uuid_str(char_uuid)
@@ -82,9 +86,9 @@ class GattLink:
             return None
         return data[0]
 
-    async def _guard(self, aw: object, what: str) -> object:
+    async def _guard(self, aw: Awaitable[T], what: str) -> T:
         try:
-            return await wait_for(self.clock, aw, GATT_TIMEOUT)  # type: ignore[arg-type]
+            return await wait_for(self.clock, aw, GATT_TIMEOUT)
         except TimeoutError:
             raise LinkLost(f"{what}: no answer within {GATT_TIMEOUT:g} s") from None
 

@@ -219,7 +219,7 @@ class BleManager:
         match: DeviceMatch,
         *,
         claimant: str,
-        timeout: float | None = None,
+        within: float | None = None,
         fresh_since: float | None = None,
     ) -> Sighting:
         """Wait for an advertisement matching ``match``.
@@ -242,10 +242,10 @@ class BleManager:
         waiter = _Waiter(match, claimant, now, fut)
         self._waiters.append(waiter)
         try:
-            return await wait_for(self.clock, fut, timeout)
+            return await wait_for(self.clock, fut, within)
         except TimeoutError:
             raise DeviceNotFound(
-                f"no device with {match.describe()} advertised within {timeout:g} s"
+                f"no device with {match.describe()} advertised within {within:g} s"
             ) from None
         finally:
             self._waiters.remove(waiter)

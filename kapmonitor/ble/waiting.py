@@ -12,12 +12,12 @@ from kapmonitor.clock import Clock
 T = TypeVar("T")
 
 
-async def wait_for(clock: Clock, aw: Awaitable[T], timeout: float | None) -> T:
+async def wait_for(clock: Clock, aw: Awaitable[T], within: float | None) -> T:
     """Like :func:`asyncio.wait_for` but on ``clock``; raises :class:`TimeoutError`."""
     task = asyncio.ensure_future(aw)
-    if timeout is None:
+    if within is None:
         return await task
-    timer = asyncio.ensure_future(clock.sleep(timeout))
+    timer = asyncio.ensure_future(clock.sleep(within))
     try:
         done, _ = await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:
@@ -32,4 +32,4 @@ async def wait_for(clock: Clock, aw: Awaitable[T], timeout: float | None) -> T:
         await task
     except (asyncio.CancelledError, Exception):
         pass
-    raise TimeoutError(f"no result within {timeout:g} s")
+    raise TimeoutError(f"no result within {within:g} s")

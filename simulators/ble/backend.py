@@ -228,9 +228,11 @@ class SimBleakClient(BaseBleakClient):
         wanted = "write" if response else "write-without-response"
         if wanted not in characteristic.properties:
             raise BleakError(f"characteristic {characteristic.uuid} does not support {wanted}")
-        link.peripheral.on_write(characteristic.uuid, bytes(data))  # type: ignore[arg-type]
+        link.peripheral.on_write(characteristic.uuid, bytes(data))
 
-    async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
+    async def write_gatt_descriptor(
+        self, descriptor: BleakGATTDescriptor, data: SizedBuffer
+    ) -> None:
         if descriptor.uuid == CCCD:
             # Same rule as bleak 3.0 on real backends: use start_notify/stop_notify.
             raise ValueError("writing the CCCD is not allowed; use start_notify/stop_notify")
