@@ -107,6 +107,8 @@ def decode_line(line: str) -> list[Output]:
     out: list[Output] = []
     flags: set[str] = set()
     status: dict[str, Any] = {}
+    if rec.device_time is not None:
+        status["device_clock"] = rec.device_time.isoformat()
     exc_text = rec.fields.get("EXC")
     if exc_text is not None:
         try:
@@ -138,7 +140,9 @@ def decode_line(line: str) -> list[Output]:
         except DecodeError as exc_:
             out.append(Problem(f"{key}: {exc_}"))
             value = None
-        out.append(measurement(name, value, flags, rec.device_time, status))
+        # The device clock drifts and ignores DST (serial.md §2.2): keep it as metadata only,
+        # so readings are stamped with host time.
+        out.append(measurement(name, value, flags, None, status))
     return out
 
 
