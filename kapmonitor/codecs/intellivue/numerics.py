@@ -289,8 +289,12 @@ def observation_numerics(o: ObservationPoll) -> list[ObservedNumeric]:
     return [ObservedNumeric(o.handle, v, measured_abs, measured_rel, label) for v in values]
 
 
-def to_measurement(n: ObservedNumeric, fallback_time: datetime | None = None) -> Measurement | None:
-    """Map one numeric to a kapmonitor Measurement; None when the physio id is not one of ours."""
+def to_measurement(n: ObservedNumeric) -> Measurement | None:
+    """Map one numeric to a kapmonitor Measurement; None when the physio id is not one of ours.
+
+    ``device_time`` is the object's own measurement time stamp (monitor wall clock) if it sent
+    one; the driver re-derives it from the monitor's relative clock, which cannot be mis-set.
+    """
     name = PHYSIO_METRIC.get(n.obs.physio_id)
     if name is None:
         return None
@@ -315,17 +319,16 @@ def to_measurement(n: ObservedNumeric, fallback_time: datetime | None = None) ->
         status["measured_rel"] = n.measured_rel
     if n.measured_abs is not None:
         status["measured_abs"] = n.measured_abs.isoformat()
-    return measurement(name, value, flags, n.measured_abs or fallback_time, status)
+    return measurement(name, value, flags, n.measured_abs, status)
 
 
 def poll_measurements(result: PollResult) -> tuple[list[Measurement], list[ObservedNumeric]]:
     """Our metrics from one (merged) poll result, plus the numerics we did not map."""
-    fallback = decode_abs_time(result.abs_time)
     mapped: list[Measurement] = []
     unmapped: list[ObservedNumeric] = []
     for _, o in result.observations():
         for n in observation_numerics(o):
-            m = to_measurement(n, fallback)
+            m = to_measurement(n)
             if m is None:
                 unmapped.append(n)
             else:
