@@ -1,0 +1,32 @@
+"""``python -m simulators <device-family> …``: run virtual devices outside the daemon.
+
+Each subcommand lives in a module with ``add_arguments(parser)`` and ``main(args) -> int``;
+to add one, add a line to ``SUBCOMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line help)
+    "serial": ("simulators.serial.cli", "a serial oximeter on a pty or TCP port (ser2net style)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    args = parser.parse_args(argv)
+    return int(args._main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
