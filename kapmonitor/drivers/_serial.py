@@ -46,6 +46,15 @@ class SerialOximeterConfig(SerialPortConfig):
     )
 
 
+def skipped_of(decoder: Decoder) -> int:
+    """Bytes a stream decoder skipped while resyncing (codecs name the counter differently)."""
+    for attr in ("skipped_bytes", "skipped_total"):
+        value = getattr(decoder, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
 class Throttle:
     """Per-metric thinning: the latest value at most every ``interval`` (10 % slack so a 1 Hz
     device is not thinned by jitter), but any change of flags or of missing/present at once."""
@@ -145,7 +154,7 @@ class SerialDriver(Driver):
                     self.ctx.log.debug("%s: %s", self.config.id, item.message)
                 elif isinstance(item, Note):
                     self.ctx.log.info("%s: device says %s", self.config.id, item.data)
-            self.skipped_bytes = getattr(decoder, "skipped_bytes", 0)
+            self.skipped_bytes = skipped_of(decoder)
             now = clock.monotonic()
             if self.skipped_bytes != reported and now - last_stats >= STATS_EVERY:
                 reported, last_stats = self.skipped_bytes, now

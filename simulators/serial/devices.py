@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
-from kapmonitor.codecs import contec, masimo, nonin
+from kapmonitor.codecs import berrymed, contec, masimo, nonin
 from kapmonitor.codecs.base import Note
 from kapmonitor.transport.serial import LinkSettings
 from simulators.physiology import Patient, Vitals
@@ -266,6 +266,34 @@ class Contec9Model(DeviceModel):
         return contec.encode_realtime(contec_sample(self.patient.vitals(t), t, self))
 
 
+# == BerryMed ==================================================================================
+
+
+class BerryMedModel(DeviceModel):
+    """BerryMed BCI: 100 packets/s of 5 bytes, unasked (USB variant; baud not documented)."""
+
+    protocol = "berrymed"
+    rate = 100.0
+    link = LinkSettings(baudrate=115200)
+
+    def packet(self, t: float) -> bytes:
+        v = self.patient.vitals(t)
+        pr = _round(v.pulse_rate)
+        wave = self.pleth(t, pr)
+        spo2 = _round(v.spo2)
+        return berrymed.BciPacket(
+            spo2=berrymed.SPO2_INVALID if spo2 is None else spo2,
+            pulse_rate=berrymed.PULSE_RATE_INVALID if pr is None else pr,
+            pleth=0 if v.sensor_off else max(1, int(100 * wave)),
+            signal_strength=0 if v.sensor_off else (3 if v.motion else 6),
+            bargraph=0 if v.sensor_off else int(15 * wave),
+            no_signal=v.sensor_off,
+            no_finger=v.sensor_off,
+            pulse_searching=v.motion,
+            pulse_beep=wave > 0.98,
+        ).encode()
+
+
 def make_model(protocol: str, patient: Patient, start: datetime | None = None) -> DeviceModel:
     """The simulated device for a protocol name as used by ``kapmonitor decode``."""
     if protocol == "masimo-ascii":
@@ -281,8 +309,6 @@ def make_model(protocol: str, patient: Patient, start: datetime | None = None) -
     if protocol == "contec-9":
         return Contec9Model(patient, start)
     if protocol == "berrymed":
-        from simulators.serial.berrymed import BerryMedModel
-
         return BerryMedModel(patient, start)
     raise ValueError(f"unknown serial protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
 
