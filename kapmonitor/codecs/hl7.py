@@ -562,7 +562,7 @@ class Coded:
         return out
 
     def __str__(self) -> str:
-        return "^".join(x for x in (self.identifier, self.text, self.system) if x) or "(empty)"
+        return "^".join((self.identifier, self.text, self.system)).rstrip("^") or "(empty)"
 
 
 def code_key(system: str, identifier: str) -> str:
