@@ -844,6 +844,11 @@ class LinkedResultAssembler:
         parts = self._pending.pop(m.invoke_id, [])
         if parts and parts[-1].linked is not None and parts[-1].linked[0] != LinkedState.LAST:
             out.append(Problem(f"linked result {m.invoke_id} closed without its last part"))
-        contexts = tuple(c for p in parts for c in p.contexts) + m.contexts
-        out.append(replace(m, contexts=contexts))
+        merged: list[ContextPoll] = []
+        for c in [c for p in parts for c in p.contexts] + list(m.contexts):
+            if merged and merged[-1].context_id == c.context_id:  # a context split over parts
+                merged[-1] = ContextPoll(c.context_id, merged[-1].observations + c.observations)
+            else:
+                merged.append(c)
+        out.append(replace(m, contexts=tuple(merged)))
         return out
