@@ -297,7 +297,7 @@ def test_bad_crc_frame_is_dropped_and_reported() -> None:
     good = oxy_read_sensors_request()
     bad = good[:-1] + bytes([good[-1] ^ 0xFF])
     out = FrameDeframer().feed(bad + good)
-    assert out[0] == Problem("viatom: skipped 8 byte(s) before a valid frame (garbage or bad CRC)")
+    assert out[0] == Problem("skipped 8 byte(s) before a valid frame (garbage or bad CRC)")
     assert out[1] == decode_frame(good)
 
 

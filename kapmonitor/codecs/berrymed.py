@@ -167,7 +167,7 @@ class BciStreamDecoder:
 
     def _flush_skip(self, out: list[Any], why: str) -> None:
         if self._pending_skip:
-            out.append(Problem(f"berrymed: skipped {self._pending_skip} byte(s) {why}"))
+            out.append(Problem(f"skipped {self._pending_skip} byte(s) {why}"))
             self._pending_skip = 0
 
     def packets(self, chunk: bytes) -> list[BciPacket | Problem]:

@@ -242,7 +242,7 @@ class FrameDeframer:
 
     def _emit_skip(self, out: list[Any], why: str) -> None:
         if self._pending_skip:
-            out.append(Problem(f"viatom: skipped {self._pending_skip} byte(s) {why}"))
+            out.append(Problem(f"skipped {self._pending_skip} byte(s) {why}"))
             self._pending_skip = 0
 
     def _later_frame_exists(self) -> bool:
@@ -735,7 +735,7 @@ class ViatomStreamDecoder:
             "answers": None if cmd is None else _name(OxyCmd, cmd),
         }
         if frame.code != 0:
-            return [Problem(f"viatom: device answered {note['answers']} with status {frame.code}")]
+            return [Problem(f"device answered {note['answers']} with status {frame.code}")]
         if cmd == OxyCmd.READ_SENSORS:
             return list(decode_oxy_sensor_reading(frame.payload).to_measurements())
         if cmd == OxyCmd.RT_DATA:
