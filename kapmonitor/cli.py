@@ -97,13 +97,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon = Daemon(cfg, broker=args.broker)
         _attach_extensions(daemon)
         await daemon.run(stop)
+        return 1 if daemon.fatal is not None else 0
 
     try:
-        asyncio.run(main())
+        return asyncio.run(main())
     except RuntimeError as exc:  # e.g. state directory locked by another instance
         logging.getLogger("kapmonitor").error("%s", exc)
         return 1
-    return 0
 
 
 def _attach_extensions(daemon: object) -> None:

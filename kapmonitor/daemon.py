@@ -101,6 +101,8 @@ class Daemon:
         self.mqtt: MqttOwner | None = None
         self.metrics_port: int | None = None
         self.started = asyncio.Event()
+        self.fatal: BaseException | None = None
+        self._stop: asyncio.Event | None = None
         self._add_builtin_commands()
 
     # -- commands ------------------------------------------------------------------------
@@ -322,16 +324,35 @@ class Daemon:
                              self._on_status)
             self.supervisors[dev.id] = sup
             self._on_status(sup.status)
-        self._tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt"))
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        self.spawn(self.mqtt.run(), "mqtt")
+        self.spawn(self._housekeeping(), "housekeeping")
         for dev_id, sup in self.supervisors.items():
-            self._tasks.append(asyncio.create_task(sup.run(), name=f"device:{dev_id}"))
+            self.spawn(sup.run(), f"device:{dev_id}")
         sd_notify("READY=1")
         self.started.set()
         log.info(
             "kapmonitor %s started: node %s, %d beds, %d devices, broker %s:%d",
             __version__, cfg.node.node_id, len(self.beds), len(self.supervisors), *self.broker,
         )
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        """Run a long-lived part of the daemon; if it dies, the daemon stops with an error
+        (systemd restarts it) instead of limping on without it."""
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.critical("internal task %s failed: %r; stopping", task.get_name(), exc,
+                     exc_info=exc)
+        if self.fatal is None:
+            self.fatal = exc
+        if self._stop is not None:
+            self._stop.set()
 
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
@@ -353,6 +374,7 @@ class Daemon:
         log.info("kapmonitor stopped")
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         await self.start()
         try:
             await stop.wait()

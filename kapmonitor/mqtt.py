@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ValidationError
 
 from kapmonitor.clock import Clock
@@ -128,6 +129,9 @@ class MqttOwner:
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self._connected_at = 0.0
+        self._born = clock.now()
+        self._offline_since = self._born
+        self._outage = 0.0  # length of the offline period before the current connection
         self._stopping = False
         self._dirty: set[str] = set()
         self._state_wake = asyncio.Event()
@@ -169,16 +173,24 @@ class MqttOwner:
                 max_inflight_messages=self.s.inflight,
                 max_queued_outgoing_messages=0,
                 timeout=10,
+                # v5 so that request subscriptions can see the retain flag as published.
+                protocol=aiomqtt.ProtocolVersion.V5,
             )
+            # We keep up to `inflight` QoS 1 publishes pending on purpose.
+            client.pending_calls_threshold = self.s.inflight + 16
             started = time.monotonic()
             try:
                 async with client:
                     await self._session(client)
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, ExceptionGroup) as exc:
+                if not _only_mqtt_errors(exc):
+                    raise
                 if self._stopping:
                     break
-                log.warning("broker %s:%d: %s", self.s.host, self.s.port, exc)
+                log.warning("broker %s:%d: %s", self.s.host, self.s.port, _first(exc))
             finally:
+                if self._client is not None:
+                    self._offline_since = self.clock.now()
                 self._client = None
                 self.connected.clear()
                 self.metrics.mqtt_connected.set(0)
@@ -191,13 +203,17 @@ class MqttOwner:
     async def _session(self, client: aiomqtt.Client) -> None:
         self._client = client
         self._connected_at = self.clock.now()
+        self._outage = self._connected_at - self._offline_since
         log.info("connected to broker %s:%d", self.s.host, self.s.port)
         self.metrics.mqtt_connects.inc()
         self.metrics.mqtt_connected.set(1)
         await self.publish_bridge_state("online", "connected")
         self._dirty = set(self.retained)
         await self._flush_state(client)
-        await client.subscribe(self.topic("bridge/request/#"), qos=1)
+        await client.subscribe(
+            self.topic("bridge/request/#"),
+            options=SubscribeOptions(qos=1, retainAsPublished=True),
+        )
         self.connected.set()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._commands(client))
@@ -242,6 +258,11 @@ class MqttOwner:
             payload = message.payload if isinstance(message.payload, bytes) else str(
                 message.payload or ""
             ).encode()
+            if message.retain:
+                if not payload:
+                    continue  # the deletion of a retained request (possibly ours, below)
+                # A retained command would fire again on every reconnect: refuse and clear it.
+                await client.publish(topic, b"", qos=1, retain=True)
             response = await self.router.handle(name, payload, bool(message.retain))
             self.metrics.commands.labels(name if name in self.router.names else "(unknown)",
                                          response["status"]).inc()
@@ -292,10 +313,12 @@ class MqttOwner:
     ) -> None:
         try:
             now = self.clock.now()
-            # Backlog from before this connection, or anything that waited too long, is
-            # history: consumers must not treat it as the live value.
+            # History, which consumers must not take for the live value: anything from before
+            # this process started, backlog from an outage (not the sub-second wait for the
+            # first connect), and anything that waited longer than historical_after.
             historical = (
-                row.created < self._connected_at - 1.0
+                row.created < self._born
+                or (row.created < self._connected_at and self._outage > 1.0)
                 or now - row.created > self.s.historical_after
             )
             payload = row.payload[:-1] + (
@@ -325,6 +348,18 @@ class MqttOwner:
                 await asyncio.sleep(0.02)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.publish_bridge_state("offline", "shutdown"), 1.0)
+
+
+def _only_mqtt_errors(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_mqtt_errors(e) for e in exc.exceptions)
+    return isinstance(exc, aiomqtt.MqttError)
+
+
+def _first(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def make_tls_context(

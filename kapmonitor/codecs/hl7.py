@@ -961,7 +961,9 @@ def parse_ack(data: bytes | str) -> Ack:
     msa = msg.first("MSA")
     if msa is None:
         raise Hl7Error("ACK without MSA segment", code=ERR_SEGMENT_SEQUENCE)
-    errors = tuple(f"{e.value(2)} {e.value(3, 1)} {e.value(8)}".strip() for e in msg.all("ERR"))
+    errors = tuple(
+        f"{'^'.join(e.components(2))} {e.value(3, 1)} {e.value(8)}".strip() for e in msg.all("ERR")
+    )
     return Ack(msa.value(1), msa.value(2), msa.value(3), errors)
 
 

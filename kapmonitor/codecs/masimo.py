@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from kapmonitor.codecs._framing import LineSplitter, SkipCounter
 from kapmonitor.codecs.base import DecodeError, Output, Problem, ProtocolSpec
-from kapmonitor.model import Measurement, measurement
+from kapmonitor.model import METRICS, Measurement, measurement
 
 _STAMP = re.compile(r"^(\d{2}/\d{2}/\d{2} \d{2}:\d{2}:\d{2})(?:\s+|$)")
 _NUMBER = re.compile(r"^[+-]?\d+(?:\.\d+)?$")
@@ -139,6 +139,10 @@ def decode_line(line: str) -> list[Output]:
             value = parse_value(raw)
         except DecodeError as exc_:
             out.append(Problem(f"{key}: {exc_}"))
+            value = None
+        lo, hi = METRICS[name].plausible
+        if value is not None and not lo <= value <= hi:
+            out.append(Problem(f"{key}={raw} outside {lo:g}..{hi:g}; dropped (line noise?)"))
             value = None
         # The device clock drifts and ignores DST (serial.md §2.2): keep it as metadata only,
         # so readings are stamped with host time.

@@ -203,9 +203,9 @@ class Hl7MllpDriver(Driver):
         # (sender, control id) → ACK already sent, so a resend is answered but not re-delivered.
         self._seen: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
         self._inflight: dict[tuple[str, str, str], asyncio.Future[bytes]] = {}
-        # Last source time per (bed, device, metric, equipment): PCD-01 reports repeat the last
-        # NIBP until the next measurement; publish each measurement once.
-        self._last_ts: dict[tuple[str, str | None, str, str], float] = {}
+        # Last (source time, value) per (bed, device, metric, equipment): PCD-01 reports repeat
+        # the last NIBP until the next measurement; publish each measurement once.
+        self._last: dict[tuple[str, str | None, str, str], tuple[float, float | None]] = {}
         self._ack_seq = 0
         self.address: tuple[str, int] | None = None
         self.counters = {"messages": 0, "accepted": 0, "errors": 0, "rejected": 0, "frames_bad": 0}
@@ -442,9 +442,9 @@ class Hl7MllpDriver(Driver):
             ts = aware.timestamp()
             m = replace(m, device_time=aware)
             key = (bed, device, m.metric, obs.equipment)
-            if self._last_ts.get(key) == ts:
+            if self._last.get(key) == (ts, m.value):
                 return None
-            self._last_ts[key] = ts
+            self._last[key] = (ts, m.value)
         return Routed(m, bed, device, ts)
 
 
