@@ -419,7 +419,7 @@ def test_ack_ae_names_bad_segments() -> None:
     assert lines[2] == f"ERR||OBX^1^5|102^Data type error^HL70357|E||||{escaped}"
     parsed = hl7.parse_ack(ack)
     assert (parsed.code, parsed.text) == ("AE", reason)
-    assert parsed.errors == (f"OBX 102 {reason}",)
+    assert parsed.errors == (f"OBX^1^5 102 {reason}",)
 
 
 def test_ack_ar_for_unreadable_message_and_escaped_reason() -> None:
