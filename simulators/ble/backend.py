@@ -126,11 +126,18 @@ class SimBleakClient(BaseBleakClient):
             raise BleakDeviceNotFoundError(
                 self.address, f"Device with address {self.address} was not found."
             )
-        if not p.connectable or p.link is not None:
-            # What BlueZ reports when the peer does not answer the connection request.
-            raise BleakError("le-connection-abort-by-local")
+        # A connection request is answered only from connectable advertising: wait for it,
+        # as the controller does, up to the connect timeout.
+        limit = float(kwargs.get("timeout", self._timeout))
+        waited = 0.0
+        while not (p.visible and p.connectable):
+            if waited >= limit:
+                raise TimeoutError(f"{self.address}: no connectable advertising")
+            await self._world.clock.sleep(self._world.adv_interval / 4)
+            waited += self._world.adv_interval / 4
         await self._world.clock.sleep(self._world.connect_latency)
         if not p.in_range or p.link is not None:
+            # What BlueZ reports when the peer stops answering mid-connection.
             raise BleakError("le-connection-abort-by-local")
         if pair:
             p.bonded = True
