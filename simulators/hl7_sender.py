@@ -264,8 +264,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Hook for the ``python -m simulators`` dispatcher."""
+    build_parser(parser)
+
+
+def main(args: argparse.Namespace | list[str] | None = None) -> int:
+    if not isinstance(args, argparse.Namespace):
+        args = build_parser().parse_args(args)
     return run_from_args(args)
 
 
