@@ -600,6 +600,13 @@ def test_registry_decoder_text_and_mllp() -> None:
     ]
 
 
+def test_registry_decoder_several_messages_in_one_text() -> None:
+    out = protocols()["hl7"].make().feed((GE_B40 + "\n" + MINDRAY).encode())
+    notes = [n.data["control_id"] for n in out if isinstance(n, Note) and "control_id" in n.data]
+    assert notes == ["MSG00042", "5120"]
+    assert not [p for p in out if isinstance(p, Problem)]
+
+
 def test_cli_decode_file(tmp_path: object) -> None:
     from pathlib import Path
 

@@ -1107,6 +1107,9 @@ ENCODABLE_METRICS: dict[VendorStyle, frozenset[str]] = {
 # --------------------------------------------------------------------------------------------
 
 
+_MESSAGE_START = re.compile(rb"(?:\r\n|\r|\n)(?=MSH)")
+
+
 class _TextDecoder:
     """Decoder for ``kapmonitor decode hl7``: each chunk is one whole message (text or MLLP)."""
 
@@ -1115,8 +1118,13 @@ class _TextDecoder:
 
     def feed(self, chunk: bytes) -> list[Output]:
         if bytes([MLLP_START]) not in chunk:
-            return _describe(chunk)
-        out: list[Output] = []
+            # A text file may hold several messages: each starts at a line beginning "MSH".
+            out: list[Output] = []
+            for message in _MESSAGE_START.split(chunk):
+                if message.strip():
+                    out.extend(_describe(message))
+            return out
+        out = []
         for item in self._deframer.feed(chunk):
             if isinstance(item, Problem):
                 out.append(item)

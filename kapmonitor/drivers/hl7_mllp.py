@@ -323,7 +323,8 @@ class Hl7MllpDriver(Driver):
         return any(addr in net for net in self._networks)
 
     async def _info(self) -> None:
-        await self._queue.put(_Batch([Status(None, "", {"connections": len(self._conns)})]))
+        info = {"connections": len(self._conns), **self.counters}
+        await self._queue.put(_Batch([Status(None, "", info)]))
 
     # -- messages ------------------------------------------------------------------------
     def _ack_args(self) -> dict[str, Any]:
