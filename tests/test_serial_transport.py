@@ -114,7 +114,7 @@ async def test_read_within_times_out_without_losing_later_data() -> None:
 class PtySerial(serial.Serial):
     """A pty has no modem-control lines: report them idle instead of failing the ioctl."""
 
-    cts = dsr = ri = cd = False  # type: ignore[assignment]
+    cts = dsr = ri = cd = False
 
     def _update_rts_state(self) -> None:
         pass
@@ -199,4 +199,4 @@ def test_serial_port_config_overrides_protocol_defaults(tmp_path: Path) -> None:
     with pytest.raises(ValidationError):
         Cfg(id="d1", bed="b1", port="x", stopbits=3)
     with pytest.raises(ValidationError):
-        Cfg(id="d1", bed="b1", port="x", parity="Q")
+        Cfg.model_validate({"id": "d1", "bed": "b1", "port": "x", "parity": "Q"})
