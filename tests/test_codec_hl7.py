@@ -354,6 +354,11 @@ def test_other_delimiters_and_escapes() -> None:
     assert values(r) == {"spo2": 93.0}
 
 
+def test_bom_and_crlf_file_text() -> None:
+    r = hl7.read_oru(("\ufeff" + GE_B40.replace("\r", "\r\n")).encode("utf-8"))
+    assert r.header.control_id == "MSG00042" and len(r.observations) == 5
+
+
 def test_unescape_escape() -> None:
     assert hl7.unescape(r"a\F\b\S\c\T\d\R\e\E\f") == "a|b^c&d~e\\f"
     assert hl7.unescape(r"\X41\\H\bold\N\ \.br\x") == "Abold x"

@@ -350,7 +350,7 @@ def parse_message(data: bytes | str) -> Message:
     lines = [ln for ln in _SEGMENT_SPLIT.split(text) if ln.strip()]
     if not lines:
         raise Hl7Error("empty message", code=ERR_SEGMENT_SEQUENCE)
-    head = lines[0].lstrip()
+    head = lines[0].lstrip().lstrip("\ufeff")  # editors may add a byte-order mark
     if head[:3] in ("FHS", "BHS"):
         raise Hl7Error("HL7 batch files are not supported", code=ERR_UNSUPPORTED_MESSAGE)
     if not head.startswith("MSH") or len(head) < 8:
