@@ -336,16 +336,21 @@ class IntellivueMonitor:
 
     def _advance_nibp(self, t: float) -> None:
         n = self._nibp
+        if n.next_scheduled is not None and t >= n.next_scheduled:
+            self._complete_nibp(n.next_scheduled)  # a cycle still running at that time ends first
+            self.request_nibp(n.next_scheduled)
+            assert self.nibp_interval is not None
+            while n.next_scheduled <= t:
+                n.next_scheduled += self.nibp_interval
+        self._complete_nibp(t)
+
+    def _complete_nibp(self, t: float) -> None:
+        n = self._nibp
         if n.cycle_started is not None and t >= n.cycle_started + self.nibp_duration:
             done = n.cycle_started + self.nibp_duration
             n.result = self.patient.nibp(done)
             n.measured_at = done
             n.cycle_started = None
-        if n.next_scheduled is not None and t >= n.next_scheduled:
-            self.request_nibp(n.next_scheduled)
-            assert self.nibp_interval is not None
-            while n.next_scheduled <= t:
-                n.next_scheduled += self.nibp_interval
 
     # -- time passing ---------------------------------------------------------------------------
     def tick(self, t: float) -> list[bytes]:

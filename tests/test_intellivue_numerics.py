@@ -20,6 +20,7 @@ from kapmonitor.codecs.intellivue.framing import encode_frame
 from kapmonitor.codecs.intellivue.messages import (
     AssociationRequest,
     ContextPoll,
+    ObservationPoll,
     PollResult,
     encode_message,
     split_poll_result,
@@ -97,11 +98,11 @@ def test_compound_and_time_round_trip() -> None:
     assert decode_abs_time(bytes.fromhex("2024133213450700")) is None  # month 13: not a date
 
 
-def _result(*objs) -> PollResult:  # type: ignore[no-untyped-def]
+def _result(*objs: ObservationPoll) -> PollResult:
     return PollResult(1, 1, (ContextPoll(0, tuple(objs)),))
 
 
-def _one(obj) -> Measurement:  # type: ignore[no-untyped-def]
+def _one(obj: ObservationPoll) -> Measurement:
     mapped, unmapped = poll_measurements(_result(obj))
     assert not unmapped and len(mapped) == 1
     return mapped[0]

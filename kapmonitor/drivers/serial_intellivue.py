@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Self
@@ -226,7 +226,7 @@ class SerialIntellivueDriver(Driver):
         self.ctx.log.debug("%s: %s", self.config.id, message)
 
     # -- the session ----------------------------------------------------------------------------
-    async def session(self) -> AsyncIterator[DriverEvent]:
+    async def session(self) -> AsyncGenerator[DriverEvent, None]:
         port = await open_serial(self.cfg.port, self.cfg.link(DEFAULTS))
         link = _Link(port, self.ctx.clock, self)
         farewell: Message | None = Abort()
