@@ -156,20 +156,20 @@ class CompiledRules:
         self.term_tighten = tight
         self.term_baseline_col = np.array([self.col.get(t.signal, 0) for t in terms], np.int64)
 
-        def member(lists: list[list[int]]) -> npt.NDArray[np.float32]:
-            m = np.zeros((nt, nr), dtype=np.float32)
-            for ri, idx in enumerate(lists):
-                m[idx, ri] = 1.0
-            return m
+        def bounds(lists: list[list[int]]) -> tuple[I64, I64]:
+            # each rule's terms of one group are contiguous: count them with a cumulative sum
+            start = np.array([x[0] if x else 0 for x in lists], dtype=np.int64)
+            end = np.array([x[-1] + 1 if x else 0 for x in lists], dtype=np.int64)
+            return start, end
 
-        self.m_any, self.m_all = member(self.any_terms), member(self.all_terms)
-        self.m_clear_all, self.m_clear_any = member(self.clear_all_terms), member(
-            self.clear_any_terms
-        )
-        self.n_any = np.array([len(x) for x in self.any_terms], dtype=np.float32)
-        self.n_all = np.array([len(x) for x in self.all_terms], dtype=np.float32)
-        self.n_clear_all = np.array([len(x) for x in self.clear_all_terms], dtype=np.float32)
-        self.n_clear_any = np.array([len(x) for x in self.clear_any_terms], dtype=np.float32)
+        self.any_bounds = bounds(self.any_terms)
+        self.all_bounds = bounds(self.all_terms)
+        self.clear_all_bounds = bounds(self.clear_all_terms)
+        self.clear_any_bounds = bounds(self.clear_any_terms)
+        self.n_any = np.array([len(x) for x in self.any_terms], dtype=np.int64)
+        self.n_all = np.array([len(x) for x in self.all_terms], dtype=np.int64)
+        self.n_clear_all = np.array([len(x) for x in self.clear_all_terms], dtype=np.int64)
+        self.n_clear_any = np.array([len(x) for x in self.clear_any_terms], dtype=np.int64)
 
         art = self.rules.artefact
         self.delay = np.array([r.delay_s for r in active])
@@ -216,10 +216,10 @@ class CompiledRules:
             ],
             dtype=np.int64,
         )
-        self.param_onehot = np.zeros((nr, len(self.parameters)), dtype=np.float32)
-        for ri, p in enumerate(self.rule_param):
-            if p >= 0:
-                self.param_onehot[ri, p] = 1.0
+        # rule indices per parameter (multi-parameter escalation counts parameters)
+        self.param_rules = [
+            np.flatnonzero(self.rule_param == p) for p in range(len(self.parameters))
+        ]
         # value column reported with a transition when no term matched (off events)
         self.rule_value_col = np.array(
             [

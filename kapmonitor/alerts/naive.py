@@ -33,8 +33,8 @@ def rows_from(inp: TickInput) -> list[Row]:
     """Per-bed Python rows (value, age, off, poor, nibp) of one tick."""
     return list(
         zip(
-            inp.value.tolist(), inp.age.tolist(), inp.off.tolist(), inp.poor.tolist(),
-            inp.nibp.tolist(), strict=True,
+            inp.value.T.tolist(), inp.age.T.tolist(), inp.off.T.tolist(), inp.poor.T.tolist(),
+            inp.nibp.T.tolist(), strict=True,
         )
     )
 
