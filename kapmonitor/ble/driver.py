@@ -32,6 +32,7 @@ class BleDriver(Driver):
     config_model: ClassVar[type[BleDeviceConfig]]
     service_uuids: ClassVar[tuple[str, ...]] = ()
     default_name_prefix: ClassVar[str | None] = None
+    default_name_keywords: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: BleDeviceConfig, ctx: DriverContext) -> None:
         super().__init__(config, ctx)
@@ -48,8 +49,11 @@ class BleDriver(Driver):
     def match_for(cls, c: BleDeviceConfig) -> DeviceMatch:
         """The match rule for a device entry: its address, else service UUID + name prefix."""
         services = (c.service_uuid,) if c.service_uuid else cls.service_uuids
-        prefix = c.name_prefix if c.name_prefix is not None else cls.default_name_prefix
-        return DeviceMatch.build(c.address, services, prefix)
+        if c.name_prefix is not None:
+            return DeviceMatch.build(c.address, services, c.name_prefix)
+        return DeviceMatch.build(
+            c.address, services, cls.default_name_prefix, cls.default_name_keywords
+        )
 
     def match(self) -> DeviceMatch:
         return self.match_for(self.config)

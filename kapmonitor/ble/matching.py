@@ -16,21 +16,29 @@ class DeviceMatch:
 
     An address match ignores the other fields (a bonded cuff may advertise without its
     service list). Without an address the advertisement must list one of ``service_uuids``
-    (if any are given) and its name must start with ``name_prefix`` (if given).
+    (if any are given), its name must start with ``name_prefix`` (if given) and contain one
+    of ``name_keywords`` (if given: a driver's default when one service UUID is shared by
+    several device families, e.g. Viatom oximeters and the BP2 cuff).
     """
 
     address: str | None = None
     service_uuids: tuple[str, ...] = ()
     name_prefix: str | None = None
+    name_keywords: tuple[str, ...] = ()
 
     @classmethod
     def build(
-        cls, address: str | None, service_uuids: Iterable[str], name_prefix: str | None
+        cls,
+        address: str | None,
+        service_uuids: Iterable[str],
+        name_prefix: str | None,
+        name_keywords: Iterable[str] = (),
     ) -> DeviceMatch:
         return cls(
             address.upper() if address else None,
             tuple(normalize_uuid_str(u) for u in service_uuids),
             name_prefix,
+            tuple(name_keywords),
         )
 
     def matches(self, device: BLEDevice, adv: AdvertisementData) -> bool:
@@ -40,10 +48,11 @@ class DeviceMatch:
             normalize_uuid_str(u) for u in adv.service_uuids
         }:
             return False
-        if self.name_prefix is not None:
-            name = adv.local_name or device.name or ""
-            if not name.startswith(self.name_prefix):
-                return False
+        name = adv.local_name or device.name or ""
+        if self.name_prefix is not None and not name.startswith(self.name_prefix):
+            return False
+        if self.name_keywords and not any(k in name for k in self.name_keywords):
+            return False
         return bool(self.service_uuids or self.name_prefix)
 
     def describe(self) -> str:
@@ -55,4 +64,6 @@ class DeviceMatch:
                                                else u for u in self.service_uuids))
         if self.name_prefix:
             parts.append(f"name {self.name_prefix!r}*")
+        if self.name_keywords:
+            parts.append("name containing " + " or ".join(repr(k) for k in self.name_keywords))
         return " and ".join(parts) or "nothing"

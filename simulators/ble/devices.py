@@ -20,6 +20,7 @@ import asyncio
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from kapmonitor.codecs.base import DecodeError
 from kapmonitor.codecs.gatt import (
@@ -60,8 +61,8 @@ class PatientDevice(Peripheral):
     battery_drain_per_hour = 2.0
     presence_check = 1.0  # seconds between checks of the patient's device_drop events
 
-    def __init__(self, *args: object, patient: Patient, battery: int = 90, **kwargs: object):
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, patient: Patient, battery: int = 90, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.patient = patient
         self.battery = float(battery)
 
@@ -113,7 +114,7 @@ class VirtualCuff(PatientDevice):
         send_interval: float = 0.2,
         hangup_after: float = 1.0,
         battery: int = 85,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
         super().__init__(
             address,
@@ -262,7 +263,7 @@ class VirtualHeartRateSensor(PatientDevice):
 
     def __init__(
         self, address: str, name: str = "HRM", *, patient: Patient, interval: float = 1.0,
-        battery: int = 70, **kwargs: object,
+        battery: int = 70, **kwargs: Any,
     ) -> None:
         super().__init__(
             address,
@@ -316,7 +317,7 @@ class VirtualPlxOximeter(PatientDevice):
 
     def __init__(
         self, address: str, name: str = "PLX Oximeter", *, patient: Patient,
-        interval: float = 1.0, battery: int = 80, **kwargs: object,
+        interval: float = 1.0, battery: int = 80, **kwargs: Any,
     ) -> None:
         super().__init__(
             address,

@@ -30,6 +30,7 @@ Factory = Callable[[str, str, Patient], Peripheral]
 
 def _factories() -> dict[str, tuple[str, Factory]]:
     from simulators.ble import devices as d
+    from simulators.ble import proprietary as pr
 
     table: dict[str, tuple[str, Factory]] = {
         "ble-bps": (
@@ -41,8 +42,13 @@ def _factories() -> dict[str, tuple[str, Factory]]:
         "ble-hrs": ("HRM", lambda a, n, p: d.VirtualHeartRateSensor(a, n, patient=p)),
         "ble-plx": ("PLX Oximeter", lambda a, n, p: d.VirtualPlxOximeter(a, n, patient=p)),
     }
-    for name, (default, make) in getattr(d, "EXTRA_TWINS", {}).items():
-        table[name] = (default, make)
+    table.update(
+        {
+            "ble-berrymed": ("BerryMed", lambda a, n, p: pr.VirtualBerryMed(a, n, patient=p)),
+            "ble-viatom-oxy": ("O2Ring", lambda a, n, p: pr.VirtualViatomOxy(a, n, patient=p)),
+            "ble-lepu-bp2": ("BP2", lambda a, n, p: pr.VirtualLepuBp2(a, n, patient=p)),
+        }
+    )
     return table
 
 
@@ -71,9 +77,15 @@ def ensure_twin(world: World, config: Any, driver: str, shared: dict[str, Any]) 
     cls = drivers().get(driver)
     if cls is None or not issubclass(cls, BleDriver):
         return
-    match = cls.match_for(config)
-    if any(_matches(match, p) for p in world.peripherals.values()):
+    twins = world.twins
+    if config.id in twins:
         return
+    match = cls.match_for(config)
+    taken = set(twins.values())
+    for p in world.peripherals.values():
+        if p.address not in taken and _matches(match, p):
+            twins[config.id] = p.address  # an existing virtual device serves this entry
+            return
     factories = _factories()
     if driver not in factories:
         return
@@ -83,4 +95,5 @@ def ensure_twin(world: World, config: Any, driver: str, shared: dict[str, Any]) 
         name = f"{config.name_prefix}{'' if config.name_prefix.endswith(' ') else ' '}{config.id}"
     address = config.address or twin_address(config.id)
     world.add(make(address, name, patient_for(shared, config.bed)))
+    twins[config.id] = address
 

@@ -257,6 +257,7 @@ class World:
         self.att_timeout = att_timeout
         self.peripherals: dict[str, Peripheral] = {}
         self.scanners: set[SimBleakScanner] = set()
+        self.twins: dict[str, str] = {}  # configured device id -> address of its virtual twin
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._adv_task: asyncio.Task[None] | None = None
