@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
     "serial": ("simulators.serial.cli", "a serial oximeter on a pty or TCP port (ser2net style)"),
     "hl7": ("simulators.hl7_sender", "a monitor sending HL7 ORU^R01 over MLLP"),
+    "intellivue": ("simulators.intellivue", "a Philips IntelliVue monitor on a pty or TCP"),
 }
 
 

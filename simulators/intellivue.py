@@ -586,6 +586,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nibp-every", type=float, default=300.0,
                    help="seconds between scheduled NIBP cycles (0 = only on request)")
     p.add_argument("--nibp-first", type=float, default=15.0, help="first scheduled NIBP at (s)")
+    p.add_argument("--nibp-duration", type=float, default=25.0, help="seconds one cuff cycle takes")
     p.add_argument("--mtu", type=int, default=MONITOR_MTU, help="max user data per frame")
     p.add_argument("--demo", action="store_true", help="flag every value as demo data")
     p.add_argument("--bed-label", default="BED 1")
@@ -608,7 +609,8 @@ async def main_async(args: argparse.Namespace) -> None:
     patient = Patient(seed=args.seed, dose_at=args.dose_at)
     monitor = IntellivueMonitor(
         patient, wall_start=clock.now(), mtu=args.mtu,
-        nibp_interval=args.nibp_every or None, nibp_first=args.nibp_first, demo=args.demo,
+        nibp_interval=args.nibp_every or None, nibp_first=args.nibp_first,
+        nibp_duration=args.nibp_duration, demo=args.demo,
         bed_label=args.bed_label,
     )
     runner = MonitorRunner(monitor, clock)
@@ -631,15 +633,16 @@ async def main_async(args: argparse.Namespace) -> None:
         commands.cancel()
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m simulators intellivue", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    args = p.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``python -m simulators intellivue`` (arguments from :func:`add_arguments`)."""
     logging.basicConfig(level=logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main_async(args))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(prog="python -m simulators.intellivue", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

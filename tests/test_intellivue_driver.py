@@ -42,7 +42,7 @@ from kapmonitor.drivers.serial_intellivue import (
 )
 from kapmonitor.model import Measurement, Reading
 from kapmonitor.supervisor import Backoff, DeviceStatus, Supervisor
-from simulators.intellivue import IntellivueMonitor, MonitorRunner, PtyPort, serve_pty
+from simulators.intellivue import IntellivueMonitor, MonitorRunner, PtyPort, serve_pty, serve_tcp
 from simulators.physiology import Patient
 
 SPEED = 10.0
@@ -335,3 +335,30 @@ async def test_no_answer_to_association_times_out() -> None:
 
 def test_monitor_aborted_is_an_intellivue_error() -> None:
     assert issubclass(MonitorAborted, IntellivueError)
+
+
+async def test_over_tcp_like_a_serial_server() -> None:
+    clock = ScaledClock(SPEED)
+    monitor = IntellivueMonitor(Patient(seed=2), wall_start=clock.now(), nibp_interval=None)
+    runner = MonitorRunner(monitor, clock)
+    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    server = asyncio.ensure_future(serve_tcp(runner, "127.0.0.1", 0, ready))
+    try:
+        port = await asyncio.wait_for(ready, 5)
+        driver = SerialIntellivueDriver(
+            config(f"socket://127.0.0.1:{port}", silence_timeout=20.0),
+            DriverContext(clock=clock, state_dir=Path("/nonexistent")),
+        )
+        got: list[Any] = []
+        agen = driver.session()
+        async with asyncio.timeout(15):
+            async for ev in agen:
+                got.append(ev)
+                if len(measurements(got, "heart_rate")) >= 3:
+                    break
+        await agen.aclose()
+        assert monitor.stats["associations"] == 1
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
