@@ -11,8 +11,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from kapmonitor import __version__
+
+if TYPE_CHECKING:
+    from kapmonitor.config import Config
 
 EXIT_CONFIG = 2
 
@@ -55,7 +59,7 @@ class _JsonFormatter(logging.Formatter):
 
 
 # -- check-config / run -----------------------------------------------------------------
-def _load(path: str):  # type: ignore[no-untyped-def]
+def _load(path: str) -> Config | None:
     from kapmonitor.config import ConfigError, load_config
 
     try:
@@ -89,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(cfg.logging.level, cfg.logging.json_lines)
     from kapmonitor.daemon import Daemon
 
-    async def main() -> None:
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -88,6 +88,11 @@ class MqttConfig(_Model):
         le=600,
         description="Keep-alive seconds; the broker declares us lost after about 1.5x this.",
     )
+    protocol: Literal["5", "3.1.1"] = Field(
+        default="5",
+        description="MQTT protocol version. 5 lets kapmonitor see the retain flag of incoming "
+        "requests as published (retained commands are refused); use 3.1.1 for old brokers.",
+    )
     tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS settings.")
     reconnect_max: float = Field(
         default=30.0, gt=0, description="Upper bound of the reconnect backoff, seconds."
@@ -193,11 +198,13 @@ class Config(_Model):
         for dup in sorted({d for d in dev_ids if dev_ids.count(d) > 1}):
             problems.append(f"devices: duplicate device id {dup!r}; device ids must be unique")
         for i, d in enumerate(self.devices):
-            if d.bed not in bed_ids:
-                problems.append(
-                    f"devices.{i}.bed: bed {d.bed!r} of device {d.id!r} is not defined; "
-                    f"add a [[beds]] entry with id = {d.bed!r} or use one of {bed_ids}"
-                )
+            for bed in dict.fromkeys(d.referenced_beds()):
+                if bed not in bed_ids:
+                    where = "bed" if bed == d.bed else "routes"
+                    problems.append(
+                        f"devices.{i}.{where}: bed {bed!r} of device {d.id!r} is not defined; "
+                        f"add a [[beds]] entry with id = {bed!r} or use one of {bed_ids}"
+                    )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -220,22 +227,24 @@ class Config(_Model):
     def device(self, device_id: str) -> DeviceConfig:
         for d in self.devices:
             if d.id == device_id:
-                return d  # type: ignore[no-any-return]
+                return d
         raise KeyError(device_id)
 
 
 @cache
 def config_model() -> type[Config]:
     """Config with ``devices`` typed as the union of every registered driver's model."""
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    devices_type: Any = list[device_union()]  # type: ignore[misc]
+    model: type[Config] = create_model(
         "Config",
         __base__=Config,
         __doc__=Config.__doc__,
         devices=(
-            list[device_union()],  # type: ignore[valid-type]
+            devices_type,
             Field(default_factory=list, description="The devices; options depend on `driver`."),
         ),
     )
+    return model
 
 
 class ConfigError(Exception):
@@ -264,9 +273,15 @@ _TAGGED = re.compile(r"^[a-z0-9-]+$")
 def _explain(err: dict[str, Any], where: str) -> list[str]:
     loc = list(err["loc"])
     # Drop the union-tag segment pydantic inserts (e.g. "devices.0.sim.rate" → devices.0.rate).
-    if len(loc) >= 3 and loc[0] == "devices" and isinstance(loc[1], int):
-        if isinstance(loc[2], str) and _TAGGED.match(loc[2]) and loc[2] in drivers():
-            del loc[2]
+    if (
+        len(loc) >= 3
+        and loc[0] == "devices"
+        and isinstance(loc[1], int)
+        and isinstance(loc[2], str)
+        and _TAGGED.match(loc[2])
+        and loc[2] in drivers()
+    ):
+        del loc[2]
     field = _loc(tuple(loc)) or "(top level)"
     typ = err["type"]
     msg = err["msg"]

@@ -308,6 +308,7 @@ class Daemon:
             historical_after=cfg.outbox.historical_after,
             batch=cfg.outbox.batch,
             inflight=cfg.outbox.inflight,
+            protocol=cfg.mqtt.protocol,
         )
         self.mqtt = MqttOwner(
             settings, self.outbox, self.clock, self.metrics, self.router, self.bridge_state

@@ -44,6 +44,7 @@ class BrokerSettings:
     historical_after: float = 10.0
     batch: int = 256
     inflight: int = 64
+    protocol: str = "5"
 
 
 class CommandError(Exception):
@@ -174,7 +175,11 @@ class MqttOwner:
                 max_queued_outgoing_messages=0,
                 timeout=10,
                 # v5 so that request subscriptions can see the retain flag as published.
-                protocol=aiomqtt.ProtocolVersion.V5,
+                protocol=(
+                    aiomqtt.ProtocolVersion.V5
+                    if self.s.protocol == "5"
+                    else aiomqtt.ProtocolVersion.V311
+                ),
             )
             # We keep up to `inflight` QoS 1 publishes pending on purpose.
             client.pending_calls_threshold = self.s.inflight + 16
@@ -210,10 +215,13 @@ class MqttOwner:
         await self.publish_bridge_state("online", "connected")
         self._dirty = set(self.retained)
         await self._flush_state(client)
-        await client.subscribe(
-            self.topic("bridge/request/#"),
-            options=SubscribeOptions(qos=1, retainAsPublished=True),
-        )
+        if self.s.protocol == "5":
+            await client.subscribe(
+                self.topic("bridge/request/#"),
+                options=SubscribeOptions(qos=1, retainAsPublished=True),
+            )
+        else:  # 3.1.1: only retained requests replayed at subscribe time show the flag
+            await client.subscribe(self.topic("bridge/request/#"), qos=1)
         self.connected.set()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._commands(client))
@@ -344,8 +352,8 @@ class MqttOwner:
         if client is not None and self.connected.is_set():
             self.outbox.flush()
             deadline = time.monotonic() + flush_for
-            while self.outbox.depth() > 0 and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            while self.outbox.depth() > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)  # the drain task acks rows; nothing to wait on
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.publish_bridge_state("offline", "shutdown"), 1.0)
 

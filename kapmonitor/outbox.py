@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +131,7 @@ class Outbox:
         self._notify()
 
     @contextlib.contextmanager
-    def _tx(self):  # type: ignore[no-untyped-def]
+    def _tx(self) -> Iterator[None]:
         self._db.execute("BEGIN")
         try:
             yield

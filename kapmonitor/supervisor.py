@@ -179,7 +179,7 @@ class Supervisor:
                 if isinstance(ev, Measurement):
                     self._emit(ev, self._bed_of(self.device_id), None)
                 elif isinstance(ev, Routed):
-                    self._emit(ev.measurement, ev.bed, ev.ts)
+                    self._emit(ev.measurement, ev.bed, ev.ts, ev.device)
                 elif isinstance(ev, Status):
                     if ev.info:
                         self.status.info.update(ev.info)
@@ -189,7 +189,9 @@ class Supervisor:
                     if ev.info and ev.state is None:
                         self._publish_status()
         finally:
-            await agen.aclose()
+            aclose = getattr(agen, "aclose", None)  # drivers' sessions are async generators
+            if aclose is not None:
+                await aclose()
 
     async def _watch(self, consume: asyncio.Future[None]) -> None:
         if not self.stale_after:
@@ -205,19 +207,26 @@ class Supervisor:
                 consume.cancel()
                 return
 
-    def _emit(self, m: Measurement, bed: str, ts: float | None) -> None:
+    def _emit(
+        self, m: Measurement, bed: str, ts: float | None, device: str | None = None
+    ) -> None:
         now = self.clock.now()
         if ts is None and m.device_time is not None:
             ts = m.device_time.timestamp()
-        reading = Reading.from_measurement(m, bed=bed, device=self.device_id, received=now, ts=ts)
+        reading = Reading.from_measurement(
+            m, bed=bed, device=device or self.device_id, received=now, ts=ts
+        )
         self._last_data = self.clock.monotonic()
         self.status.last_seen = now
         if self.status.state == "stale":
             self._set_state("connected", "")
-        if reading.metric == "battery" and reading.value is not None:
-            if self.status.battery != reading.value:
-                self.status.battery = reading.value
-                self._publish_status()
+        if (
+            reading.metric == "battery"
+            and reading.value is not None
+            and self.status.battery != reading.value
+        ):
+            self.status.battery = reading.value
+            self._publish_status()
         self._on_reading(reading)
 
     async def command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:

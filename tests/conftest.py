@@ -59,7 +59,8 @@ class Broker:
             ):
                 return
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {(self.workdir / 'mosquitto.log').read_text()}")
+                log = (self.workdir / "mosquitto.log").read_text()
+                raise RuntimeError(f"mosquitto exited: {log}")
             time.sleep(0.05)
         raise RuntimeError("mosquitto did not start listening")
 

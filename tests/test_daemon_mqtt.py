@@ -120,7 +120,8 @@ async def test_commands_and_errors(broker: Broker, tmp_path: Path) -> None:
         cases = [
             ("device/assign", {"device": "nope", "bed": "bed1"}, "unknown device"),
             ("device/assign", {"device": "ox1", "bed": "bed9"}, "unknown bed"),
-            ("device/assign", {"device": "ox1", "bed": "bed1", "colour": 1}, "colour: unknown field"),
+            ("device/assign", {"device": "ox1", "bed": "bed1", "colour": 1},
+             "colour: unknown field"),
             ("device/assign", {"device": "ox1"}, "bed: Field required"),
             ("no/such", {}, "unknown command"),
             ("device/command", {"device": "ox1", "command": "fly"}, "does not support"),

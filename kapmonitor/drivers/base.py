@@ -58,6 +58,11 @@ class DeviceConfig(BaseModel):
     )
     enabled: bool = Field(default=True, description="Set false to keep the entry but not run it.")
 
+    def referenced_beds(self) -> list[str]:
+        """Every bed id this device may publish to (checked against [[beds]] at load time).
+        Drivers that route to several beds (HL7 listeners) extend it."""
+        return [self.bed]
+
 
 @dataclass(frozen=True, slots=True)
 class Status:

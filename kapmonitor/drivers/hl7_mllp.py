@@ -152,6 +152,9 @@ class Hl7MllpConfig(DeviceConfig):
     application: str = Field(default="KAPMONITOR", description="MSH-3 of our ACKs.")
     facility: str = Field(default="", description="MSH-4 of our ACKs.")
 
+    def referenced_beds(self) -> list[str]:
+        return [self.bed, *(r.bed for r in self.routes)]
+
     @field_validator("codes")
     @classmethod
     def _known_metrics(cls, v: dict[str, str]) -> dict[str, str]:
