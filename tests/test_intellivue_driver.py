@@ -362,3 +362,21 @@ async def test_over_tcp_like_a_serial_server() -> None:
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await server
+
+
+async def test_slow_polls_are_padded_with_keep_alives() -> None:
+    # Polls every 12 s would let the monitor's 10 s host timeout fire; keep-alives prevent it.
+    async with rig(nibp_interval=None) as r:
+        driver = r.make_driver(poll_period=12.0, silence_timeout=15.0)
+        task = asyncio.ensure_future(consume(r, driver))
+        try:
+            await r.until(lambda: r.sim_now() > 30.0)
+            assert not task.done()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert r.monitor.stats["aborts_sent"] == 0 and r.monitor.stats["associations"] == 1
+        numeric_polls = len(measurements(r.events, "heart_rate"))
+        assert 2 <= numeric_polls <= 4
+        assert r.monitor.stats["polls"] >= numeric_polls + 8  # a keep-alive at least every 2.5 s
