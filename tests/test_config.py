@@ -151,8 +151,9 @@ def test_example_documents_every_field() -> None:
 
     def walk(model: type, prefix: str) -> None:
         for name, field in model.model_fields.items():  # type: ignore[attr-defined]
-            if f"{name} =" not in text and f"[{prefix}{name}]" not in text and \
-                    f"[[{prefix}{name}]]" not in text:
+            table = (prefix.split("[")[0] + "." if "[" in prefix else prefix) + name
+            if f"{name} =" not in text and f"[{table}]" not in text and \
+                    f"[[{table}]]" not in text and f"[[{prefix}{name}]]" not in text:
                 missing.append(prefix + name)
             ann = field.annotation
             if isinstance(ann, type) and hasattr(ann, "model_fields"):
@@ -161,4 +162,5 @@ def test_example_documents_every_field() -> None:
     walk(Config, "")
     for cls in drivers().values():
         walk(cls.config_model, f"devices[{cls.name}].")
+        assert f'driver = "{cls.name}"' in text, f"no example of driver {cls.name}"
     assert not missing, f"config/example.toml does not document: {missing}"
