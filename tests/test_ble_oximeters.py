@@ -5,14 +5,16 @@ appear for configured devices."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ble_util import Rig, close_rig, make_rig, measurements, run_session, states
 
 from kapmonitor.ble.link import LinkLost
-from kapmonitor.drivers.base import Driver
+from kapmonitor.drivers.base import Driver, DriverEvent
 from kapmonitor.drivers.ble_berrymed import BerryMedConfig, BerryMedDriver
 from kapmonitor.drivers.ble_hrs import HrsConfig, HrsDriver
 from kapmonitor.drivers.ble_plx import PlxConfig, PlxDriver
@@ -67,7 +69,7 @@ async def test_out_of_range_with_missing_disconnect_is_detected_by_silence(rig: 
     )
     assert isinstance(hrm, VirtualHeartRateSensor)
     driver = HrsDriver(HrsConfig(id="hr1", bed="b1", address=ADDR, link_timeout=6.0), rig.ctx)
-    got: list[object] = []
+    got: list[DriverEvent] = []
 
     async def consume() -> None:
         async for ev in driver.session():
@@ -130,7 +132,5 @@ async def test_twins_appear_for_configured_devices(tmp_path: Path) -> None:
         await close_rig(r)
 
 
-async def run_until(coro: object, real_seconds: float) -> None:
-    import asyncio
-
-    await asyncio.wait_for(coro, real_seconds)  # type: ignore[arg-type]
+async def run_until(coro: Coroutine[Any, Any, None], real_seconds: float) -> None:
+    await asyncio.wait_for(coro, real_seconds)

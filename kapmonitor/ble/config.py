@@ -79,6 +79,12 @@ class BleDeviceConfig(DeviceConfig):
         default=None,
         description="Match on this advertised service UUID instead of the driver's default.",
     )
+    find_timeout: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds to look for the device's advertisement before the attempt counts "
+        "as failed (status `error`, then backoff and retry).",
+    )
     pair: bool = Field(
         default=False,
         description="Ask BlueZ to pair while connecting. Bond once with `kapmonitor pair` first "

@@ -58,13 +58,15 @@ class BleDriver(Driver):
     def match(self) -> DeviceMatch:
         return self.match_for(self.config)
 
-    async def find(
-        self, *, within: float | None = None, fresh_since: float | None = None
-    ) -> Sighting:
+    async def find(self, *, fresh_since: float | None = None) -> Sighting:
+        """Wait for the device's advertisement (up to the config's ``find_timeout``)."""
         manager = self.manager
         manager.ensure_twin(self.config, self.name)
         return await manager.find(
-            self.match(), claimant=self.config.id, within=within, fresh_since=fresh_since
+            self.match(),
+            claimant=self.config.id,
+            within=self.config.find_timeout,
+            fresh_since=fresh_since,
         )
 
     @contextlib.asynccontextmanager

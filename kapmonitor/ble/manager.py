@@ -270,6 +270,8 @@ class BleManager:
         if holder is not None and holder != claimant:
             raise ConnectionError(f"{address} is in use by device {holder!r}")
         self._claims[address] = claimant
+        # Connected devices stop advertising: the next connection needs a new advertisement.
+        self._seen.pop(address, None)
         try:
             async with self._connect_lock:
                 client_class = BleakClient if self.simulated else BleakClientWithServiceCache
@@ -282,6 +284,7 @@ class BleManager:
                     pair=pair,
                     **self._client_kwargs(),
                 )
+            self._seen.pop(address, None)  # heard while the connection was being set up
             try:
                 yield client
             finally:

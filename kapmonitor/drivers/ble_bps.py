@@ -45,6 +45,10 @@ class BpsConfig(BleDeviceConfig):
         default=None,
         description="Cuffs report only when someone measures: leave unset (no staleness).",
     )
+    find_timeout: float | None = Field(
+        default=None,
+        description="A cuff advertises only after a button press: wait for it indefinitely.",
+    )
     session_idle: float = Field(
         default=20.0,
         gt=0,

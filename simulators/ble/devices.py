@@ -74,8 +74,13 @@ class PatientDevice(Peripheral):
     async def follow_patient(self) -> None:
         """Background loop: radio presence from the patient's events; battery drain."""
         assert self.world is not None
+        present = True
         while True:
-            self.set_in_range(self.patient.device_present(self.sim_time()))
+            # Act on changes only, so a test (or operator) can still move the device by hand.
+            now_present = self.patient.device_present(self.sim_time())
+            if now_present != present:
+                present = now_present
+                self.set_in_range(present)
             self.battery = max(
                 0.0, self.battery - self.battery_drain_per_hour * self.presence_check / 3600
             )
