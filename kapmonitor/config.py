@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from kapmonitor.ble.config import BleConfig
 from kapmonitor.drivers.base import ID_PATTERN, DeviceConfig
 from kapmonitor.drivers.registry import drivers
 
@@ -182,6 +183,7 @@ class Config(_Model):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Outbox settings.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Metrics.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
+    ble: BleConfig = Field(default_factory=BleConfig, description="Bluetooth LE stack.")
     beds: list[BedConfig] = Field(default_factory=list, description="The beds of this node.")
     # The real type is the discriminated union of all drivers' models; see config_model().
     devices: list[DeviceConfig] = Field(

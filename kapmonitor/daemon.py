@@ -315,7 +315,9 @@ class Daemon:
         )
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
-        ctx = DriverContext(clock=self.clock, state_dir=self.state_dir)
+        ctx = DriverContext(
+            clock=self.clock, state_dir=self.state_dir, shared={"ble.config": cfg.ble}
+        )
         registry = drivers()
         for dev in cfg.devices:
             if not dev.enabled:
