@@ -79,6 +79,10 @@ def base_signal(signal: str) -> str:
     return signal
 
 
+def _medium_in_peak() -> dict[Phase, Priority]:
+    return {"onset": "medium", "peak": "medium"}
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -339,7 +343,7 @@ class BpSchedule(_Model):
     )
     overdue_priority: Priority = Field(default="low", description="`bp_overdue` priority.")
     overdue_priority_by_phase: dict[Phase, Priority] = Field(
-        default_factory=lambda: {"onset": "medium", "peak": "medium"},
+        default_factory=lambda: _medium_in_peak(),
         description="Phase-dependent priority of `bp_overdue`.",
     )
 
@@ -352,6 +356,9 @@ class Discharge(_Model):
     spo2_alarm_quiet_s: float = Field(default=900.0, ge=0, description="No SpO2 alert this long.")
     bp_within_fraction: float = Field(default=0.20, gt=0, description="SBP/DBP within ±x of BL.")
     bp_below: tuple[float, float] = Field(default=(160.0, 100.0), description="And below this.")
+    bp_rise_tolerance: float = Field(
+        default=5.0, ge=0, description="Last two SBP readings count as non-rising within this."
+    )
     hr_within_fraction: float = Field(default=0.20, gt=0, description="HR within ±x of BL.")
     data_fresh_s: float = Field(default=60.0, gt=0, description="SpO2/HR data at most this old.")
     nibp_fresh_s: float = Field(default=1200.0, gt=0, description="Last NIBP at most this old.")
@@ -366,7 +373,7 @@ class Devices(_Model):
     disconnected_delay_s: float = Field(default=10.0, ge=0, description="Persistence first.")
     priority: Priority = Field(default="low", description="`device_disconnected` priority.")
     priority_by_phase: dict[Phase, Priority] = Field(
-        default_factory=lambda: {"onset": "medium", "peak": "medium"},
+        default_factory=lambda: _medium_in_peak(),
         description="Phase-dependent priority.",
     )
 

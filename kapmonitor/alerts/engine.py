@@ -1,0 +1,572 @@
+"""The facade the daemon (and ``kapmonitor replay``) calls: :class:`AlarmEngine`.
+
+Usage::
+
+    engine = AlarmEngine(load_rules(path), beds=["bed1", "bed2"], id_prefix="")
+    engine.on_reading(reading)                  # kapmonitor.model.Reading, any time
+    engine.on_device_status("ox1", "bed1", "disconnected", now)
+    events = engine.tick(now)                   # runs every tick due up to `now`
+    result = engine.command("alert/ack", {"bed": "bed1", "all": True}, now)
+    result.response, result.events              # response body and events to publish
+    engine.active_alarms("bed1")                # retained `bed/<id>/alarms` payload
+    engine.session_state("bed1")                # retained `bed/<id>/session` payload
+    state = engine.export_state(); engine.restore_state(state)   # persistence across restarts
+
+Time is whatever the caller passes (epoch seconds in the daemon, trace seconds in replay); the
+engine never reads a clock. Ticks fall on multiples of ``tick_s``. Readings are placed by their
+host ``received`` time; NIBP parts (sys/dia/mean) with the same device and source timestamp form
+one measurement, validated and evaluated at the first tick after they arrived.
+
+Commands (args are validated, unknown fields rejected):
+
+* ``session/start`` {bed, profile, route?, risk_flags?, session_id?, patient_id?}
+* ``session/dose`` {bed, dose_mg?, route?} — the first dose is t0 and freezes the baseline
+* ``session/end`` {bed}
+* ``alert/ack`` {bed, alert_id? | all: true, by?} — ``alert_id`` may also be a rule id
+* ``alert/pause`` {bed, alert_id? | all: true, seconds?, by?} — AUDIO PAUSED, time-limited
+
+Engine technical channels (besides the rule set): ``nibp_invalid``, ``bp_overdue``,
+``baseline_incomplete``, ``device_disconnected:<device>``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kapmonitor.alerts.compiled import CompiledRules
+from kapmonitor.alerts.detector import TickInput, Transition, VectorDetector
+from kapmonitor.alerts.events import Event, SessionEvent
+from kapmonitor.alerts.lifecycle import AlertBook
+from kapmonitor.alerts.rules import (
+    CONTINUOUS_METRICS,
+    NIBP_SIGNALS,
+    PARAMETER_OF,
+    PHASES,
+    PRIORITIES,
+    Phase,
+    Priority,
+    RuleSet,
+    base_signal,
+)
+from kapmonitor.alerts.session import Dose, NibpRecord, Session
+from kapmonitor.alerts.signals import SignalSampler
+from kapmonitor.model import METRICS, Reading
+
+STATE_VERSION = 1
+CATCH_UP_LIMIT_S = 120.0  # after a longer stall, skip ahead instead of replaying every tick
+
+
+@dataclass
+class CommandResult:
+    response: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.response.get("status") == "ok"
+
+
+class CommandError(Exception):
+    pass
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bed: str = Field(description="Bed id.")
+
+
+class StartArgs(_Args):
+    profile: str = Field(description="Dosing profile, e.g. `ketamine` or `esketamine`.")
+    route: str | None = Field(default=None, description="Route of administration.")
+    risk_flags: list[str] = Field(default_factory=list, description="Risk flags.")
+    session_id: str | None = Field(default=None, description="Id; default `<bed>-<time>`.")
+    patient_id: str | None = Field(default=None, description="Patient reference (optional).")
+
+
+class DoseArgs(_Args):
+    dose_mg: float | None = Field(default=None, ge=0, description="Dose in mg.")
+    route: str | None = Field(default=None, description="Route; default the session's.")
+
+
+class EndArgs(_Args):
+    pass
+
+
+class AlertArgs(_Args):
+    alert_id: str | None = Field(default=None, description="Alert id (or rule id).")
+    all: bool = Field(default=False, description="Every open alert of the bed.")
+    by: str | None = Field(default=None, description="Who acted (logged).")
+
+    @model_validator(mode="after")
+    def _one(self) -> AlertArgs:
+        if (self.alert_id is None) == (not self.all):
+            raise ValueError("give either alert_id or all=true")
+        return self
+
+
+class PauseArgs(AlertArgs):
+    seconds: float | None = Field(default=None, gt=0, description="Pause length.")
+
+
+@dataclass
+class _NibpParts:
+    first_received: float
+    values: dict[str, float | None] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+
+
+class AlarmEngine:
+    def __init__(self, rules: RuleSet, beds: Sequence[str], *, id_prefix: str = "") -> None:
+        if len(set(beds)) != len(beds):
+            raise ValueError("duplicate bed ids")
+        self.rules = rules
+        self.beds = list(beds)
+        self.bed_index = {b: i for i, b in enumerate(self.beds)}
+        self.compiled = CompiledRules.build(rules)
+        self.detector = VectorDetector(self.compiled, len(self.beds))
+        self.sampler = SignalSampler(rules, len(self.beds))
+        self.sessions: dict[str, Session] = {}
+        self.book = AlertBook(rules.lifecycle, self.phase_of, id_prefix)
+        self.dt = float(rules.tick_s)
+        self.tick_k: int | None = None
+        self.last_tick: float | None = None
+        self._nibp_parts: dict[str, dict[tuple[str, float], _NibpParts]] = {}
+        self._nibp_ready: dict[str, deque[_NibpParts]] = {b: deque() for b in self.beds}
+        self._nibp_now = np.full((3, len(self.beds)), np.nan)
+        self._devices: dict[tuple[str, str], tuple[str, float]] = {}
+        self._battery: dict[str, dict[str, float]] = {b: {} for b in self.beds}
+        self._last_spo2_alert: dict[str, float] = {}
+        self._rules_by_id = {r.id: r for r in self.compiled.active_rules}
+
+    # -- inputs -------------------------------------------------------------------------------
+    def on_reading(self, reading: Reading) -> None:
+        """Take one reading (any bed, any metric); unknown beds/metrics are ignored."""
+        b = self.bed_index.get(reading.bed)
+        if b is None:
+            return
+        m = reading.metric
+        if m == "battery":
+            if reading.value is not None:
+                levels = self._battery[reading.bed]
+                levels[reading.device] = reading.value
+                self.sampler.ingest(b, m, min(levels.values()), reading.received, ())
+        elif m in CONTINUOUS_METRICS:
+            self.sampler.ingest(b, m, reading.value, reading.received, reading.quality)
+        elif m in NIBP_SIGNALS:
+            parts = self._nibp_parts.setdefault(reading.bed, {})
+            key = (reading.device, reading.ts)
+            p = parts.get(key)
+            if p is None:
+                p = parts[key] = _NibpParts(reading.received)
+            p.values[m] = reading.value
+            p.flags |= reading.quality
+
+    def on_device_status(self, device: str, bed: str, state: str, now: float | None = None
+                         ) -> None:
+        """A device supervisor's status change (connecting/connected/stale/disconnected/error)."""
+        if bed not in self.bed_index:
+            return
+        t = now if now is not None else (self.last_tick if self.last_tick is not None else 0.0)
+        prev = self._devices.get((bed, device))
+        if prev is None or prev[0] != state:
+            self._devices[(bed, device)] = (state, t)
+
+    # -- time ---------------------------------------------------------------------------------
+    def tick(self, now: float) -> list[Event]:
+        """Run every tick whose time is ≤ ``now``; return the events in time order."""
+        if self.tick_k is None:
+            self.tick_k = math.ceil(now / self.dt - 1e-9)
+        if now - self.tick_k * self.dt > CATCH_UP_LIMIT_S:
+            self.tick_k = math.floor(now / self.dt + 1e-9)
+        events: list[Event] = []
+        while self.tick_k * self.dt <= now:
+            events += self._step(self.tick_k * self.dt)
+            self.tick_k += 1
+        return events
+
+    def _step(self, t: float) -> list[Event]:
+        self.last_tick = t
+        out: list[Event] = []
+        for bed in sorted(self.sessions):
+            s = self.sessions[bed]
+            ev = s.update_phase(t, self.rules)
+            if ev:
+                out += ev
+                self._push_context(bed)
+        out += self._take_nibp(t)
+        value, age, off, poor = self.sampler.sample(t)
+        inp = TickInput(t, value, age, off, poor, self._nibp_now)
+        for tr in self.detector.step(inp):
+            out += self._apply(tr, t)
+        asked = {e.bed for e in out if isinstance(e, SessionEvent) and e.event == "bp_due"}
+        out += [e for e in self._confirm_requests(t) if e.bed not in asked]
+        for bed in sorted(self.sessions):
+            out += self._session_step(bed, t)
+        out += self._device_step(t)
+        out += self.book.tick(t)
+        return out
+
+    # -- NIBP ---------------------------------------------------------------------------------
+    def _take_nibp(self, t: float) -> list[Event]:
+        out: list[Event] = []
+        self._nibp_now = np.full((3, len(self.beds)), np.nan)
+        for bed, parts in self._nibp_parts.items():
+            for key in [k for k, p in parts.items() if p.first_received <= t]:
+                self._nibp_ready[bed].append(parts.pop(key))
+        for bed in self.beds:
+            queue = self._nibp_ready[bed]
+            if not queue:
+                continue
+            p = queue.popleft()  # one measurement per bed per tick; the rest follow
+            problem = self._nibp_problem(p)
+            if problem:
+                out += self.book.condition_on(
+                    t, bed, "nibp_invalid", rule="nibp_invalid", kind="technical",
+                    priority=self.rules.nibp.priority, metric="nibp_sys",
+                    value=p.values.get("nibp_sys"), text=f"NIBP measurement rejected: {problem}",
+                    latch=False,
+                )
+                continue
+            out += self.book.condition_off(t, bed, "nibp_invalid")
+            sys_, dia = p.values["nibp_sys"], p.values["nibp_dia"]
+            assert sys_ is not None and dia is not None
+            mean = p.values.get("nibp_mean")
+            b = self.bed_index[bed]
+            self._nibp_now[:, b] = (sys_, dia, np.nan if mean is None else mean)
+            s = self.sessions.get(bed)
+            if s is not None and s.phase != "ended":
+                s.add_nibp(NibpRecord(t, sys_, dia, mean))
+        return out
+
+    def _nibp_problem(self, p: _NibpParts) -> str | None:
+        cfg = self.rules.nibp
+        bad = sorted(p.flags & set(cfg.error_flags))
+        if bad:
+            return "device flags " + ", ".join(bad)
+        sys_, dia = p.values.get("nibp_sys"), p.values.get("nibp_dia")
+        if sys_ is None or dia is None:
+            return "systolic and diastolic values needed"
+        if not cfg.sys_range[0] <= sys_ <= cfg.sys_range[1]:
+            return f"systolic {sys_:g} outside {cfg.sys_range[0]:g}–{cfg.sys_range[1]:g}"
+        if not cfg.dia_range[0] <= dia <= cfg.dia_range[1]:
+            return f"diastolic {dia:g} outside {cfg.dia_range[0]:g}–{cfg.dia_range[1]:g}"
+        if sys_ - dia < cfg.min_pulse_pressure:
+            return f"pulse pressure {sys_ - dia:g} below {cfg.min_pulse_pressure:g}"
+        return None
+
+    def _confirm_requests(self, t: float) -> list[Event]:
+        """A single qualifying NIBP of a confirm-by-repeat rule asks for a repeat reading."""
+        out: list[Event] = []
+        c, d = self.compiled, self.detector
+        new = ~np.isnan(self._nibp_now[0])
+        for ri in np.flatnonzero(c.episodic & (c.confirm_count > 1)):
+            waiting = new & (d.count[ri] >= 1) & (d.count[ri] < c.confirm_count[ri]) & ~d.active[ri]
+            for b in np.flatnonzero(waiting):
+                bed = self.beds[int(b)]
+                out.append(SessionEvent(t, bed, "bp_due", self.phase_of(bed), {
+                    "item": "confirm", "rule": c.rule_ids[ri], "due_at": t,
+                }))
+        return out
+
+    # -- transitions → alerts -----------------------------------------------------------------
+    def _apply(self, tr: Transition, t: float) -> list[Event]:
+        c = self.compiled
+        rule = c.active_rules[tr.rule]
+        bed = self.beds[tr.bed]
+        column = c.columns[tr.column] if tr.column >= 0 else None
+        metric = self._metric_name(column, tr.bed, t)
+        value = tr.value
+        if column is not None and column.endswith(("_off", "_poor")):
+            value = None
+        if tr.event == "off":
+            return list(self.book.condition_off(t, bed, rule.id, value))
+        text = self._text(rule.title, column, metric, value, tr.bed, bed)
+        if tr.event == "escalate":
+            return list(self.book.escalate(t, bed, rule.id, text + " (repeat reading)"))
+        phase = self.phase_of(bed)
+        out: list[Event] = list(self.book.condition_on(
+            t, bed, rule.id, rule=rule.id, kind=rule.kind, priority=rule.priority_in(phase),
+            metric=metric, value=value, text=text, latch=rule.latch,
+        ))
+        param = PARAMETER_OF.get(base_signal(rule.primary_signal or ""), "")
+        if rule.kind == "physiological" and param == "spo2":
+            self._last_spo2_alert[bed] = t
+        if rule.episodic and rule.kind == "physiological" and rule.priority_in(phase) == "high":
+            out.append(SessionEvent(t, bed, "bp_due", phase, {
+                "item": "re_measure", "rule": rule.id, "due_at": t,
+            }))
+        return out
+
+    def _metric_name(self, column: str | None, b: int, t: float) -> str | None:
+        if column is None:
+            return None
+        base = base_signal(column.split("~")[0])
+        if base == "hr":
+            ecg = self.sampler.fresh_value(b, "heart_rate", t)
+            return "pulse_rate" if math.isnan(ecg) else "heart_rate"
+        return base
+
+    def _text(self, title: str, column: str | None, metric: str | None, value: float | None,
+              b: int, bed: str) -> str:
+        if column is None:
+            names = [a.rule for a in self.book.alerts(bed)
+                     if a.priority == "medium" and a.kind == "physiological"]
+            return f"{title}: {', '.join(names)}" if names else title
+        if column in NIBP_SIGNALS:
+            s, d, m = self._nibp_now[:, b]
+            bp = f"{s:.0f}/{d:.0f} mmHg" + ("" if math.isnan(m) else f" (mean {m:.0f})")
+            return f"{title}: {bp}"
+        if value is None:
+            return title
+        if column.endswith("_age"):
+            return f"{title}: {metric} last received {value:.0f} s ago"
+        info = METRICS.get(metric or "")
+        label, unit = (info.label, info.unit) if info else (metric, "")
+        unit = {"/min": "/min", "%": "%"}.get(unit, unit)
+        return f"{title}: {label} {value:g} {unit}".rstrip()
+
+    # -- sessions -----------------------------------------------------------------------------
+    def phase_of(self, bed: str) -> Phase:
+        s = self.sessions.get(bed)
+        return "idle" if s is None else s.phase
+
+    def _push_context(self, bed: str) -> None:
+        b = self.bed_index[bed]
+        c = self.compiled
+        s = self.sessions.get(bed)
+        phase = PHASES.index(self.phase_of(bed))
+        baseline = np.full(c.n_cols, np.nan)
+        risk = np.zeros(len(c.flags), dtype=bool)
+        if s is not None:
+            if s.t0 is not None:
+                for name, v in s.baseline.items():
+                    if name in c.col:
+                        baseline[c.col[name]] = v
+            for f in s.risk_flags:
+                if f in c.flags:
+                    risk[c.flags.index(f)] = True
+        self.detector.set_context(b, phase, baseline, risk)
+
+    def _session_step(self, bed: str, t: float) -> list[Event]:
+        s = self.sessions[bed]
+        b = self.bed_index[bed]
+        X, col = self.detector.X, self.compiled.col
+        out: list[Event] = []
+        if s.phase == "pre_dose":
+            s.add_sample(t, X[col["spo2"], b], X[col["hr"], b], X[col["resp_rate"], b])
+        bp_open = any(
+            a.kind == "physiological" and a.rule in self._rules_by_id
+            and self._rules_by_id[a.rule].episodic
+            for a in self.book.alerts(bed)
+        )
+        events, overdue = s.schedule_step(t, self.rules, bp_open)
+        out += events
+        if overdue:
+            cfg = self.rules.bp_schedule
+            prio = cfg.overdue_priority_by_phase.get(s.phase, cfg.overdue_priority)
+            out += self.book.condition_on(
+                t, bed, "bp_overdue", rule="bp_overdue", kind="technical", priority=prio,
+                metric="nibp_sys", value=None,
+                text=f"Scheduled blood pressure overdue ({', '.join(overdue)})", latch=False,
+            )
+        else:
+            out += self.book.condition_off(t, bed, "bp_overdue")
+        open_alarms = [a.alert_id for a in self.book.alerts(bed) if a.kind != "advisory"]
+        out += s.discharge_step(
+            t, self.rules, spo2=float(X[col["spo2"], b]), hr=float(X[col["hr"], b]),
+            spo2_age=float(X[col["spo2_age"], b]), hr_age=float(X[col["hr_age"], b]),
+            open_alarms=open_alarms, last_spo2_alert=self._last_spo2_alert.get(bed),
+        )
+        return out
+
+    def _device_step(self, t: float) -> list[Event]:
+        cfg = self.rules.devices
+        out: list[Event] = []
+        for (bed, device), (state, since) in sorted(self._devices.items()):
+            channel = f"device_disconnected:{device}"
+            if state in cfg.disconnected_states and t - since >= cfg.disconnected_delay_s:
+                prio: Priority = cfg.priority_by_phase.get(self.phase_of(bed), cfg.priority)
+                out += self.book.condition_on(
+                    t, bed, channel, rule="device_disconnected", kind="technical",
+                    priority=prio, metric=None, value=None,
+                    text=f"Device {device} {state} for {t - since:.0f} s", latch=False,
+                )
+            elif state not in cfg.disconnected_states:
+                out += self.book.condition_off(t, bed, channel)
+        return out
+
+    # -- commands -----------------------------------------------------------------------------
+    def command(self, name: str, args: Mapping[str, Any], now: float) -> CommandResult:
+        """Run an operator command; never raises for bad input (error response instead)."""
+        handlers: dict[str, tuple[type[_Args], Any]] = {
+            "session/start": (StartArgs, self._cmd_start),
+            "session/dose": (DoseArgs, self._cmd_dose),
+            "session/end": (EndArgs, self._cmd_end),
+            "alert/ack": (AlertArgs, self._cmd_ack),
+            "alert/pause": (PauseArgs, self._cmd_pause),
+        }
+        if name not in handlers:
+            return CommandResult({"status": "error", "error": f"unknown command {name!r}"})
+        model, handler = handlers[name]
+        try:
+            parsed = model.model_validate(dict(args))
+            if parsed.bed not in self.bed_index:
+                raise CommandError(f"unknown bed {parsed.bed!r}")
+            response, events = handler(parsed, now)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(x) for x in err['loc']) or 'args'}: {err['msg']}"
+                for err in e.errors()
+            )
+            return CommandResult({"status": "error", "error": problems})
+        except CommandError as e:
+            return CommandResult({"status": "error", "error": str(e)})
+        return CommandResult({"status": "ok", **response}, events)
+
+    def _cmd_start(self, a: StartArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+        if a.profile not in self.rules.profiles:
+            raise CommandError(
+                f"unknown profile {a.profile!r}; known: {', '.join(self.rules.profiles)}"
+            )
+        unknown = [f for f in a.risk_flags if f not in self.rules.risk_flags]
+        if unknown:
+            raise CommandError(
+                f"unknown risk flag(s) {', '.join(unknown)}; known: "
+                f"{', '.join(self.rules.risk_flags)}"
+            )
+        profile = self.rules.profiles[a.profile]
+        if a.route is not None and a.route not in profile.routes:
+            raise CommandError(f"route {a.route!r} not allowed for {a.profile}: {profile.routes}")
+        old = self.sessions.get(a.bed)
+        if old is not None and old.ended_at is None:
+            raise CommandError(f"bed {a.bed} already has an active session {old.session_id}")
+        events: list[Event] = []
+        for ch in ("bp_overdue", "baseline_incomplete"):
+            events += self.book.close_channel(now, a.bed, ch)
+        s = Session(
+            bed=a.bed, session_id=a.session_id or f"{a.bed}-{now:.0f}", profile=a.profile,
+            started_at=now, route=a.route, risk_flags=sorted(set(a.risk_flags)),
+            patient_id=a.patient_id,
+        )
+        s.start_schedule(now)
+        self.sessions[a.bed] = s
+        self._push_context(a.bed)
+        events.append(SessionEvent(now, a.bed, "started", s.phase, {
+            "session_id": s.session_id, "profile": s.profile, "route": s.route,
+            "risk_flags": s.risk_flags,
+        }))
+        events.append(SessionEvent(now, a.bed, "phase", s.phase, {"session_id": s.session_id}))
+        return {"session": s.snapshot(now, self.rules)}, events
+
+    def _active_session(self, bed: str) -> Session:
+        s = self.sessions.get(bed)
+        if s is None or s.ended_at is not None:
+            raise CommandError(f"bed {bed} has no active session")
+        return s
+
+    def _cmd_dose(self, a: DoseArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+        s = self._active_session(a.bed)
+        route = a.route or s.route
+        profile = self.rules.profiles[s.profile]
+        if route is not None and route not in profile.routes:
+            raise CommandError(f"route {route!r} not allowed for {s.profile}: {profile.routes}")
+        first = not s.doses
+        s.doses.append(Dose(now, a.dose_mg, route))
+        events: list[Event] = [SessionEvent(now, a.bed, "dose", s.phase, {
+            "session_id": s.session_id, "dose_mg": a.dose_mg, "route": route,
+            "dose_index": len(s.doses), "t0": s.t0,
+            "observation_until": s.observation_until(self.rules),
+        })]
+        if first:
+            s.freeze_baseline(now, self.rules)
+            s.dose_schedule(self.rules)
+            events.append(SessionEvent(now, a.bed, "baseline", s.phase, {
+                "session_id": s.session_id, "baseline": dict(s.baseline),
+                "complete": s.baseline_complete, "missing": list(s.baseline_missing),
+            }))
+            if not s.baseline_complete:
+                events += self.book.condition_on(
+                    now, a.bed, "baseline_incomplete", rule="baseline_incomplete",
+                    kind="technical", priority=self.rules.baseline.incomplete_priority,
+                    metric=None, value=None,
+                    text="Pre-dose baseline incomplete: " + "; ".join(s.baseline_missing),
+                    latch=False,
+                )
+            events += s.update_phase(now, self.rules)
+            self._push_context(a.bed)
+        return {"session": s.snapshot(now, self.rules)}, events
+
+    def _cmd_end(self, a: EndArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+        s = self._active_session(a.bed)
+        s.ended_at = now
+        events: list[Event] = [SessionEvent(now, a.bed, "ended", "ended", {
+            "session_id": s.session_id, "discharge_ready": s.discharge_ready,
+        })]
+        events += s.update_phase(now, self.rules)
+        for ch in ("bp_overdue", "baseline_incomplete"):
+            events += self.book.close_channel(now, a.bed, ch)
+        self._push_context(a.bed)
+        return {"session": s.snapshot(now, self.rules)}, events
+
+    def _cmd_ack(self, a: AlertArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+        if a.alert_id is not None and self.book.find(a.bed, a.alert_id) is None:
+            raise CommandError(f"no open alert {a.alert_id!r} on bed {a.bed}")
+        events = self.book.acknowledge(now, a.bed, a.alert_id, a.by)
+        acked = [e.alert_id for e in events if e.event == "acknowledged"]
+        return {"acknowledged": acked}, list(events)
+
+    def _cmd_pause(self, a: PauseArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+        if a.alert_id is not None and self.book.find(a.bed, a.alert_id) is None:
+            raise CommandError(f"no open alert {a.alert_id!r} on bed {a.bed}")
+        events = self.book.pause(now, a.bed, a.alert_id, a.seconds)
+        return {"paused": [e.alert_id for e in events]}, list(events)
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def active_alarms(self, bed: str) -> dict[str, Any]:
+        """The retained ``bed/<id>/alarms`` payload: open alerts, most urgent first."""
+        alerts = self.book.alerts(bed)
+        highest = max((PRIORITIES.index(a.priority) for a in alerts), default=None)
+        return {
+            "bed": bed,
+            "t": self.last_tick,
+            "phase": self.phase_of(bed),
+            "count": len(alerts),
+            "highest": None if highest is None else PRIORITIES[highest],
+            "audible": any(a.audible for a in alerts),
+            "alarms": [a.to_json() for a in alerts],
+        }
+
+    def session_state(self, bed: str) -> dict[str, Any]:
+        """The retained ``bed/<id>/session`` payload."""
+        s = self.sessions.get(bed)
+        if s is None:
+            return {"bed": bed, "active": False, "phase": "idle"}
+        return s.snapshot(self.last_tick if self.last_tick is not None else 0.0, self.rules)
+
+    # -- persistence --------------------------------------------------------------------------
+    def export_state(self) -> dict[str, Any]:
+        """Sessions and unacknowledged latched alerts, as JSON-ready data."""
+        return {
+            "version": STATE_VERSION,
+            "sessions": {bed: s.to_json() for bed, s in self.sessions.items()},
+            "alerts": self.book.export(),
+        }
+
+    def restore_state(self, data: Mapping[str, Any]) -> None:
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported alarm state version {data.get('version')!r}")
+        for bed, raw in data.get("sessions", {}).items():
+            if bed in self.bed_index:
+                self.sessions[bed] = Session.from_json(raw)
+                self._push_context(bed)
+        self.book.restore(data.get("alerts", {}))
+        for bed in list(self.book.open):
+            if bed not in self.bed_index:
+                del self.book.open[bed]

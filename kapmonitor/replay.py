@@ -1,0 +1,226 @@
+"""``kapmonitor replay TRACE.csv [--config PATH]``: the alarm engine offline on a trace.
+
+Runs the same :class:`~kapmonitor.alerts.AlarmEngine` the daemon runs, on a simulated clock
+that moves with the trace, and prints every event as one JSON object per line, in time order.
+Clinics use it to tune limits on their own recordings.
+
+Input: CSV with the header ``t,bed,name,value``. ``t`` is seconds from the trace start; rows are
+in time order; gaps mean no data arrived. ``name`` is a metric of the reading vocabulary
+(``spo2``, ``pulse_rate``, ``heart_rate``, ``nibp_sys``, ``nibp_dia``, ``nibp_mean``,
+``resp_rate``, ``perfusion_index``, ``battery``, …; an empty ``value`` means "no value", e.g.
+sensor off; NIBP parts with the same ``t`` form one measurement) or an event:
+
+* ``session_start`` — ``value`` is the profile (``ketamine``, ``esketamine``), optionally
+  followed by risk flags separated by spaces (``ketamine hypertension first_session``);
+* ``dose`` — ``value`` is the dose in mg or empty; the first dose is t0;
+* ``session_end``;
+* ``ack`` — ``value`` is ``all`` (every open alert of the bed), an alert id or a rule id;
+* ``pause`` — audio-pause every open alert of the bed; ``value`` is seconds or empty.
+
+Exit status: 0 after the whole trace; 2 with one line on stderr naming the row and the problem
+when the trace or the config is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from kapmonitor.alerts import AlarmEngine, Event, RuleSet, load_rules
+from kapmonitor.model import METRICS, Reading
+
+HEADER = ["t", "bed", "name", "value"]
+EVENTS = ("session_start", "dose", "session_end", "ack", "pause")
+EXIT_INVALID = 2
+
+
+class TraceError(Exception):
+    def __init__(self, row: int, problem: str) -> None:
+        super().__init__(f"row {row}: {problem}")
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int  # 1-based line number in the file (the header is row 1)
+    t: float
+    bed: str
+    name: str
+    value: str
+
+
+def read_rows(stream: TextIO) -> Iterator[Row]:
+    """Parse and validate rows (syntax, names, numbers, time order); raises TraceError."""
+    reader = csv.reader(stream)
+    header = next(reader, None)
+    if header is None or [h.strip() for h in header] != HEADER:
+        raise TraceError(1, f"header must be {','.join(HEADER)}, got {header!r}")
+    last_t = -math.inf
+    for number, fields in enumerate(reader, start=2):
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue
+        if len(fields) != 4:
+            raise TraceError(number, f"expected 4 fields (t,bed,name,value), got {len(fields)}")
+        t_text, bed, name, value = (f.strip() for f in fields)
+        try:
+            t = float(t_text)
+        except ValueError:
+            raise TraceError(number, f"t {t_text!r} is not a number")
+        if not math.isfinite(t) or t < 0:
+            raise TraceError(number, f"t {t_text!r} must be a finite number ≥ 0")
+        if t < last_t:
+            raise TraceError(number, f"t {t:g} goes back in time (previous row {last_t:g})")
+        last_t = t
+        if not bed:
+            raise TraceError(number, "bed is empty")
+        if name in METRICS:
+            if value:
+                try:
+                    v = float(value)
+                except ValueError:
+                    raise TraceError(number, f"value {value!r} of {name} is not a number")
+                if not math.isfinite(v):
+                    raise TraceError(number, f"value {value!r} of {name} is not finite")
+        elif name in EVENTS:
+            _check_event(number, name, value)
+        else:
+            raise TraceError(
+                number,
+                f"unknown name {name!r}: not a metric ({', '.join(METRICS)}) nor an event "
+                f"({', '.join(EVENTS)})",
+            )
+        yield Row(number, t, bed, name, value)
+
+
+def _check_event(number: int, name: str, value: str) -> None:
+    if name == "session_start" and not value:
+        raise TraceError(number, "session_start needs the profile as value")
+    if name == "ack" and not value:
+        raise TraceError(number, "ack needs a value: all, an alert id or a rule id")
+    if name in ("dose", "pause") and value:
+        try:
+            x = float(value)
+        except ValueError:
+            raise TraceError(number, f"{name} value {value!r} is not a number")
+        if not math.isfinite(x) or x < 0:
+            raise TraceError(number, f"{name} value {value!r} must be ≥ 0")
+
+
+def _command(row: Row) -> tuple[str, dict[str, Any]]:
+    if row.name == "session_start":
+        profile, *flags = row.value.split()
+        return "session/start", {"bed": row.bed, "profile": profile, "risk_flags": flags}
+    if row.name == "dose":
+        return "session/dose", {"bed": row.bed, "dose_mg": float(row.value) if row.value else None}
+    if row.name == "session_end":
+        return "session/end", {"bed": row.bed}
+    if row.name == "ack":
+        if row.value == "all":
+            return "alert/ack", {"bed": row.bed, "all": True, "by": "replay"}
+        return "alert/ack", {"bed": row.bed, "alert_id": row.value, "by": "replay"}
+    args: dict[str, Any] = {"bed": row.bed, "all": True, "by": "replay"}
+    if row.value:
+        args["seconds"] = float(row.value)
+    return "alert/pause", args
+
+
+def _emit(events: list[Event], out: TextIO) -> None:
+    for e in events:
+        out.write(json.dumps(e.to_json(), ensure_ascii=False) + "\n")
+
+
+def run(trace: Path, rules: RuleSet, out: TextIO) -> None:
+    """Replay ``trace``; raises TraceError on the first bad row or refused command."""
+    with trace.open(newline="", encoding="utf-8") as f:
+        beds = sorted({row.bed for row in read_rows(f)})
+    engine = AlarmEngine(rules, beds)
+    current: float | None = None
+    with trace.open(newline="", encoding="utf-8") as f:
+        for row in read_rows(f):
+            if current is None or row.t > current:
+                # every tick before this row's time sees only the rows before it
+                _emit(engine.tick(math.nextafter(row.t, -math.inf)), out)
+                current = row.t
+            if row.name in METRICS:
+                value = float(row.value) if row.value else None
+                engine.on_reading(_reading(row, value))
+                continue
+            name, args = _command(row)
+            result = engine.command(name, args, row.t)
+            if not result.ok:
+                raise TraceError(row.number, f"{row.name} refused: {result.response['error']}")
+            _emit(result.events, out)
+        if current is not None:
+            _emit(engine.tick(current), out)
+
+
+def _reading(row: Row, value: float | None) -> Reading:
+    info = METRICS[row.name]
+    return Reading(
+        bed=row.bed, device="replay", metric=row.name, value=value, unit=info.unit, ts=row.t,
+        received=row.t, mdc=info.mdc, loinc=info.loinc,
+    )
+
+
+def load_config(path: str | None) -> RuleSet:
+    """Load the rule set; raises TraceError-like ValueError with one line per problem."""
+    if path is None:
+        return load_rules()
+    try:
+        return load_rules(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file")
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: invalid TOML: {e}")
+    except ValidationError as e:
+        raise ValueError(
+            "\n".join(
+                f"{path}: {'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}"
+                for err in e.errors()
+            )
+        )
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="kapmonitor replay",
+        description="Run the alarm engine over a CSV trace (t,bed,name,value); print events "
+        "as JSON lines.",
+    )
+    p.add_argument("trace", help="CSV file with header t,bed,name,value")
+    p.add_argument("--config", help="alarm rules TOML (default: the shipped rules)")
+    args = p.parse_args(argv)
+    try:
+        rules = load_config(args.config)
+    except ValueError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_INVALID
+    trace = Path(args.trace)
+    if not trace.is_file():
+        print(f"{trace}: no such file", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        run(trace, rules, sys.stdout)
+    except TraceError as e:
+        sys.stdout.flush()
+        print(f"{trace}: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    except UnicodeDecodeError as e:
+        print(f"{trace}: not UTF-8 text ({e.reason} at byte {e.start})", file=sys.stderr)
+        return EXIT_INVALID
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
