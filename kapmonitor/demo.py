@@ -12,12 +12,14 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
-from kapmonitor.broker import BrokerInfo, demo_broker
+from kapmonitor.broker import BrokerInfo, demo_broker, free_port, reachable
 from kapmonitor.clock import ScaledClock
 from kapmonitor.config import Config, ConfigError, load_config, parse_config
 
@@ -37,21 +39,91 @@ DEMO_EVENTS: list[list[dict[str, Any]]] = [
 ]
 
 
-def demo_config_dict(beds: int, seed: int, state_dir: str) -> dict[str, Any]:
-    """The virtual clinic: per bed an oximeter and a cuff, every other bed an ECG monitor."""
+BED_KINDS = ("sim", "serial", "intellivue", "hl7")
+
+
+@dataclass
+class SimProcess:
+    """A stand-alone device simulator the demo runs next to the daemon."""
+
+    name: str
+    argv: list[str]
+    wait_path: Path | None = None  # a pty link that exists once the device is up
+    wait_port: int | None = None  # a TCP port that accepts once the device is up
+    after_daemon: bool = False  # senders that connect to the daemon start after it
+
+
+def _event_args(events: list[dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for e in events:
+        out += ["--event", f"{e['kind']}:{e['at']}:{e.get('duration', 300)}"]
+    return out
+
+
+def demo_layout(
+    beds: int, seed: int, state_dir: str, workdir: Path | None = None, speed: float = 1.0
+) -> tuple[dict[str, Any], list[SimProcess]]:
+    """The virtual clinic. Beds cycle through four set-ups so every device family is exercised:
+    in-process simulated devices; a Masimo oximeter on a serial pty (plus a cuff); a Philips
+    IntelliVue monitor on a serial pty; an HL7 central-station feed plus a Nonin oximeter behind a
+    ser2net-style TCP port. All devices of a bed sample the same simulated patient (same seed,
+    dose time and events). Without ``workdir`` every bed uses in-process devices only."""
+    py = sys.executable
     devices: list[dict[str, Any]] = []
+    procs: list[SimProcess] = []
+    routes: list[dict[str, Any]] = []
+    hl7_port = free_port()
     for i in range(1, beds + 1):
         bed = f"bed{i}"
         events = DEMO_EVENTS[(i - 1) % len(DEMO_EVENTS)]
-        patient = {"seed": seed * 100 + i, "events": events}
-        devices.append({"id": f"{bed}-ox", "driver": "sim", "bed": bed, "kind": "oximeter",
-                        "label": "virtual pulse oximeter", **patient})
-        devices.append({"id": f"{bed}-cuff", "driver": "sim", "bed": bed, "kind": "cuff",
-                        "label": "virtual BP cuff", "stale_after": 0, "nibp_every": 300})
-        if i % 2 == 1:
+        pseed = seed * 100 + i
+        patient = ["--seed", str(pseed), "--dose-at", "600", "--speed", f"{speed:g}",
+                   *_event_args(events)]
+        kind = BED_KINDS[(i - 1) % len(BED_KINDS)] if workdir is not None else "sim"
+        sim_patient = {"seed": pseed, "events": events}
+        if kind == "sim":
+            devices.append({"id": f"{bed}-ox", "driver": "sim", "bed": bed, "kind": "oximeter",
+                            "label": "virtual pulse oximeter", **sim_patient})
             devices.append({"id": f"{bed}-ecg", "driver": "sim", "bed": bed, "kind": "monitor",
-                            "label": "virtual ECG monitor"})
-    return {
+                            "label": "virtual ECG monitor", **sim_patient})
+        if kind in ("sim", "serial"):
+            devices.append({"id": f"{bed}-cuff", "driver": "sim", "bed": bed, "kind": "cuff",
+                            "label": "virtual BP cuff", "stale_after": 0, "nibp_every": 300,
+                            **sim_patient})
+        assert workdir is not None or kind == "sim"
+        if kind == "serial":
+            link = workdir / f"{bed}-masimo"  # type: ignore[operator]
+            procs.append(SimProcess(f"{bed} Masimo", [
+                py, "-m", "simulators", "serial", "--protocol", "masimo-ascii", "--pty",
+                "--link", str(link), *patient], wait_path=link))
+            devices.append({"id": f"{bed}-masimo", "driver": "serial-masimo", "bed": bed,
+                            "label": "Masimo Rad-8 (serial pty)", "port": str(link),
+                            "min_interval": 1.0})
+        elif kind == "intellivue":
+            link = workdir / f"{bed}-intellivue"  # type: ignore[operator]
+            procs.append(SimProcess(f"{bed} IntelliVue", [
+                py, "-m", "simulators", "intellivue", "--pty", str(link), "--nibp-every", "300",
+                *patient], wait_path=link))
+            devices.append({"id": f"{bed}-mp50", "driver": "serial-intellivue", "bed": bed,
+                            "label": "Philips IntelliVue (serial pty)", "port": str(link)})
+        elif kind == "hl7":
+            eui = f"0A0000000000{i:04X}"
+            routes.append({"bed": bed, "device": f"{bed}-monitor", "equipment_id": eui})
+            procs.append(SimProcess(f"{bed} HL7 monitor", [
+                py, "-m", "simulators", "hl7", "--port", str(hl7_port), "--style", "ge",
+                "--equipment-id", eui, "--interval", "30", "--nibp-every", "300", *patient],
+                after_daemon=True))
+            nonin_port = free_port()
+            procs.append(SimProcess(f"{bed} Nonin", [
+                py, "-m", "simulators", "serial", "--protocol", "nonin-fmt7", "--tcp",
+                str(nonin_port), *patient], wait_port=nonin_port))
+            devices.append({"id": f"{bed}-nonin", "driver": "serial-nonin", "bed": bed,
+                            "label": "Nonin (ser2net TCP)", "format": "fmt7",
+                            "port": f"socket://127.0.0.1:{nonin_port}"})
+    if routes:
+        devices.append({"id": "hl7-listener", "driver": "hl7-mllp", "bed": routes[0]["bed"],
+                        "label": "HL7 MLLP listener", "port": hl7_port, "routes": routes})
+    cfg = {
         "state_dir": state_dir,
         "node": {"site": "Virtual clinic", "node_id": "demo"},
         "mqtt": {"host": "127.0.0.1", "port": 1883},
@@ -59,6 +131,53 @@ def demo_config_dict(beds: int, seed: int, state_dir: str) -> dict[str, Any]:
         "beds": [{"id": f"bed{i}", "label": f"Chair {i}"} for i in range(1, beds + 1)],
         "devices": devices,
     }
+    return cfg, procs
+
+
+def demo_config_dict(beds: int, seed: int, state_dir: str) -> dict[str, Any]:
+    """The in-process-only clinic (no simulator processes)."""
+    return demo_layout(beds, seed, state_dir)[0]
+
+
+@contextlib.asynccontextmanager
+async def sim_processes(procs: list[SimProcess], log_dir: Path) -> AsyncIterator[
+        Callable[[bool], Awaitable[None]]]:
+    """Start the simulators; yields ``start(after_daemon)`` and stops them all on exit."""
+    running: list[asyncio.subprocess.Process] = []
+
+    async def start(after_daemon: bool) -> None:
+        for p in procs:
+            if p.after_daemon != after_daemon:
+                continue
+            logf = (log_dir / (p.name.replace(" ", "-") + ".log")).open("ab")
+            proc = await asyncio.create_subprocess_exec(
+                *p.argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf)
+            running.append(proc)
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if p.wait_path is not None and p.wait_path.exists():
+                    break
+                if p.wait_port is not None and reachable("127.0.0.1", p.wait_port, 0.1):
+                    break
+                if p.wait_path is None and p.wait_port is None:
+                    break
+                if proc.returncode is not None:
+                    raise RuntimeError(f"simulator {p.name} exited; see {logf.name}")
+                await asyncio.sleep(0.05)
+            else:
+                raise RuntimeError(f"simulator {p.name} did not come up; see {logf.name}")
+
+    try:
+        yield start
+    finally:
+        for proc in running:
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in running:
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
 
 
 # -- the view's model, fed from MQTT ------------------------------------------------------
@@ -192,28 +311,35 @@ async def _watch(info: BrokerInfo, view: ClinicView, ready: asyncio.Event) -> No
             await asyncio.sleep(0.5)
 
 
-def _load_demo_config(args: argparse.Namespace) -> Config | None:
+def _load_demo_config(
+    args: argparse.Namespace, workdir: Path
+) -> tuple[Config | None, list[SimProcess]]:
     if args.config:
         try:
-            return load_config(args.config)
+            return load_config(args.config), []
         except ConfigError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)
-            return None
-    state = tempfile.mkdtemp(prefix="kapmonitor-demo-")
-    return parse_config(demo_config_dict(args.beds, args.seed, state), "<demo>")
+            return None, []
+    layout, procs = demo_layout(
+        args.beds, args.seed, str(workdir / "state"),
+        None if args.sim_only else workdir, args.speed,
+    )
+    return parse_config(layout, "<demo>"), procs
 
 
 async def run_demo(args: argparse.Namespace) -> int:
     from kapmonitor.cli import _attach_extensions
     from kapmonitor.daemon import Daemon
 
-    cfg = _load_demo_config(args)
+    workdir = Path(tempfile.mkdtemp(prefix="kapmonitor-demo-"))
+    cfg, procs = _load_demo_config(args, workdir)
     if cfg is None:
         return 2
     host, port = args.broker or (cfg.mqtt.host, cfg.mqtt.port)
     interactive = sys.stdout.isatty() and not args.no_view
-    async with demo_broker(host, port, prefer_configured=True) as info:
+    async with demo_broker(host, port, prefer_configured=True) as info, \
+            sim_processes(procs, workdir) as start_sims:
         if info.protocol != cfg.mqtt.protocol:
             cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
                 update={"protocol": info.protocol})})
@@ -234,7 +360,12 @@ async def run_demo(args: argparse.Namespace) -> int:
         ready = asyncio.Event()
         watcher = asyncio.create_task(_watch(info, view, ready))
         await asyncio.wait_for(ready.wait(), 10)
+        if procs:
+            print(f"starting {len(procs)} device simulators (logs in {workdir})", flush=True)
+        await start_sims(False)
         daemon_task = asyncio.create_task(daemon.run(stop))
+        await asyncio.wait_for(daemon.started.wait(), 15)
+        await start_sims(True)
         started = time.monotonic()
         sim0 = clock.now()
         live_ctx: Any = contextlib.nullcontext()
@@ -291,3 +422,6 @@ def main(args: argparse.Namespace) -> int:
         return asyncio.run(run_demo(args))
     except KeyboardInterrupt:
         return 0
+    except RuntimeError as exc:  # a simulator or the broker did not come up
+        print(f"kapmonitor demo: {exc}", file=sys.stderr)
+        return 1

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from kapmonitor.clock import Clock, ScaledClock, SystemClock
 from kapmonitor.codecs import hl7
-from simulators.physiology import Patient
+from simulators.physiology import Patient, add_patient_arguments, patient_from_args
 
 log = logging.getLogger("simulators.hl7")
 
@@ -251,8 +251,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--host", default="127.0.0.1", help="listener address")
     p.add_argument("--port", type=int, default=2575, help="listener port (MLLP: 2575)")
     p.add_argument("--style", choices=hl7.VENDOR_STYLES, default="ge", help="vendor style")
-    p.add_argument("--seed", type=int, default=0, help="patient seed")
-    p.add_argument("--dose-at", type=float, default=600.0, help="dose time, s after start")
+    add_patient_arguments(p)
     p.add_argument("--interval", type=float, default=60.0, help="seconds between reports")
     p.add_argument("--nibp-every", type=float, default=300.0, help="seconds between NIBPs")
     p.add_argument("--ack-timeout", type=float, default=10.0, help="seconds to wait for an ACK")
@@ -282,7 +281,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     sender = Hl7Sender(
         args.host,
         args.port,
-        patient=Patient(seed=args.seed, dose_at=args.dose_at),
+        patient=patient_from_args(args),
         style=args.style,
         clock=clock,
         equipment_id=args.equipment_id,

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from kapmonitor.clock import Clock, ScaledClock, SystemClock
+from kapmonitor.clock import Clock, SystemClock
 from kapmonitor.codecs.base import DecodeError
 from kapmonitor.codecs.intellivue.framing import FrameDecoder, encode_frame
 from kapmonitor.codecs.intellivue.messages import (
@@ -82,7 +82,7 @@ from kapmonitor.codecs.intellivue.numerics import (
     nibp_object,
     numeric_object,
 )
-from simulators.physiology import Patient
+from simulators.physiology import Patient, add_patient_arguments, patient_from_args
 
 log = logging.getLogger("simulators.intellivue")
 
@@ -580,8 +580,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", metavar="LINK", help="create a pty; symlink its device to LINK")
     where.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP (socket://HOST:PORT)")
-    p.add_argument("--seed", type=int, default=1, help="patient seed")
-    p.add_argument("--dose-at", type=float, default=600.0, help="dose time, s after start")
+    add_patient_arguments(p, seed=1)
     p.add_argument("--speed", type=float, default=1.0, help="simulation speed factor")
     p.add_argument("--nibp-every", type=float, default=300.0,
                    help="seconds between scheduled NIBP cycles (0 = only on request)")
@@ -605,12 +604,16 @@ async def _commands(runner: MonitorRunner) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    clock: Clock = ScaledClock(args.speed) if args.speed != 1.0 else SystemClock()
-    patient = Patient(seed=args.seed, dose_at=args.dose_at)
+    # The protocol runs on real time (the host's polls and timeouts are real); only the patient
+    # and the NIBP schedule are accelerated by --speed.
+    clock: Clock = SystemClock()
+    speed = args.speed
+    patient = patient_from_args(args)
+    patient.time_scale = speed
     monitor = IntellivueMonitor(
         patient, wall_start=clock.now(), mtu=args.mtu,
-        nibp_interval=args.nibp_every or None, nibp_first=args.nibp_first,
-        nibp_duration=args.nibp_duration, demo=args.demo,
+        nibp_interval=(args.nibp_every / speed) or None, nibp_first=args.nibp_first / speed,
+        nibp_duration=max(1.0, args.nibp_duration / speed), demo=args.demo,
         bed_label=args.bed_label,
     )
     runner = MonitorRunner(monitor, clock)

@@ -12,6 +12,7 @@ severely; ``severe=True`` models that.
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -76,12 +77,47 @@ class SimEvent:
     duration: float = 300.0
     magnitude: float | None = None
 
+    @classmethod
+    def parse(cls, text: str) -> SimEvent:
+        """``KIND:AT[:DURATION[:MAGNITUDE]]`` (seconds), the simulators' ``--event`` syntax."""
+        parts = text.split(":")
+        if parts[0] not in EVENT_KINDS or not 2 <= len(parts) <= 4:
+            raise ValueError(
+                f"expected KIND:AT[:DURATION[:MAGNITUDE]] with KIND one of "
+                f"{', '.join(EVENT_KINDS)}; got {text!r}"
+            )
+        nums = [float(x) for x in parts[1:]]
+        return cls(
+            parts[0],  # type: ignore[arg-type]
+            nums[0],
+            nums[1] if len(nums) > 1 else 300.0,
+            nums[2] if len(nums) > 2 else None,
+        )
+
     def weight(self, t: float, ramp: float = 60.0) -> float:
         """0..1 envelope: ramps in and out over ``ramp`` seconds (clipped to the duration)."""
         if t < self.start or t > self.start + self.duration:
             return 0.0
         r = max(1e-6, min(ramp, self.duration / 2))
         return min(1.0, (t - self.start) / r, (self.start + self.duration - t) / r)
+
+
+def add_patient_arguments(parser: argparse.ArgumentParser, seed: int = 0) -> None:
+    """The patient options every stand-alone device simulator shares."""
+    parser.add_argument("--seed", type=int, default=seed, help="patient seed")
+    parser.add_argument("--dose-at", type=float, default=600.0,
+                        help="dose time, s after start (negative: no dose)")
+    parser.add_argument("--event", action="append", default=[], type=SimEvent.parse,
+                        metavar="KIND:AT[:DUR[:MAG]]",
+                        help=f"inject an event ({', '.join(EVENT_KINDS)}); repeatable")
+
+
+def patient_from_args(args: argparse.Namespace) -> Patient:
+    return Patient(
+        seed=args.seed,
+        dose_at=None if args.dose_at is None or args.dose_at < 0 else args.dose_at,
+        events=list(args.event),
+    )
 
 
 @dataclass(frozen=True)
@@ -112,6 +148,9 @@ class Patient:
     severe: bool = False
     baseline: Baseline | None = None
     events: list[SimEvent] = field(default_factory=list)
+    # Patient seconds per caller second in vitals()/nibp()/device_present(): a device simulator
+    # can keep its protocol on real time while the patient's session runs accelerated.
+    time_scale: float = 1.0
 
     def __post_init__(self) -> None:
         s = self.seed
@@ -138,7 +177,7 @@ class Patient:
         return [e for e in self.events if e.kind == kind and e.start <= t <= e.start + e.duration]
 
     def device_present(self, t: float) -> bool:
-        return not self._active("device_drop", t)
+        return not self._active("device_drop", t * self.time_scale)
 
     # -- the drug response --------------------------------------------------------------------
     def response(self, t: float) -> float:
@@ -189,6 +228,7 @@ class Patient:
 
     def vitals(self, t: float) -> Vitals:
         """What continuous sensors see at ``t`` (sampled on a 1-s noise grid)."""
+        t = t * self.time_scale
         step = int(math.floor(t))
         sys_, dia, hr, spo2, rr = self.true_state(t)
         s = self.seed
@@ -221,11 +261,12 @@ class Patient:
             perfusion_index=None if sensor_off else round(pi, 2),
             sensor_off=sensor_off,
             motion=motion,
-            device_present=self.device_present(t),
+            device_present=not self._active("device_drop", t),
         )
 
     def nibp(self, t: float) -> tuple[int, int, int]:
         """One oscillometric NIBP measurement finishing at ``t``: (sys, dia, mean) mmHg."""
+        t = t * self.time_scale
         sys_, dia, _, _, _ = self.true_state(t)
         step = int(math.floor(t))
         sys_ += 3.0 * _gauss(self.seed, 40, step)

@@ -9,7 +9,7 @@ import logging
 import sys
 
 from kapmonitor.clock import Clock, ScaledClock, SystemClock
-from simulators.physiology import Patient
+from simulators.physiology import add_patient_arguments, patient_from_args
 from simulators.serial.devices import PROTOCOLS, make_model
 from simulators.serial.links import Link, PtyLink, TcpLink
 from simulators.serial.runner import Scenario, SerialSimulator
@@ -22,8 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     where.add_argument("--tcp", type=int, metavar="PORT", help="serve raw TCP (0 = any port)")
     p.add_argument("--link", metavar="PATH", help="with --pty: keep a stable symlink here")
     p.add_argument("--host", default="127.0.0.1", help="with --tcp: address to bind")
-    p.add_argument("--seed", type=int, default=0, help="patient seed")
-    p.add_argument("--dose-at", type=float, default=600.0, help="dose time, s (negative: none)")
+    add_patient_arguments(p)
     p.add_argument("--speed", type=float, default=1.0, help="simulation speed factor")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many s (0: run)")
     p.add_argument("--dropout-every", type=float, default=0.0, help="sensor-off period every s")
@@ -36,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 async def _run(args: argparse.Namespace) -> None:
     clock: Clock = SystemClock() if args.speed == 1.0 else ScaledClock(args.speed)
-    patient = Patient(seed=args.seed, dose_at=None if args.dose_at < 0 else args.dose_at)
+    patient = patient_from_args(args)
     link: Link = PtyLink(args.link) if args.pty else TcpLink(args.tcp, args.host)
     scenario = Scenario(
         dropout_every=args.dropout_every, dropout_for=args.dropout_for,
