@@ -226,3 +226,31 @@ async def test_bps_driver_session_over_bluez(bluez_bus: str, tmp_path: Path) -> 
     assert [m.value for m in nibp] == [121.0, 134.5, None]
     assert nibp[0].device_time == datetime(2026, 3, 1, 9, 30)
     assert "historical" in nibp[0].flags  # measured long before this session
+
+
+async def test_pair_registers_an_agent_and_bonds(bluez_bus: str) -> None:
+    """`kapmonitor pair`'s procedure over D-Bus: our Agent1 is registered, bleak pairs, BlueZ
+    marks the device paired. BlueZoo implements only Just-Works pairing (NoInputNoOutput)."""
+    from kapmonitor.ble.agent import pair_device
+
+    cuff = await start_cuff(bluez_bus)
+    try:
+        await pair_device(CUFF, adapter="hci0", find_timeout=15, capability="NoInputNoOutput")
+        bus = await MessageBus(bus_address=bluez_bus, bus_type=BusType.SYSTEM).connect()
+        try:
+            reply = await bus.call(
+                Message(
+                    destination="org.bluez",
+                    path=f"/org/bluez/hci0/dev_{CUFF.replace(':', '_')}",
+                    interface="org.freedesktop.DBus.Properties",
+                    member="Get",
+                    signature="ss",
+                    body=["org.bluez.Device1", "Paired"],
+                )
+            )
+        finally:
+            bus.disconnect()
+        assert reply is not None and reply.message_type == MessageType.METHOD_RETURN
+        assert reply.body[0].value is True
+    finally:
+        await cuff.stop()
