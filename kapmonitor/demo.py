@@ -12,173 +12,24 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
-from kapmonitor.broker import BrokerInfo, demo_broker, free_port, reachable
+from kapmonitor.broker import BrokerInfo, demo_broker
 from kapmonitor.clock import ScaledClock
 from kapmonitor.config import Config, ConfigError, load_config, parse_config
+from kapmonitor.demo_clinic import (
+    DEMO_DIR,
+    SimProcess,
+    demo_layout,
+    sim_processes,
+    simulators_for,
+)
 
 log = logging.getLogger("kapmonitor.demo")
-
-# Scripted events per bed (seconds of simulated time after start; the dose is at 600 s) so the
-# demo shows the interesting cases: bed 1 is a typical session, the others get one event each.
-DEMO_EVENTS: list[list[dict[str, Any]]] = [
-    [],
-    [{"kind": "desaturation", "at": 1500, "duration": 180}],
-    [{"kind": "artifact", "at": 900, "duration": 180}],
-    [{"kind": "surge", "at": 2100, "duration": 900}],
-    [{"kind": "tachycardia", "at": 1800, "duration": 600}],
-    [{"kind": "sensor_off", "at": 1200, "duration": 120}],
-    [{"kind": "bradycardia", "at": 2400, "duration": 120}],
-    [{"kind": "device_drop", "at": 1000, "duration": 90}],
-]
-
-
-BED_KINDS = ("sim", "serial", "intellivue", "hl7")
-
-
-@dataclass
-class SimProcess:
-    """A stand-alone device simulator the demo runs next to the daemon."""
-
-    name: str
-    argv: list[str]
-    wait_path: Path | None = None  # a pty link that exists once the device is up
-    wait_port: int | None = None  # a TCP port that accepts once the device is up
-    after_daemon: bool = False  # senders that connect to the daemon start after it
-
-
-def _event_args(events: list[dict[str, Any]]) -> list[str]:
-    out: list[str] = []
-    for e in events:
-        out += ["--event", f"{e['kind']}:{e['at']}:{e.get('duration', 300)}"]
-    return out
-
-
-def demo_layout(
-    beds: int, seed: int, state_dir: str, workdir: Path | None = None, speed: float = 1.0
-) -> tuple[dict[str, Any], list[SimProcess]]:
-    """The virtual clinic. Beds cycle through four set-ups so every device family is exercised:
-    in-process simulated devices; a Masimo oximeter on a serial pty (plus a cuff); a Philips
-    IntelliVue monitor on a serial pty; an HL7 central-station feed plus a Nonin oximeter behind a
-    ser2net-style TCP port. All devices of a bed sample the same simulated patient (same seed,
-    dose time and events). Without ``workdir`` every bed uses in-process devices only."""
-    py = sys.executable
-    devices: list[dict[str, Any]] = []
-    procs: list[SimProcess] = []
-    routes: list[dict[str, Any]] = []
-    hl7_port = free_port()
-    for i in range(1, beds + 1):
-        bed = f"bed{i}"
-        events = DEMO_EVENTS[(i - 1) % len(DEMO_EVENTS)]
-        pseed = seed * 100 + i
-        patient = ["--seed", str(pseed), "--dose-at", "600", "--speed", f"{speed:g}",
-                   *_event_args(events)]
-        kind = BED_KINDS[(i - 1) % len(BED_KINDS)] if workdir is not None else "sim"
-        sim_patient = {"seed": pseed, "events": events}
-        if kind == "sim":
-            devices.append({"id": f"{bed}-ox", "driver": "sim", "bed": bed, "kind": "oximeter",
-                            "label": "virtual pulse oximeter", **sim_patient})
-            devices.append({"id": f"{bed}-ecg", "driver": "sim", "bed": bed, "kind": "monitor",
-                            "label": "virtual ECG monitor", **sim_patient})
-        if kind in ("sim", "serial"):
-            devices.append({"id": f"{bed}-cuff", "driver": "sim", "bed": bed, "kind": "cuff",
-                            "label": "virtual BP cuff", "stale_after": 0, "nibp_every": 300,
-                            **sim_patient})
-        assert workdir is not None or kind == "sim"
-        if kind == "serial":
-            link = workdir / f"{bed}-masimo"  # type: ignore[operator]
-            procs.append(SimProcess(f"{bed} Masimo", [
-                py, "-m", "simulators", "serial", "--protocol", "masimo-ascii", "--pty",
-                "--link", str(link), *patient], wait_path=link))
-            devices.append({"id": f"{bed}-masimo", "driver": "serial-masimo", "bed": bed,
-                            "label": "Masimo Rad-8 (serial pty)", "port": str(link),
-                            "min_interval": 1.0})
-        elif kind == "intellivue":
-            link = workdir / f"{bed}-intellivue"  # type: ignore[operator]
-            procs.append(SimProcess(f"{bed} IntelliVue", [
-                py, "-m", "simulators", "intellivue", "--pty", str(link), "--nibp-every", "300",
-                *patient], wait_path=link))
-            devices.append({"id": f"{bed}-mp50", "driver": "serial-intellivue", "bed": bed,
-                            "label": "Philips IntelliVue (serial pty)", "port": str(link)})
-        elif kind == "hl7":
-            eui = f"0A0000000000{i:04X}"
-            routes.append({"bed": bed, "device": f"{bed}-monitor", "equipment_id": eui})
-            procs.append(SimProcess(f"{bed} HL7 monitor", [
-                py, "-m", "simulators", "hl7", "--port", str(hl7_port), "--style", "ge",
-                "--equipment-id", eui, "--interval", "30", "--nibp-every", "300", *patient],
-                after_daemon=True))
-            nonin_port = free_port()
-            procs.append(SimProcess(f"{bed} Nonin", [
-                py, "-m", "simulators", "serial", "--protocol", "nonin-fmt7", "--tcp",
-                str(nonin_port), *patient], wait_port=nonin_port))
-            devices.append({"id": f"{bed}-nonin", "driver": "serial-nonin", "bed": bed,
-                            "label": "Nonin (ser2net TCP)", "format": "fmt7",
-                            "port": f"socket://127.0.0.1:{nonin_port}"})
-    if routes:
-        devices.append({"id": "hl7-listener", "driver": "hl7-mllp", "bed": routes[0]["bed"],
-                        "label": "HL7 MLLP listener", "port": hl7_port, "routes": routes})
-    cfg = {
-        "state_dir": state_dir,
-        "node": {"site": "Virtual clinic", "node_id": "demo"},
-        "mqtt": {"host": "127.0.0.1", "port": 1883},
-        "metrics": {"enabled": True, "port": 0},
-        "beds": [{"id": f"bed{i}", "label": f"Chair {i}"} for i in range(1, beds + 1)],
-        "devices": devices,
-    }
-    return cfg, procs
-
-
-def demo_config_dict(beds: int, seed: int, state_dir: str) -> dict[str, Any]:
-    """The in-process-only clinic (no simulator processes)."""
-    return demo_layout(beds, seed, state_dir)[0]
-
-
-@contextlib.asynccontextmanager
-async def sim_processes(procs: list[SimProcess], log_dir: Path) -> AsyncIterator[
-        Callable[[bool], Awaitable[None]]]:
-    """Start the simulators; yields ``start(after_daemon)`` and stops them all on exit."""
-    running: list[asyncio.subprocess.Process] = []
-
-    async def start(after_daemon: bool) -> None:
-        for p in procs:
-            if p.after_daemon != after_daemon:
-                continue
-            logf = (log_dir / (p.name.replace(" ", "-") + ".log")).open("ab")
-            proc = await asyncio.create_subprocess_exec(
-                *p.argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf)
-            running.append(proc)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                if p.wait_path is not None and p.wait_path.exists():
-                    break
-                if p.wait_port is not None and reachable("127.0.0.1", p.wait_port, 0.1):
-                    break
-                if p.wait_path is None and p.wait_port is None:
-                    break
-                if proc.returncode is not None:
-                    raise RuntimeError(f"simulator {p.name} exited; see {logf.name}")
-                await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError(f"simulator {p.name} did not come up; see {logf.name}")
-
-    try:
-        yield start
-    finally:
-        for proc in running:
-            if proc.returncode is None:
-                proc.terminate()
-        for proc in running:
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-
 
 # -- the view's model, fed from MQTT ------------------------------------------------------
 @dataclass
@@ -316,16 +167,16 @@ def _load_demo_config(
 ) -> tuple[Config | None, list[SimProcess]]:
     if args.config:
         try:
-            return load_config(args.config), []
+            cfg = load_config(args.config)
         except ConfigError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)
             return None, []
-    layout, procs = demo_layout(
-        args.beds, args.seed, str(workdir / "state"),
-        None if args.sim_only else workdir, args.speed,
-    )
-    return parse_config(layout, "<demo>"), procs
+    else:
+        layout = demo_layout(args.beds, args.seed, str(workdir / "state"), workdir,
+                             sim_only=args.sim_only)
+        cfg = parse_config(layout, "<demo>")
+    return cfg, simulators_for(cfg, args.seed, args.speed, [workdir, DEMO_DIR])
 
 
 async def run_demo(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ from conftest import subscribe
 from daemon_util import clinic_config, running
 
 from kapmonitor.broker import _amqtt
-from kapmonitor.demo import ClinicView, demo_config_dict
+from kapmonitor.demo import ClinicView
+from kapmonitor.demo_clinic import demo_layout
 
 
 def test_demo_runs_from_any_directory(tmp_path: Path) -> None:
@@ -36,7 +37,7 @@ def test_demo_runs_from_any_directory(tmp_path: Path) -> None:
 def test_demo_config_is_valid_for_many_beds() -> None:
     from kapmonitor.config import parse_config
 
-    cfg = parse_config(demo_config_dict(12, 1, "/tmp/x"))
+    cfg = parse_config(demo_layout(12, 1, "/tmp/x", Path("/tmp/y")))
     assert len(cfg.beds) == 12 and len({d.id for d in cfg.devices}) == len(cfg.devices)
 
 
@@ -59,3 +60,21 @@ async def test_embedded_broker_fallback(tmp_path: Path) -> None:
                 running(cfg):
             await sub.wait_for(lambda m: len(m) >= 5, timeout=15)
         await asyncio.sleep(0)
+
+
+def test_demo_on_shipped_config_starts_its_simulators(tmp_path: Path) -> None:
+    """config/demo.toml's serial and HL7 devices get simulators; readings arrive from each."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "kapmonitor.cli", "demo", "--config",
+         str(root / "config" / "demo.toml"), "--for", "10", "--speed", "30", "--no-view"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    final = proc.stdout.split("kapmonitor demo: done")[0].rsplit("[t=", 1)[-1]
+    for dev in ("bed2-masimo:connected", "bed3-mp50:connected", "bed4-nonin:connected",
+                "hl7-listener:connected"):
+        assert dev in final, final
+    for bed in ("bed2", "bed3", "bed4"):
+        line = next(ln for ln in final.splitlines() if ln.strip().startswith(f"{bed}:"))
+        assert "SpO2=9" in line or "SpO2=8" in line, line
