@@ -248,7 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, spec in protocols().items():
             print(f"{name:16} {spec.input:11} {spec.summary}")
         return 0
-    args = build_parser().parse_args(argv)
+    delegated = argv[:1] in (["replay"], ["scan"], ["pair"])
+    # argparse.REMAINDER rejects options that come first (`scan --timeout 5`): delegated
+    # subcommands get their arguments untouched.
+    args = build_parser().parse_args(argv[:1] if delegated else argv)
+    if delegated:
+        args.rest = argv[1:]
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
