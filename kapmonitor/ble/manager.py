@@ -122,7 +122,9 @@ class BleManager:
         if self._world is None:
             from simulators.ble.world import World
 
-            self._world = World(self.clock)
+            # Same time axis as the `sim` driver's patients (shared["sim_epoch"]).
+            t0 = self.shared.setdefault("sim_epoch", self.clock.now())
+            self._world = World(self.clock, t0=t0)
             self.shared[SHARED_WORLD] = self._world
         return self._world
 

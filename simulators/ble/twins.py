@@ -1,9 +1,9 @@
 """Virtual twins: with ``[ble] backend = "simulated"`` every configured BLE device gets a
 virtual device in the world that its driver's match rule finds.
 
-The twin samples the bed's simulated patient. The daemon or demo may put patients at
-``shared["sim.patients"]`` (a dict bed id → :class:`~simulators.physiology.Patient`); a bed
-without one gets a patient seeded from the bed id, shared by all devices of that bed.
+The twin samples the bed's simulated patient: the one a ``sim`` device of the same bed created
+(``shared["sim_patients"]``, bed id → :class:`~simulators.physiology.Patient`, with its seed and
+scripted events), else a patient seeded from the bed id, shared by all devices of that bed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from kapmonitor.ble.matching import DeviceMatch
 from simulators.ble.world import Peripheral, World
 from simulators.physiology import Patient
 
-SHARED_PATIENTS = "sim.patients"
+SHARED_PATIENTS = "sim_patients"  # the same dict the `sim` driver fills (bed -> Patient)
 
 # Seconds between simulated button presses on twin cuffs (a nurse measuring regularly).
 TWIN_CUFF_INTERVAL = 900.0
