@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import termios
 import urllib.parse
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -169,7 +171,7 @@ class SerialConnection:
                 self._reader, self._writer = await serial_asyncio_fast.open_serial_connection(
                     url=self.url, **kwargs
                 )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, termios.error) as exc:
             raise SerialOpenError(f"cannot open {self.url} ({self.settings.describe()}): {exc}")
 
     # -- I/O -----------------------------------------------------------------------------------
@@ -279,6 +281,14 @@ async def open_serial(url: str, settings: LinkSettings | None = None) -> SerialC
     return conn
 
 
+def _is_pty(path: str) -> bool:
+    """True for a Unix98 pty slave (device major 136-143), following symlinks."""
+    try:
+        return 136 <= os.major(os.stat(path).st_rdev) <= 143
+    except OSError:
+        return False
+
+
 def _scheme(url: str) -> str:
     if "://" not in url:
         return ""
@@ -295,6 +305,11 @@ def _serial_kwargs(url: str, s: LinkSettings) -> dict[str, Any]:
     }
     if _scheme(url) == "":
         kwargs["exclusive"] = True  # flock: a second daemon on the same device fails loudly
+        if _is_pty(url):
+            # Linux ptys have no parity: they drop PARENB, then refuse the next parity request
+            # with EINVAL (after pyserial has opened and locked the port). Only simulators sit
+            # on ptys, so parity is meaningless there.
+            kwargs["parity"] = "N"
     return kwargs
 
 

@@ -72,10 +72,9 @@ class PtyLink(Link):
         if self.master is not None:
             os.close(self.master)
             self.master = None
-
-    async def close(self) -> None:
-        await self.pull()
         if self.link_path is not None:
+            # Like udev removing /dev/serial/by-id/... on unplug. A dangling link would be worse
+            # than unrealistic: the freed /dev/pts number may soon belong to someone else.
             with contextlib.suppress(FileNotFoundError):
                 self.link_path.unlink()
 
@@ -115,7 +114,16 @@ class TcpLink(Link):
         self._inbox = bytearray()
 
     async def plug(self) -> None:
-        self._server = await asyncio.start_server(self._on_client, self.host, self.port)
+        for attempt in range(30):
+            try:
+                self._server = await asyncio.start_server(self._on_client, self.host, self.port)
+                break
+            except OSError as exc:
+                # Re-plugging on the same port: an outgoing socket may briefly hold it.
+                if exc.errno != errno.EADDRINUSE or attempt == 29:
+                    raise
+                await asyncio.sleep(0.1)
+        assert self._server is not None
         self.port = self._server.sockets[0].getsockname()[1]  # keep it across pulls
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -55,7 +55,7 @@ class SerialSimulator:
         self.garbage_sent = 0
         self._listening = False
         self._t0 = 0.0
-        self._unplug_until: float | None = None
+        self._unplug_until = 0.0
 
     def sim_time(self) -> float:
         return self.offset + self.clock.monotonic() - self._t0
@@ -68,17 +68,18 @@ class SerialSimulator:
         return self.link.address
 
     async def pull_cable(self, seconds: float | None = None) -> None:
-        """Pull the cable now; with ``seconds``, :meth:`run` plugs it back after that long."""
+        """Pull the cable now; with ``seconds``, :meth:`run` plugs it back after that long,
+        without, it stays out until :meth:`plug_cable`."""
         await self.link.pull()
         self.plugged = False
         self._listening = False
-        self._unplug_until = None if seconds is None else self.sim_time() + seconds
+        self._unplug_until = float("inf") if seconds is None else self.sim_time() + seconds
         log.info("%s: cable pulled", self.model.protocol)
 
     async def plug_cable(self) -> str:
         await self.link.plug()
         self.plugged = True
-        self._unplug_until = None
+        self._unplug_until = 0.0
         log.info("%s: cable plugged in at %s", self.model.protocol, self.link.address)
         return self.link.address
 
@@ -96,11 +97,11 @@ class SerialSimulator:
                     next_dropout += sc.dropout_every
                 present = self.model.patient.device_present(t)
                 if self.plugged and (t >= next_pull or not present):
-                    await self.pull_cable(sc.pull_for if t >= next_pull else None)
-                    next_pull += sc.pull_every
-                elif not self.plugged and present and (
-                    self._unplug_until is None or t >= self._unplug_until
-                ):
+                    # A device_drop event keeps the cable out until the device is back.
+                    await self.pull_cable(sc.pull_for if t >= next_pull else 0.0)
+                    if t >= next_pull:
+                        next_pull += sc.pull_every
+                elif not self.plugged and present and t >= self._unplug_until:
                     await self.plug_cable()
                 if self.plugged:
                     self._exchange(t, t >= next_garbage)
