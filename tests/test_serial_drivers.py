@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import tty
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
@@ -291,3 +292,27 @@ async def test_silent_device_gives_no_readings_and_goes_stale(tmp_path: Path) ->
         os.close(master)
     assert states[:2] == ["connecting", "connected"]
     assert readings == []
+
+
+async def test_simulator_cli_pty_prints_its_path_and_streams(tmp_path: Path) -> None:
+    link = tmp_path / "cli-masimo"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulators", "serial", "--protocol", "masimo-ascii", "--pty",
+        "--link", str(link), "--speed", "20", "--duration", "30",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert proc.stdout is not None
+        first = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert first.strip() == f"masimo-ascii (9600 8N1) on {link}"
+        drv = make_driver(SystemClock(), tmp_path, driver="serial-masimo", port=str(link))
+        agen = open_session(drv)
+        try:
+            _, ms = await take(agen, count(3))
+        finally:
+            await agen.aclose()
+        assert [m.metric for m in ms[:3]] == ["spo2", "pulse_rate", "perfusion_index"]
+    finally:
+        proc.terminate()
+        await proc.wait()
