@@ -90,6 +90,7 @@ class VectorDetector:
         self.slope_scale = 60.0 / (self.dt * SLOPE_QUANTUM)
         self.X = np.full((c.n_cols, b), np.nan)
         self.conc_idx = np.flatnonzero(c.concurrent)
+        self.param_groups = [g for g in c.param_rules if len(g)]
         self.area_rules = np.flatnonzero(c.area_term >= 0)
         self.episodic_rules = np.flatnonzero(c.episodic)
         # per-rule constants as column vectors so they broadcast over beds
@@ -274,8 +275,8 @@ class VectorDetector:
                 & (c.kind == KIND_CODES[spec.of_kind])[:, None]
             )
             n_params = np.zeros(self.B, dtype=np.int64)
-            for rules in c.param_rules:
-                if len(rules):
+            if counted.any():
+                for rules in self.param_groups:
                     n_params += counted[rules].any(axis=0)
             enabled = self.enabled[ri]
             cond = (n_params >= spec.min_parameters) & enabled

@@ -266,6 +266,8 @@ class AlarmEngine:
         out: list[Event] = []
         c, d = self.compiled, self.detector
         new = ~np.isnan(self._nibp_now[0])
+        if not new.any():
+            return out
         for ri in np.flatnonzero(c.episodic & (c.confirm_count > 1)):
             waiting = new & (d.count[ri] >= 1) & (d.count[ri] < c.confirm_count[ri]) & ~d.active[ri]
             for b in np.flatnonzero(waiting):

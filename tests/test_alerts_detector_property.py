@@ -1,0 +1,138 @@
+"""Property: the vectorized detector and the naive per-bed evaluator emit identical transitions
+on random traces (values around the limits, gaps, sensor-off and poor-signal flags, NIBP
+arrivals, phase/baseline/risk changes mid-trace), for the shipped rules and for a "twitchy"
+variant with short delays and trend windows."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kapmonitor.alerts.compiled import CompiledRules
+from kapmonitor.alerts.detector import TickInput, Transition, VectorDetector
+from kapmonitor.alerts.naive import NaiveDetector, rows_from
+from kapmonitor.alerts.rules import PHASES, Rule, RuleSet, Term, load_rules
+
+DEFAULT = load_rules()
+# centre and spread of each continuous metric's random walk (crosses the default limits)
+CENTRE = np.array([90.0, 90.0, 90.0, 14.0, 2.0, 20.0])
+SPREAD = np.array([8.0, 45.0, 45.0, 10.0, 1.5, 12.0])
+
+
+def _twitchy_term(t: Term) -> Term:
+    return t.model_copy(update={"trend_window_s": 8.0}) if t.trend_window_s else t
+
+
+def _twitchy_rule(r: Rule) -> Rule:
+    upd: dict[str, object] = {
+        "delay_s": min(r.delay_s, 4.0),
+        "clear_delay_s": min(r.clear_delay_s, 3.0),
+        "area_threshold": None if r.area_threshold is None else r.area_threshold / 8,
+        "confirm_window_s": 30.0,
+    }
+    for group in ("when_any", "when_all", "clear_all", "clear_any"):
+        upd[group] = [_twitchy_term(t) for t in getattr(r, group)]
+    return r.model_copy(update=upd)
+
+
+TWITCHY = DEFAULT.model_copy(update={"rules": [_twitchy_rule(r) for r in DEFAULT.rules]})
+VARIANTS = {
+    "default": DEFAULT,
+    "twitchy": TWITCHY,
+    "half_second_tick": DEFAULT.model_copy(update={"tick_s": 0.5}),
+}
+
+
+def _context(rng: np.random.Generator, c: CompiledRules) -> tuple[int, np.ndarray, np.ndarray]:
+    phase = int(rng.integers(0, len(PHASES)))
+    baseline = np.full(c.n_cols, np.nan)
+    if rng.random() < 0.8:
+        for name, v, sd in (("spo2", 96, 2), ("hr", 72, 10), ("resp_rate", 14, 2),
+                            ("nibp_sys", 125, 15), ("nibp_dia", 80, 10), ("nibp_mean", 95, 10)):
+            baseline[c.col[name]] = round(rng.normal(v, sd), 1)
+    risk = rng.random(len(c.flags)) < 0.3
+    return phase, baseline, risk
+
+
+def simulate(rules: RuleSet, seed: int, n_beds: int, n_ticks: int
+             ) -> tuple[list[Transition], list[Transition]]:
+    rng = np.random.default_rng(seed)
+    c = CompiledRules.build(rules)
+    vec, naive = VectorDetector(c, n_beds), NaiveDetector(c, n_beds)
+
+    def set_ctx(b: int) -> None:
+        phase, baseline, risk = _context(rng, c)
+        vec.set_context(b, phase, baseline, risk)
+        naive.set_context(b, phase, baseline.tolist(), risk.tolist())
+
+    for b in range(n_beds):
+        set_ctx(b)
+    m = len(CENTRE)
+    walk = CENTRE[:, None] + rng.normal(0, 1, (m, n_beds)) * SPREAD[:, None] / 2
+    age = np.zeros((m, n_beds))
+    # sticky regimes, so technical conditions last long enough to be declared
+    silent = np.zeros((m, n_beds), dtype=bool)
+    off_state = np.zeros((m, n_beds), dtype=bool)
+    poor_state = np.zeros((m, n_beds), dtype=bool)
+    out_v: list[Transition] = []
+    out_n: list[Transition] = []
+    for k in range(n_ticks):
+        t = k * rules.tick_s
+        step = rng.normal(0, 1, walk.shape) * SPREAD[:, None] / 6
+        jumps = rng.random(walk.shape) < 0.02  # spikes for the artefact gate
+        walk = walk + step + jumps * rng.normal(0, 3, walk.shape) * SPREAD[:, None]
+        walk += (CENTRE[:, None] - walk) * 0.05
+        value = np.round(walk, 1)
+        value[rng.random(value.shape) < 0.05] = np.nan
+        silent ^= rng.random(value.shape) < 0.01
+        off_state ^= rng.random(value.shape) < 0.01
+        poor_state ^= rng.random(value.shape) < 0.02
+        arrived = (rng.random(value.shape) < 0.9) & ~silent
+        age = np.where(arrived, 0.0, age + rules.tick_s)
+        age_in = np.where(rng.random(age.shape) < 0.03, np.nan, age)
+        off = off_state ^ (rng.random(value.shape) < 0.02)
+        poor = poor_state ^ (rng.random(value.shape) < 0.03)
+        nibp = np.full((3, n_beds), np.nan)
+        new = rng.random(n_beds) < 0.08
+        n_new = int(new.sum())
+        nibp[:, new] = np.round(rng.normal([[165.0], [100.0], [110.0]], 35, (3, n_new)))
+        if rng.random() < 0.02:
+            set_ctx(int(rng.integers(0, n_beds)))
+        inp = TickInput(t, value, age_in, off, poor, nibp)
+        out_v += vec.step(inp)
+        out_n += naive.step(t, rows_from(inp))
+    return out_v, out_n
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    variant=st.sampled_from(sorted(VARIANTS)),
+    seed=st.integers(0, 2**32 - 1),
+    n_beds=st.integers(1, 5),
+    n_ticks=st.integers(1, 400),
+)
+def test_vectorized_equals_naive_on_random_traces(
+    variant: str, seed: int, n_beds: int, n_ticks: int
+) -> None:
+    vec, naive = simulate(VARIANTS[variant], seed, n_beds, n_ticks)
+    assert vec == naive
+
+
+def test_the_random_traces_exercise_every_kind_of_transition() -> None:
+    """Guards the property above against being vacuous."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for variant in ("default", "twitchy"):
+        rules = VARIANTS[variant]
+        c = CompiledRules.build(rules)
+        vec, naive = simulate(rules, 1234, 6, 600)
+        assert vec == naive
+        for tr in vec:
+            counts[(c.rule_ids[tr.rule], tr.event)] += 1
+    fired = {rule for rule, ev in counts if ev == "on"}
+    assert {"spo2_below_88", "spo2_falling", "hr_at_or_above_140", "bp_crisis", "bp_severe",
+            "multi_parameter", "vitals_stale", "spo2_sensor_off", "signal_poor"} <= fired
+    assert any(ev == "escalate" for _, ev in counts)
+    assert any(ev == "off" for _, ev in counts)
