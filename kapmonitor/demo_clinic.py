@@ -41,13 +41,15 @@ DEMO_EVENTS: list[list[dict[str, Any]]] = [
     [{"kind": "device_drop", "at": 1000, "duration": 90}],
 ]
 
-BED_KINDS = ("sim", "serial", "intellivue", "hl7")
+# The set-up of bed N is BED_KINDS[(N - 1) % 6]: BLE devices on most beds, and every serial,
+# IntelliVue and HL7 path somewhere in the first five.
+BED_KINDS = ("ble", "serial", "ble-proprietary", "intellivue", "hl7", "ble-ring")
 
 # serial driver → the simulator protocol it talks to
 SERIAL_SIMULATORS = {
     "serial-masimo": lambda d: "masimo-ascii",
     "serial-nonin": lambda d: f"nonin-{getattr(d, 'format', 'fmt7')}",
-    "serial-contec": lambda d: "contec-5" if getattr(d, "protocol", "") == "old" else "contec-9",
+    "serial-contec": lambda d: "contec-5" if getattr(d, "protocol", "") == "contec-5" else "contec-9",
     "serial-berrymed": lambda d: "berrymed",
 }
 
@@ -59,41 +61,66 @@ def patient_of(bed_index: int, seed: int) -> dict[str, Any]:
 def demo_layout(
     beds: int, seed: int, state_dir: str, workdir: Path | None, *, sim_only: bool = False
 ) -> dict[str, Any]:
-    """The generated clinic. Beds cycle through four set-ups so every device family runs:
-    in-process simulated devices; a Masimo oximeter on a serial pty plus a cuff; a Philips
-    IntelliVue monitor on a serial pty; an HL7 central-station feed plus a Nonin oximeter behind
-    a ser2net-style TCP port. ``sim_only`` keeps every bed in-process."""
+    """The generated clinic; bed N gets the set-up ``BED_KINDS[(N - 1) % 6]``:
+
+    - ``ble``: a BLE (PLX) pulse oximeter and a BLE cuff (Blood Pressure Service);
+    - ``serial``: a Masimo oximeter on a serial pty and a BLE cuff;
+    - ``ble-proprietary``: a BerryMed oximeter and a Lepu BP2 cuff that can be started remotely;
+    - ``intellivue``: a Philips IntelliVue monitor on a serial pty;
+    - ``hl7``: an HL7 central-station feed and a Nonin oximeter behind a ser2net-style TCP port;
+    - ``ble-ring``: an O2Ring (Viatom) oximeter and a BLE cuff.
+
+    BLE beds also get an in-process ECG monitor (``sim``) that carries the patient. BLE devices
+    run against the simulated bleak backend. ``sim_only`` keeps every bed in-process."""
     devices: list[dict[str, Any]] = []
     routes: list[dict[str, Any]] = []
+    uses_ble = False
     for i in range(1, beds + 1):
         bed = f"bed{i}"
         kind = "sim" if sim_only or workdir is None else BED_KINDS[(i - 1) % len(BED_KINDS)]
         patient = patient_of(i, seed)
+
+        def add(suffix: str, driver: str, label: str, bed: str = bed, **extra: Any) -> None:
+            devices.append({"id": f"{bed}-{suffix}", "driver": driver, "bed": bed,
+                            "label": label, **extra})
+
+        def ble(suffix: str, driver: str, label: str, n: int, i: int = i, **extra: Any) -> None:
+            # Every BLE device gets an address: its virtual twin takes it, and no bed can
+            # connect to another bed's twin of the same kind.
+            add(suffix, driver, label, address=f"C0:FF:EE:00:{i:02X}:{n:02X}", **extra)
+
+        if kind in ("sim", "ble", "serial", "ble-proprietary", "ble-ring"):
+            # The ECG monitor also carries the bed's patient (seed, events) for the BLE twins.
+            add("ecg", "sim", "virtual ECG monitor", kind="monitor", **patient)
         if kind == "sim":
-            devices.append({"id": f"{bed}-ox", "driver": "sim", "bed": bed, "kind": "oximeter",
-                            "label": "virtual pulse oximeter", **patient})
-            devices.append({"id": f"{bed}-ecg", "driver": "sim", "bed": bed, "kind": "monitor",
-                            "label": "virtual ECG monitor", **patient})
-        if kind in ("sim", "serial"):
-            devices.append({"id": f"{bed}-cuff", "driver": "sim", "bed": bed, "kind": "cuff",
-                            "label": "virtual BP cuff", "stale_after": 0, "nibp_every": 300,
-                            **patient})
-        if kind == "serial":
+            add("ox", "sim", "virtual pulse oximeter", kind="oximeter", **patient)
+            add("cuff", "sim", "virtual BP cuff", kind="cuff", stale_after=0, nibp_every=300,
+                **patient)
+        elif kind == "ble":
+            ble("plx", "ble-plx", "BLE pulse oximeter (PLX)", 1)
+            ble("cuff", "ble-bps", "BLE BP cuff", 2)
+        elif kind == "ble-proprietary":
+            ble("berrymed", "ble-berrymed", "BerryMed BLE oximeter", 1)
+            ble("bp2", "ble-lepu-bp2", "Lepu BP2 cuff (remote start)", 2, stale_after=0,
+                allow_remote_start=True)
+        elif kind == "ble-ring":
+            ble("o2ring", "ble-viatom-oxy", "O2Ring (Viatom oxy)", 1)
+            ble("cuff", "ble-bps", "BLE BP cuff", 2)
+        elif kind == "serial":
             assert workdir is not None
-            devices.append({"id": f"{bed}-masimo", "driver": "serial-masimo", "bed": bed,
-                            "label": "Masimo Rad-8 (serial pty)",
-                            "port": str(workdir / f"{bed}-masimo"), "min_interval": 1.0})
+            add("masimo", "serial-masimo", "Masimo Rad-8 (serial pty)",
+                port=str(workdir / f"{bed}-masimo"), min_interval=1.0)
+            ble("cuff", "ble-bps", "BLE BP cuff", 2)
         elif kind == "intellivue":
             assert workdir is not None
-            devices.append({"id": f"{bed}-mp50", "driver": "serial-intellivue", "bed": bed,
-                            "label": "Philips IntelliVue (serial pty)",
-                            "port": str(workdir / f"{bed}-intellivue")})
+            add("mp50", "serial-intellivue", "Philips IntelliVue (serial pty)",
+                port=str(workdir / f"{bed}-intellivue"))
         elif kind == "hl7":
             routes.append({"bed": bed, "device": f"{bed}-monitor",
                            "equipment_id": f"0A0000000000{i:04X}"})
-            devices.append({"id": f"{bed}-nonin", "driver": "serial-nonin", "bed": bed,
-                            "label": "Nonin (ser2net TCP)", "format": "fmt7",
-                            "port": f"socket://127.0.0.1:{free_port()}"})
+            add("nonin", "serial-nonin", "Nonin (ser2net TCP)", format="fmt7",
+                port=f"socket://127.0.0.1:{free_port()}")
+        uses_ble = uses_ble or kind.startswith("ble") or kind == "serial"
     if routes:
         devices.append({"id": "hl7-listener", "driver": "hl7-mllp", "bed": routes[0]["bed"],
                         "label": "HL7 MLLP listener", "port": free_port(), "routes": routes})
@@ -102,6 +129,9 @@ def demo_layout(
         "node": {"site": "Virtual clinic", "node_id": "demo"},
         "mqtt": {"host": "127.0.0.1", "port": 1883},
         "metrics": {"enabled": True, "port": 0},
+        # The simulated radio never goes deaf, and under an accelerated clock the scanner
+        # watchdog would only restart it for nothing.
+        **({"ble": {"backend": "simulated", "scanner_watchdog": 0}} if uses_ble else {}),
         "beds": [{"id": f"bed{i}", "label": f"Chair {i}"} for i in range(1, beds + 1)],
         "devices": devices,
     }
