@@ -67,14 +67,15 @@ def test_demo_on_shipped_config_starts_its_simulators(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
         [sys.executable, "-m", "kapmonitor.cli", "demo", "--config",
-         str(root / "config" / "demo.toml"), "--for", "10", "--speed", "30", "--no-view"],
+         str(root / "config" / "demo.toml"), "--for", "12", "--speed", "30", "--no-view"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     final = proc.stdout.split("kapmonitor demo: done")[0].rsplit("[t=", 1)[-1]
-    for dev in ("bed2-masimo:connected", "bed3-mp50:connected", "bed4-nonin:connected",
-                "hl7-listener:connected"):
+    for dev in ("bed1-plx:connected", "bed2-masimo:connected", "bed3-berrymed:connected",
+                "bed4-mp50:connected", "bed5-nonin:connected", "hl7-listener:connected",
+                "bed6-o2ring:connected"):
         assert dev in final, final
-    for bed in ("bed2", "bed3", "bed4"):
+    for bed in ("bed1", "bed2", "bed3", "bed4", "bed5", "bed6"):
         line = next(ln for ln in final.splitlines() if ln.strip().startswith(f"{bed}:"))
         assert "SpO2=9" in line or "SpO2=8" in line, line
