@@ -1,0 +1,275 @@
+"""AlarmEngine facade: commands, sessions, baseline, technical channels, gating, persistence."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from kapmonitor.alerts import AlarmEngine, Event, load_rules
+from kapmonitor.alerts.rules import parse_rules
+from kapmonitor.model import METRICS, Reading
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = load_rules()
+
+
+def reading(bed: str, metric: str, value: float | None, t: float,
+            quality: Iterable[str] = (), device: str = "dev1") -> Reading:
+    info = METRICS[metric]
+    return Reading(bed=bed, device=device, metric=metric, value=value, unit=info.unit, ts=t,
+                   received=t, quality=frozenset(quality), mdc=info.mdc, loinc=info.loinc)
+
+
+class Clinic:
+    """Drives an engine second by second like the daemon would."""
+
+    def __init__(self, beds: tuple[str, ...] = ("bed1", "bed2"), rules: Any = RULES) -> None:
+        self.engine = AlarmEngine(rules, list(beds))
+        self.t = 0.0
+        self.events: list[Event] = []
+
+    def cmd(self, name: str, **args: Any) -> dict[str, Any]:
+        r = self.engine.command(name, args, self.t)
+        self.events += r.events
+        return r.response
+
+    def run(self, seconds: float, **metrics: Any) -> None:
+        """Advance ``seconds``, feeding each metric every second (value, (value, flags) or a
+        callable of t) for every bed given as ``bed__metric`` or for bed1 as ``metric``."""
+        end = self.t + seconds
+        while self.t < end:
+            self.t += 1.0
+            for key, spec in metrics.items():
+                bed, metric = key.split("__") if "__" in key else ("bed1", key)
+                v = spec(self.t) if callable(spec) else spec
+                value, flags = v if isinstance(v, tuple) else (v, ())
+                self.engine.on_reading(reading(bed, metric, value, self.t, flags))
+            self.events += self.engine.tick(self.t)
+
+    def nibp(self, sys_: float, dia: float, bed: str = "bed1",
+             flags: Iterable[str] = ()) -> None:
+        for m, v in (("nibp_sys", sys_), ("nibp_dia", dia), ("nibp_mean", (sys_ + 2 * dia) / 3)):
+            self.engine.on_reading(reading(bed, m, v, self.t, flags, device="cuff"))
+
+    def alerts(self, **match: Any) -> list[dict[str, Any]]:
+        return [e.to_json() for e in self.events if e.type == "alert"
+                and all(e.to_json().get(k) == v for k, v in match.items())]
+
+    def sessions(self, event: str) -> list[dict[str, Any]]:
+        return [e.to_json() for e in self.events if e.type == "session" and e.event == event]
+
+
+def test_shipped_rules_file_and_config_copy_are_identical() -> None:
+    assert (ROOT / "config/rules.toml").read_text() == (
+        ROOT / "kapmonitor/data/rules.toml"
+    ).read_text()
+
+
+def test_every_default_rule_names_its_source() -> None:
+    assert all(r.source for r in RULES.rules)
+    assert all(p.source for p in RULES.profiles.values())
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"bogus": 1}, "Extra inputs"),
+        ({"rules": [{"id": "x", "title": "t", "kind": "physiological", "priority": "high",
+                     "when_any": [{"signal": "sp02", "op": "<", "value": 1}]}]}, "unknown signal"),
+        ({"rules": [{"id": "x", "title": "t", "kind": "physiological", "priority": "high",
+                     "when_any": [{"signal": "spo2", "op": "<", "value": 1},
+                                  {"signal": "nibp_sys", "op": ">", "value": 1}]}]}, "mix"),
+        ({"rules": [{"id": "x", "title": "t", "kind": "physiological", "priority": "urgent",
+                     "when_any": [{"signal": "spo2", "op": "<", "value": 1}]}]}, "priority"),
+    ],
+)
+def test_invalid_rule_sets_are_rejected(patch: dict[str, Any], message: str) -> None:
+    data = tomllib.loads((ROOT / "kapmonitor/data/rules.toml").read_text())
+    data.update(patch)
+    with pytest.raises(ValidationError, match=message):
+        parse_rules(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "error"),
+    [
+        ("session/start", {"bed": "nope", "profile": "ketamine"}, "unknown bed"),
+        ("session/start", {"bed": "bed1", "profile": "lsd"}, "unknown profile"),
+        ("session/start", {"bed": "bed1", "profile": "ketamine", "color": 1}, "color"),
+        ("session/start", {"bed": "bed1", "profile": "ketamine", "risk_flags": ["x"]},
+         "unknown risk flag"),
+        ("session/start", {"bed": "bed1", "profile": "esketamine", "route": "iv"}, "route"),
+        ("session/dose", {"bed": "bed1"}, "no active session"),
+        ("alert/ack", {"bed": "bed1"}, "either alert_id or all"),
+        ("alert/ack", {"bed": "bed1", "alert_id": "bed1-9"}, "no open alert"),
+        ("alert/pause", {"bed": "bed1", "all": True, "seconds": -1}, "greater than 0"),
+        ("bp/fly", {"bed": "bed1"}, "unknown command"),
+    ],
+)
+def test_bad_commands_get_an_error_response(name: str, args: dict[str, Any], error: str) -> None:
+    engine = AlarmEngine(RULES, ["bed1"])
+    r = engine.command(name, args, 0.0)
+    assert r.response["status"] == "error" and error in r.response["error"]
+    assert r.events == []
+
+
+def test_session_lifecycle_baseline_and_phases() -> None:
+    c = Clinic()
+    assert c.cmd("session/start", bed="bed1", profile="esketamine", route="in",
+                 risk_flags=["first_session"])["status"] == "ok"
+    assert c.cmd("session/start", bed="bed1", profile="ketamine")["status"] == "error"
+    c.run(10, spo2=97.0, pulse_rate=70.0)
+    c.nibp(130, 80)
+    c.run(200, spo2=97.0, pulse_rate=70.0)
+    c.nibp(120, 76)
+    c.run(200, spo2=96.0, pulse_rate=74.0)
+    c.nibp(124, 79)
+    c.run(10, spo2=96.0, pulse_rate=74.0)
+    r = c.cmd("session/dose", bed="bed1", dose_mg=56)
+    assert r["session"]["t0"] == c.t and r["session"]["phase"] == "onset"
+    (bl,) = c.sessions("baseline")
+    assert bl["complete"] is True
+    assert (bl["baseline"]["nibp_sys"], bl["baseline"]["nibp_dia"]) == (124, 79)  # medians
+    assert bl["baseline"]["spo2"] == 96.0 and bl["baseline"]["hr"] == 74.0
+    c.cmd("session/dose", bed="bed1", dose_mg=28)  # a second device 5 min later
+    c.run(15 * 60, spo2=97.0, pulse_rate=72.0)
+    phases = [e["phase"] for e in c.sessions("phase")]
+    assert phases == ["pre_dose", "onset", "peak"]
+    state = c.engine.session_state("bed1")
+    assert state["risk_flags"] == ["first_session"] and len(state["doses"]) == 2
+    assert c.engine.session_state("bed2") == {"bed": "bed2", "active": False, "phase": "idle"}
+    c.cmd("session/end", bed="bed1")
+    assert c.engine.session_state("bed1")["phase"] == "ended"
+
+
+def test_incomplete_baseline_is_a_technical_alarm() -> None:
+    c = Clinic()
+    c.cmd("session/start", bed="bed1", profile="ketamine")
+    c.run(30, spo2=97.0, pulse_rate=70.0)
+    c.nibp(120, 80)
+    c.run(5, spo2=97.0, pulse_rate=70.0)
+    c.cmd("session/dose", bed="bed1")
+    (a,) = c.alerts(rule="baseline_incomplete", event="raised")
+    assert a["kind"] == "technical" and "nibp" in a["text"]
+    c.cmd("session/end", bed="bed1")
+    assert c.alerts(rule="baseline_incomplete", event="cleared")
+
+
+def test_risk_flag_tightens_limits() -> None:
+    hypertensive = Clinic(beds=("bed1",))
+    normal = Clinic(beds=("bed1",))
+    for c, flags in ((hypertensive, ["hypertension"]), (normal, [])):
+        c.cmd("session/start", bed="bed1", profile="ketamine", risk_flags=flags)
+        c.run(5, spo2=97.0)
+        c.nibp(194, 100)  # ≥ 200 − 10 mmHg tightening
+        c.run(3, spo2=97.0)
+    assert hypertensive.alerts(rule="bp_crisis", event="raised")
+    assert not normal.alerts(rule="bp_crisis")
+
+
+def test_invalid_nibp_is_technical_and_never_physiological() -> None:
+    c = Clinic()
+    c.run(3, spo2=97.0)
+    c.nibp(90, 95)  # systolic below diastolic
+    c.run(2, spo2=97.0)
+    c.nibp(250, 130, flags=["measurement_error"])
+    c.run(2, spo2=97.0)
+    assert [a["rule"] for a in c.alerts(event="raised")] == ["nibp_invalid"]
+    c.nibp(120, 80)
+    c.run(2, spo2=97.0)
+    assert c.alerts(rule="nibp_invalid", event="cleared")
+
+
+def test_poor_signal_lengthens_the_delay_and_raises_a_technical_alarm() -> None:
+    clean, poor = Clinic(beds=("bed1",)), Clinic(beds=("bed1",))
+    poor.cmd("session/start", bed="bed1", profile="ketamine")  # technical rules need a session
+    clean.run(100, spo2=85.0)
+    poor.run(100, spo2=(85.0, ("low_perfusion",)))
+    delay = next(r.delay_s for r in RULES.rules if r.id == "spo2_below_88")
+    (a,) = clean.alerts(rule="spo2_below_88", event="raised")
+    (b,) = poor.alerts(rule="spo2_below_88", event="raised")
+    assert a["t"] == 1 + delay
+    assert b["t"] == 1 + delay * RULES.artefact.delay_factor  # later, not suppressed
+    assert poor.alerts(rule="signal_poor", event="raised", kind="technical")
+
+
+def test_sensor_off_is_technical_and_separate_from_stale() -> None:
+    c = Clinic(beds=("bed1",))
+    c.cmd("session/start", bed="bed1", profile="ketamine")
+    c.run(20, spo2=97.0, heart_rate=70.0)
+    c.run(30, spo2=None, heart_rate=70.0)  # device keeps talking: "no value"
+    (a,) = c.alerts(rule="spo2_sensor_off", event="raised")
+    assert a["kind"] == "technical" and a["t"] == 21 + 10
+    assert not c.alerts(rule="vitals_stale")
+    c.run(3, spo2=97.0, heart_rate=70.0)
+    assert c.alerts(rule="spo2_sensor_off", event="cleared")
+
+
+def test_device_disconnected_is_its_own_channel() -> None:
+    c = Clinic()
+    c.run(5, spo2=97.0)
+    c.engine.on_device_status("ox1", "bed1", "disconnected", c.t)
+    c.engine.on_device_status("cuff1", "bed1", "disconnected", c.t)
+    c.run(RULES.devices.disconnected_delay_s + 1)
+    raised = c.alerts(rule="device_disconnected", event="raised")
+    assert sorted(a["text"].split()[1] for a in raised) == ["cuff1", "ox1"]
+    ox = next(a for a in raised if "ox1" in a["text"])
+    c.cmd("alert/ack", bed="bed1", alert_id=ox["alert_id"])
+    snapshot = c.engine.active_alarms("bed1")
+    assert [(a["rule"], a["acknowledged"]) for a in snapshot["alarms"]] == [
+        ("device_disconnected", False), ("device_disconnected", True)
+    ] or [(a["rule"], a["acknowledged"]) for a in snapshot["alarms"]] == [
+        ("device_disconnected", True), ("device_disconnected", False)
+    ]
+    assert snapshot["audible"] is True
+    c.engine.on_device_status("ox1", "bed1", "connected", c.t)
+    c.run(1)
+    assert len(c.engine.active_alarms("bed1")["alarms"]) == 1
+
+
+def test_active_alarms_snapshot_is_sorted_by_priority() -> None:
+    c = Clinic()
+    c.run(2, spo2=97.0, battery=15.0)
+    c.run(40, spo2=85.0, battery=15.0)
+    snap = c.engine.active_alarms("bed1")
+    assert snap["highest"] == "high" and snap["count"] >= 2
+    prios = [a["priority"] for a in snap["alarms"]]
+    order = ["high", "medium", "low", "info"]
+    assert prios == sorted(prios, key=order.index)
+    assert c.engine.active_alarms("bed2")["count"] == 0
+
+
+def test_state_round_trips_through_json_and_restores_after_restart() -> None:
+    c = Clinic()
+    c.cmd("session/start", bed="bed1", profile="ketamine", risk_flags=["age_60_plus"])
+    c.run(5, spo2=97.0, pulse_rate=72.0)
+    c.nibp(120, 80)
+    c.run(400, spo2=97.0, pulse_rate=72.0)
+    c.nibp(122, 78)
+    c.run(5, spo2=97.0, pulse_rate=72.0)
+    c.cmd("session/dose", bed="bed1", dose_mg=30)
+    c.run(60, spo2=84.0, pulse_rate=72.0)  # a latched high
+    c.run(40, spo2=97.0, pulse_rate=72.0)
+    assert c.engine.active_alarms("bed1")["alarms"][0]["state"] == "latched"
+    saved = json.loads(json.dumps(c.engine.export_state()))
+
+    fresh = AlarmEngine(RULES, ["bed1", "bed2"])
+    fresh.restore_state(saved)
+    before = c.engine.session_state("bed1")
+    restored_events = fresh.tick(c.t + 20 * 60)  # back after 20 min: now in the peak
+    after = fresh.session_state("bed1")
+    for key in ("session_id", "profile", "t0", "doses", "baseline", "risk_flags"):
+        assert after[key] == before[key]
+    assert after["phase"] == "peak"
+    assert [e.to_json()["phase"] for e in restored_events if e.type == "session"
+            and e.event == "phase"] == ["peak"]
+    (latched,) = fresh.active_alarms("bed1")["alarms"]
+    assert latched["rule"] == "spo2_below_88" and latched["state"] == "latched"
+    r = fresh.command("alert/ack", {"bed": "bed1", "all": True}, c.t + 20 * 60)
+    assert [e.event for e in r.events] == ["acknowledged", "cleared"]

@@ -1,0 +1,107 @@
+"""``kapmonitor replay`` as a command: output contract, --config, and trace/config errors
+(one line on stderr naming the row and the problem, exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TRACES = Path(__file__).parent / "traces"
+
+
+def replay(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kapmonitor.cli", "replay", *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+
+
+def test_replay_prints_json_lines_per_the_contract() -> None:
+    p = replay(str(TRACES / "bp_crisis.csv"))
+    assert p.returncode == 0, p.stderr
+    events = [json.loads(line) for line in p.stdout.splitlines()]
+    crisis = next(e for e in events if e["type"] == "alert" and e["rule"] == "bp_crisis")
+    assert {"t", "bed", "type", "event", "alert_id", "rule", "priority", "kind", "metric",
+            "value", "text"} <= crisis.keys()
+    assert (crisis["event"], crisis["priority"], crisis["kind"], crisis["metric"]) == (
+        "raised", "high", "physiological", "nibp_sys"
+    )
+    phase = next(e for e in events if e["type"] == "session" and e["event"] == "phase")
+    assert {"t", "bed", "type", "event", "phase"} <= phase.keys()
+
+
+def test_config_changes_the_limits(tmp_path: Path) -> None:
+    rules = (ROOT / "config/rules.toml").read_text()
+    assert 'id = "bp_crisis"' in rules
+    lenient = rules.replace(
+        '{ signal = "nibp_sys", op = ">=", value = 200.0 }',
+        '{ signal = "nibp_sys", op = ">=", value = 220.0 }',
+    )
+    assert lenient != rules
+    cfg = tmp_path / "rules.toml"
+    cfg.write_text(lenient)
+    p = replay(str(TRACES / "bp_crisis.csv"), "--config", str(cfg))
+    assert p.returncode == 0, p.stderr
+    rules_fired = {json.loads(line).get("rule") for line in p.stdout.splitlines()}
+    assert "bp_crisis" not in rules_fired
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    f = tmp_path / "trace.csv"
+    f.write_text(text)
+    return str(f)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("time,bed,name,value\n0,b,spo2,97\n", "row 1: header must be t,bed,name,value"),
+        ("t,bed,name,value\n0,b,spo2,97\nx,b,spo2,97\n", "row 3: t 'x' is not a number"),
+        ("t,bed,name,value\n5,b,spo2,97\n4,b,spo2,97\n", "row 3: t 4 goes back in time"),
+        ("t,bed,name,value\n0,b,sp02,97\n", "row 2: unknown name 'sp02'"),
+        ("t,bed,name,value\n0,b,spo2,high\n", "row 2: value 'high' of spo2 is not a number"),
+        ("t,bed,name,value\n0,b,spo2\n", "row 2: expected 4 fields"),
+        ("t,bed,name,value\n0,,spo2,97\n", "row 2: bed is empty"),
+        ("t,bed,name,value\n0,b,session_start,\n", "row 2: session_start needs the profile"),
+        ("t,bed,name,value\n0,b,spo2,97\n1,b,dose,\n", "row 3: dose refused: bed b has no"),
+        ("t,bed,name,value\n0,b,session_start,lsd\n", "row 2: session_start refused: unknown"),
+        ("t,bed,name,value\n0,b,ack,bed1-7\n", "row 2: ack refused: no open alert"),
+    ],
+)
+def test_bad_trace_one_line_exit_2(tmp_path: Path, text: str, expected: str) -> None:
+    p = replay(_write(tmp_path, text))
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in p.stderr
+
+
+def test_bad_config_exit_2(tmp_path: Path) -> None:
+    trace = _write(tmp_path, "t,bed,name,value\n0,b,spo2,97\n")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("tick_s = 'fast'\n")
+    p = replay(trace, "--config", str(bad))
+    assert p.returncode == 2 and "tick_s" in p.stderr and "Traceback" not in p.stderr
+    p = replay(trace, "--config", str(tmp_path / "missing.toml"))
+    assert p.returncode == 2 and "no such file" in p.stderr
+    p = replay(str(tmp_path / "missing.csv"))
+    assert p.returncode == 2 and "no such file" in p.stderr
+
+
+def test_empty_values_mean_no_data_and_ack_all(tmp_path: Path) -> None:
+    rows = ["t,bed,name,value", "0,b,session_start,ketamine hypertension"]
+    rows += [f"{t},b,spo2," for t in range(1, 40)]  # sensor off: no value
+    rows += ["40,b,ack,all", "41,b,spo2,97"]
+    p = replay(_write(tmp_path, "\n".join(rows) + "\n"))
+    assert p.returncode == 0, p.stderr
+    events = [json.loads(line) for line in p.stdout.splitlines()]
+    started = next(e for e in events if e["event"] == "started")
+    assert started["risk_flags"] == ["hypertension"]
+    off = [e for e in events if e["type"] == "alert" and e["rule"] == "spo2_sensor_off"]
+    assert [e["event"] for e in off] == ["raised", "acknowledged", "cleared"]
