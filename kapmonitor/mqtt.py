@@ -137,6 +137,7 @@ class MqttOwner:
         self._dirty: set[str] = set()
         self._state_wake = asyncio.Event()
         self.published = 0
+        self._published_children: dict[tuple[int, bool], tuple[Any, Any]] = {}
 
     def topic(self, suffix: str) -> str:
         return f"{self.s.base_topic}/{suffix}"
@@ -335,9 +336,17 @@ class MqttOwner:
             await client.publish(row.topic, payload, qos=1)
             self.outbox.ack(row)
             self.published += 1
-            lane = LANE_NAMES[row.lane]
-            self.metrics.published.labels(lane, "true" if historical else "false").inc()
-            self.metrics.publish_latency.labels(lane).observe(max(0.0, now - row.created))
+            # Hot path: the labelled children are cached (label lookups cost more than
+            # the updates themselves).
+            children = self._published_children.get((row.lane, historical))
+            if children is None:
+                lane = LANE_NAMES[row.lane]
+                children = self._published_children[(row.lane, historical)] = (
+                    self.metrics.published.labels(lane, "true" if historical else "false"),
+                    self.metrics.publish_latency.labels(lane),
+                )
+            children[0].inc()
+            children[1].observe(max(0.0, now - row.created))
         except aiomqtt.MqttError as exc:
             failure.append(exc)
             self.outbox._notify()  # wake the drain loop so it notices
