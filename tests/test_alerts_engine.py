@@ -273,3 +273,22 @@ def test_state_round_trips_through_json_and_restores_after_restart() -> None:
     assert latched["rule"] == "spo2_below_88" and latched["state"] == "latched"
     r = fresh.command("alert/ack", {"bed": "bed1", "all": True}, c.t + 20 * 60)
     assert [e.event for e in r.events] == ["acknowledged", "cleared"]
+
+
+def test_stale_alarm_clears_when_data_returns_even_without_a_second_source() -> None:
+    c = Clinic(beds=("bed1",))
+    c.cmd("session/start", bed="bed1", profile="ketamine")
+    c.run(10, spo2=97.0)  # an oximeter without pulse rate, no ECG
+    c.run(70)
+    (a,) = c.alerts(rule="vitals_stale", event="raised")
+    assert a["t"] == 10 + 61 and a["metric"] == "spo2"
+    c.run(2, spo2=97.0)
+    assert c.alerts(rule="vitals_stale", event="cleared")
+
+
+def test_docs_list_every_default_rule() -> None:
+    doc = (ROOT / "docs/alarms.md").read_text()
+    for r in RULES.rules:
+        assert f"`{r.id}`" in doc, r.id
+    for channel in ("nibp_invalid", "bp_overdue", "baseline_incomplete", "device_disconnected"):
+        assert f"`{channel}`" in doc
