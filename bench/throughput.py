@@ -270,8 +270,11 @@ class CpuMeter:
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     inflight = OutboxConfig().inflight
-    timeout = max(30.0, args.readings / 1000)
+    began = time.monotonic()
+    deadline = began + args.budget
     rows: list[tuple[int, str, float, dict[str, float]]] = []
+    skipped = 0
+    last_rep = 0.0
     with mosquitto() as broker:
         addr = broker.address
         sub: Subscriber = (AiomqttSubscriber if args.subscriber == "aiomqtt"
@@ -280,6 +283,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         cpu = CpuMeter(broker, sub)
         try:
             for r in range(1, args.repeats + 1):
+                rep_start = time.monotonic()
+                if r > 1 and rep_start + last_rep > deadline:
+                    skipped = args.repeats - r + 1  # stay within the time budget
+                    break
+                timeout = max(10.0, deadline - rep_start)
                 await sub.prepare(f"d{r}")
                 c0 = cpu.snapshot()
                 secs, payloads = await durable_run(f"d{r}", addr, args.readings, sub, timeout)
@@ -287,11 +295,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 if args.only != "bare":
                     rows.append((r, "durable", secs, cpu.delta(c0, c1)))
                 if args.only == "durable":
+                    last_rep = time.monotonic() - rep_start
                     continue
                 await sub.prepare(f"b{r}")
                 c1 = cpu.snapshot()
                 secs = await bare_run(f"b{r}", addr, payloads, inflight, sub, timeout)
                 rows.append((r, "bare", secs, cpu.delta(c1, cpu.snapshot())))
+                last_rep = time.monotonic() - rep_start
         finally:
             await sub.stop()
     n = args.readings
@@ -314,9 +324,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     for r, kind, s, c in rows:
         print(f"{r:>4} {kind:<8} {s:>8.3f} {n / s:>11.0f} "
               f"{c['pub']:>8.2f} {c['broker']:>7.2f} {c['sub']:>7.2f}")
+    if skipped:
+        print(f"({skipped} of {args.repeats} repetitions skipped to stay within "
+              f"--budget {args.budget:.0f} s)")
     print(f"median durable {durable:.0f}/s, bare {bare:.0f}/s, ratio {ratio:.2f}")
     return {"readings_per_s": round(durable, 1), "bare_per_s": round(bare, 1),
-            "ratio": round(ratio, 3), "readings": n, "repeats": args.repeats,
+            "ratio": round(ratio, 3), "readings": n, "repeats": args.repeats - skipped,
             "inflight": inflight, "subscriber": args.subscriber}
 
 
@@ -329,6 +342,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--readings", type=int, default=50_000, help="readings per run")
     p.add_argument("--repeats", type=int, default=3, help="runs of each path; median reported")
+    p.add_argument("--budget", type=float, default=100.0,
+                   help="seconds; no new repetition starts that would likely end after it")
     p.add_argument("--subscriber", choices=("mosquitto_sub", "aiomqtt"), default="mosquitto_sub",
                    help="the counting subscriber (default mosquitto_sub, which uses far less CPU "
                    "than a Python client and so disturbs the measurement less)")
