@@ -186,9 +186,9 @@ Subscriber = AiomqttSubscriber | MosquittoSubSubscriber
 
 # -- the two contenders --------------------------------------------------------------------
 async def durable_run(
-    run: str, addr: tuple[str, int], n: int, sub: Subscriber, timeout: float
-) -> tuple[float, list[tuple[str, bytes]]]:
-    """Returns (seconds, the payloads as the daemon serialised them, for the bare loop)."""
+    run: str, addr: tuple[str, int], n: int, sub: Subscriber, cpu: CpuMeter, timeout: float
+) -> tuple[float, dict[str, float], list[tuple[str, bytes]]]:
+    """Returns (seconds, CPU seconds used, the payloads as the daemon serialised them)."""
     with tempfile.TemporaryDirectory(prefix="kapbench-state-") as state:
         cfg = parse_config({
             "state_dir": state,
@@ -212,24 +212,25 @@ async def durable_run(
             put(lane, topic, payload, created)
 
         daemon.outbox.put = keep  # type: ignore[method-assign]
-        t0 = time.monotonic()
+        c0, t0 = cpu.snapshot(), time.monotonic()
         for start in range(0, n, PRODUCER_BATCH):
             now = time.time()
             for i in range(start, min(n, start + PRODUCER_BATCH)):
                 daemon.on_reading(synthetic(i, now))
             await asyncio.sleep(0)  # a driver yields to the loop between its readings
         t_end = await sub.finished(run, timeout)
+        used = cpu.delta(c0, cpu.snapshot())
         stop.set()
         await asyncio.wait_for(task, 10)
         if daemon.fatal is not None:
             raise RuntimeError(f"daemon failed: {daemon.fatal!r}")
-    return t_end - t0, captured
+    return t_end - t0, used, captured
 
 
 async def bare_run(
     run: str, addr: tuple[str, int], payloads: list[tuple[str, bytes]], inflight: int,
-    sub: Subscriber, timeout: float,
-) -> float:
+    sub: Subscriber, cpu: CpuMeter, timeout: float,
+) -> tuple[float, dict[str, float]]:
     old_prefix = payloads[0][0].split("/", 2)[:2]
     prefix = "/".join(old_prefix)
     # Same bytes, only the run segment of the topic differs; add the field the drain adds.
@@ -245,12 +246,13 @@ async def bare_run(
             for topic, payload in it:
                 await client.publish(topic, payload, qos=1)
 
-        t0 = time.monotonic()
+        c0, t0 = cpu.snapshot(), time.monotonic()
         async with asyncio.TaskGroup() as tg:
             for _ in range(inflight):
                 tg.create_task(worker())
         t_end = await sub.finished(run, timeout)
-    return t_end - t0
+        used = cpu.delta(c0, cpu.snapshot())
+    return t_end - t0, used
 
 
 class CpuMeter:
@@ -289,18 +291,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 timeout = max(10.0, deadline - rep_start)
                 await sub.prepare(f"d{r}")
-                c0 = cpu.snapshot()
-                secs, payloads = await durable_run(f"d{r}", addr, args.readings, sub, timeout)
-                c1 = cpu.snapshot()
+                secs, used, payloads = await durable_run(
+                    f"d{r}", addr, args.readings, sub, cpu, timeout)
                 if args.only != "bare":
-                    rows.append((r, "durable", secs, cpu.delta(c0, c1)))
+                    rows.append((r, "durable", secs, used))
                 if args.only == "durable":
                     last_rep = time.monotonic() - rep_start
                     continue
                 await sub.prepare(f"b{r}")
-                c1 = cpu.snapshot()
-                secs = await bare_run(f"b{r}", addr, payloads, inflight, sub, timeout)
-                rows.append((r, "bare", secs, cpu.delta(c1, cpu.snapshot())))
+                secs, used = await bare_run(f"b{r}", addr, payloads, inflight, sub, cpu, timeout)
+                rows.append((r, "bare", secs, used))
                 last_rep = time.monotonic() - rep_start
         finally:
             await sub.stop()
@@ -308,6 +308,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     rates = {kind: statistics.median(n / s for _, k, s, _ in rows if k == kind)
              for kind in ("durable", "bare") if any(k == kind for _, k, _, _ in rows)}
     durable, bare = rates.get("durable", 0.0), rates.get("bare", 0.0)
+    # Publisher CPU per reading: less sensitive than wall time to other load on the machine.
+    cpu_us = {kind: round(statistics.median(c["pub"] / n * 1e6 for _, k, _, c in rows
+                                            if k == kind), 1)
+              for kind in rates}
     ratio = durable / bare if durable and bare else 0.0
     print(f"{n} readings per run, {BEDS} beds, Mosquitto on loopback, QoS 1 both ways, "
           f"{os.cpu_count()} CPUs")
@@ -317,8 +321,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
           "publisher tasks awaiting QoS 1 publish -> subscriber")
     print(f"subscriber: {sub.describe}; time runs from the first reading handed over to the "
           "subscriber having the last one")
-    print("cpu: CPU seconds used during the run by the publishing process, Mosquitto and the "
-          "subscriber process")
+    print("cpu: CPU seconds used within the timed span by the publishing process (daemon start "
+          "and stop excluded), Mosquitto and the subscriber process")
     print(f"{'run':>4} {'path':<8} {'seconds':>8} {'readings/s':>11} "
           f"{'cpu pub':>8} {'broker':>7} {'sub':>7}")
     for r, kind, s, c in rows:
@@ -327,9 +331,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     if skipped:
         print(f"({skipped} of {args.repeats} repetitions skipped to stay within "
               f"--budget {args.budget:.0f} s)")
-    print(f"median durable {durable:.0f}/s, bare {bare:.0f}/s, ratio {ratio:.2f}")
+    print(f"median durable {durable:.0f}/s, bare {bare:.0f}/s, ratio {ratio:.2f}; publisher CPU "
+          + ", ".join(f"{k} {v:.0f} us" for k, v in cpu_us.items()) + " per reading")
     return {"readings_per_s": round(durable, 1), "bare_per_s": round(bare, 1),
-            "ratio": round(ratio, 3), "readings": n, "repeats": args.repeats - skipped,
+            "ratio": round(ratio, 3),
+            "durable_cpu_us": cpu_us.get("durable"), "bare_cpu_us": cpu_us.get("bare"),
+            "readings": n, "repeats": args.repeats - skipped,
             "inflight": inflight, "subscriber": args.subscriber}
 
 
