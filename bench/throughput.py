@@ -351,9 +351,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs of each path; median reported")
     p.add_argument("--budget", type=float, default=100.0,
                    help="seconds; no new repetition starts that would likely end after it")
-    p.add_argument("--subscriber", choices=("mosquitto_sub", "aiomqtt"), default="mosquitto_sub",
-                   help="the counting subscriber (default mosquitto_sub, which uses far less CPU "
-                   "than a Python client and so disturbs the measurement less)")
+    p.add_argument("--subscriber", choices=("mosquitto_sub", "aiomqtt"),
+                   default="mosquitto_sub" if shutil.which("mosquitto_sub") else "aiomqtt",
+                   help="the counting subscriber (default mosquitto_sub when installed, from "
+                   "mosquitto-clients: it uses far less CPU than a Python client and so "
+                   "disturbs the measurement less)")
     p.add_argument("--only", choices=("durable", "bare"),
                    help="report one path only (for profiling; the other's ratio is then 0)")
     args = p.parse_args()
