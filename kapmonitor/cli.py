@@ -99,7 +99,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         daemon = Daemon(cfg, broker=args.broker)
-        _attach_extensions(daemon)
         await daemon.run(stop)
         return 1 if daemon.fatal is not None else 0
 
@@ -108,19 +107,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RuntimeError as exc:  # e.g. state directory locked by another instance
         logging.getLogger("kapmonitor").error("%s", exc)
         return 1
-
-
-def _attach_extensions(daemon: object) -> None:
-    """Let optional subsystems (the alarm engine) attach to a daemon if they are present."""
-    try:
-        mod = importlib.import_module("kapmonitor.alerts.service")
-    except ModuleNotFoundError as exc:
-        if exc.name != "kapmonitor.alerts.service":
-            raise
-        return
-    attach = getattr(mod, "attach", None)
-    if attach is not None:
-        attach(daemon)
 
 
 # -- decode ----------------------------------------------------------------------------

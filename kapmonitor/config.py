@@ -144,6 +144,17 @@ class MetricsConfig(_Model):
     port: int = Field(default=9464, ge=0, le=65535, description="Listen port (0 = any free).")
 
 
+class AlarmsConfig(_Model):
+    """The alarm engine (see docs/alarms.md for every rule, delay and source)."""
+
+    enabled: bool = Field(default=True, description="Run the alarm engine.")
+    rules: Path | None = Field(
+        default=None,
+        description="Rule-set TOML (a copy of config/rules.toml edited by the clinic); "
+        "default: the rules shipped with kapmonitor.",
+    )
+
+
 class BedConfig(_Model):
     """A bed (chair, room, or an at-home patient)."""
 
@@ -184,6 +195,7 @@ class Config(_Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Metrics.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     ble: BleConfig = Field(default_factory=BleConfig, description="Bluetooth LE stack.")
+    alarms: AlarmsConfig = Field(default_factory=AlarmsConfig, description="Alarm engine.")
     beds: list[BedConfig] = Field(default_factory=list, description="The beds of this node.")
     # The real type is the discriminated union of all drivers' models; see config_model().
     devices: list[DeviceConfig] = Field(
@@ -317,6 +329,21 @@ def parse_config(data: dict[str, Any], where: str = "<config>") -> Config:
         raise ConfigError(problems) from None
 
 
+def rules_problems(path: Path) -> list[str]:
+    """What is wrong with a rule-set file (empty when it loads)."""
+    from kapmonitor.alerts import load_rules
+
+    try:
+        load_rules(path)
+    except OSError as exc:
+        return [f"cannot read {str(path)!r}: {exc.strerror or exc}"]
+    except tomllib.TOMLDecodeError as exc:
+        return [f"{path}: TOML syntax error: {exc}"]
+    except ValidationError as exc:
+        return [f"{path}: {_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+    return []
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate a TOML config file. Raises :class:`ConfigError`."""
     p = Path(path)
@@ -331,6 +358,12 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{p}: TOML syntax error: {exc}"]) from None
     cfg = parse_config(data, str(p))
+    if cfg.alarms.rules is not None:
+        rules = cfg.alarms.rules if cfg.alarms.rules.is_absolute() else p.parent / cfg.alarms.rules
+        problems = rules_problems(rules)
+        if problems:
+            raise ConfigError([f"{p}: alarms.rules: {line}" for line in problems])
+        cfg.alarms.rules = rules
     if cfg.mqtt.password_file is not None:
         pw = Path(os.path.expandvars(str(cfg.mqtt.password_file)))
         if not pw.is_file():

@@ -31,6 +31,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kapmonitor import __version__
+from kapmonitor.alarm_service import AlarmService
+from kapmonitor.alarm_service import attach as attach_alarms
 from kapmonitor.clock import Clock, SystemClock
 from kapmonitor.config import Config
 from kapmonitor.drivers.base import CommandError as DriverCommandError
@@ -103,6 +105,7 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.mqtt: MqttOwner | None = None
         self.metrics_port: int | None = None
+        self.alarms: AlarmService | None = None
         self.started = asyncio.Event()
         self.fatal: BaseException | None = None
         self._stop: asyncio.Event | None = None
@@ -323,6 +326,9 @@ class Daemon:
         self.mqtt = MqttOwner(
             settings, self.outbox, self.clock, self.metrics, self.router, self.bridge_state
         )
+        if cfg.alarms.enabled:
+            # Before any driver runs, so the engine sees every reading.
+            self.alarms = attach_alarms(self, cfg.alarms.rules)
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         ctx = DriverContext(
@@ -373,6 +379,8 @@ class Daemon:
         for t in device_tasks:
             t.cancel()
         await asyncio.wait(device_tasks, timeout=1.0) if device_tasks else None
+        if self.alarms is not None:
+            self.alarms.close()
         if self.mqtt is not None:
             await self.mqtt.shutdown(flush_for=2.0)
         for t in self._tasks:

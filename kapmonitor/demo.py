@@ -162,6 +162,55 @@ async def _watch(info: BrokerInfo, view: ClinicView, ready: asyncio.Event) -> No
             await asyncio.sleep(0.5)
 
 
+DOSE_AT = 600.0  # simulated seconds; the virtual patients get their dose then (demo_clinic)
+
+
+async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> None:
+    """What the provider does in the demo, through the same command path as a nurse tablet:
+    start a session on every bed, take two baseline blood pressures 5 minutes apart, give the
+    dose when the virtual patients get it, and answer every "BP due" prompt with ``bp/measure``
+    (beds whose cuff cannot be started remotely keep the prompt: someone must press the
+    button)."""
+
+    async def say(command: str, body: dict[str, Any]) -> bool:
+        reply = await daemon.router.handle(command, json.dumps(body).encode(), False)
+        if reply["status"] != "ok" and command != "bp/measure":
+            log.warning("demo: %s %s: %s", command, body.get("bed"), reply.get("error"))
+        return bool(reply["status"] == "ok")
+
+    def sim_t() -> float:
+        return clock.now() - sim0
+
+    beds = list(daemon.beds)
+    for n, bed in enumerate(beds, 1):
+        profile = "esketamine" if n % 3 == 0 else "ketamine"
+        flags = ["hypertension"] if n % 4 == 0 else []
+        await say("session/start", {"bed": bed, "profile": profile,
+                                    "route": "in" if profile == "esketamine" else "im",
+                                    "risk_flags": flags})
+        await say("bp/measure", {"bed": bed})
+    answered: set[tuple[str, str, float]] = set()
+    second_baseline = dosed = False
+    while True:
+        await asyncio.sleep(0.5)
+        if not second_baseline and sim_t() >= 330:
+            second_baseline = True
+            for bed in beds:
+                await say("bp/measure", {"bed": bed})
+        if not dosed and sim_t() >= DOSE_AT:
+            dosed = True
+            for n, bed in enumerate(beds, 1):
+                await say("session/dose", {"bed": bed, "dose_mg": 56.0 if n % 3 == 0 else 50.0})
+        if daemon.alarms is None:
+            continue
+        for bed in beds:
+            for item in daemon.alarms.engine.session_state(bed).get("bp_checklist", []):
+                key = (bed, item["name"], item["due_at"])
+                if item.get("announced") and not item.get("done_at") and key not in answered:
+                    answered.add(key)
+                    await say("bp/measure", {"bed": bed})
+
+
 def _load_demo_config(
     args: argparse.Namespace, workdir: Path
 ) -> tuple[Config | None, list[SimProcess]]:
@@ -180,7 +229,6 @@ def _load_demo_config(
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    from kapmonitor.cli import _attach_extensions
     from kapmonitor.daemon import Daemon
 
     workdir = Path(tempfile.mkdtemp(prefix="kapmonitor-demo-"))
@@ -200,8 +248,8 @@ async def run_demo(args: argparse.Namespace) -> int:
               f"-t '{cfg.base_topic}/#' -v")
         sys.stdout.flush()
         clock = ScaledClock(args.speed)
+        sim0 = clock.now()
         daemon = Daemon(cfg, clock=clock, broker=(info.host, info.port))
-        _attach_extensions(daemon)
         view = ClinicView(cfg.base_topic,
                           {b.id: BedView(b.label or b.id) for b in cfg.beds})
         stop = asyncio.Event()
@@ -217,8 +265,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         daemon_task = asyncio.create_task(daemon.run(stop))
         await asyncio.wait_for(daemon.started.wait(), 15)
         await start_sims(True)
+        clinician = asyncio.create_task(_virtual_clinician(daemon, clock, sim0))
         started = time.monotonic()
-        sim0 = clock.now()
         live_ctx: Any = contextlib.nullcontext()
         if interactive:
             from rich.live import Live
@@ -246,9 +294,10 @@ async def run_demo(args: argparse.Namespace) -> int:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(daemon_task, 10)
             await asyncio.sleep(0.3)  # let the view see the final messages
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, clinician):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         print(render_plain(view, (clock.now() - sim0) / 60))
         published = daemon.mqtt.published if daemon.mqtt is not None else 0
         print(f"kapmonitor demo: done; {published} messages acknowledged by the broker, "

@@ -49,7 +49,9 @@ BED_KINDS = ("ble", "serial", "ble-proprietary", "intellivue", "hl7", "ble-ring"
 SERIAL_SIMULATORS = {
     "serial-masimo": lambda d: "masimo-ascii",
     "serial-nonin": lambda d: f"nonin-{getattr(d, 'format', 'fmt7')}",
-    "serial-contec": lambda d: "contec-5" if getattr(d, "protocol", "") == "contec-5" else "contec-9",
+    "serial-contec": lambda d: (
+        "contec-5" if getattr(d, "protocol", "") == "contec-5" else "contec-9"
+    ),
     "serial-berrymed": lambda d: "berrymed",
 }
 

@@ -231,8 +231,8 @@ class MqttOwner:
 
     async def publish_bridge_state(self, state: str, reason: str) -> None:
         client = self._client
-        if client is None:
-            return
+        if client is None or (self._stopping and state == "online"):
+            return  # once shutting down, nothing may overwrite the final offline/shutdown
         body = json.dumps(self._bridge_state(state, reason)).encode()
         self.retained[self.topic("bridge/state")] = body
         await client.publish(self.topic("bridge/state"), body, qos=1, retain=True)

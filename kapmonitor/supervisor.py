@@ -25,6 +25,8 @@ from kapmonitor.model import Measurement, Reading
 
 log = logging.getLogger("kapmonitor.supervisor")
 
+NIBP_PARTS = frozenset({"nibp_sys", "nibp_dia", "nibp_mean"})
+
 
 @dataclass
 class Backoff:
@@ -101,6 +103,7 @@ class Supervisor:
         )
         self._last_data = clock.monotonic()
         self._stale_cancel = False
+        self._nibp_group: tuple[float, float, set[str]] | None = None
         self.sessions = 0
 
     # -- status --------------------------------------------------------------------------
@@ -213,6 +216,8 @@ class Supervisor:
         now = self.clock.now()
         if ts is None and m.device_time is not None:
             ts = m.device_time.timestamp()
+        if ts is None and m.metric in NIBP_PARTS:
+            ts = self._nibp_stamp(m.metric, now)
         reading = Reading.from_measurement(
             m, bed=bed, device=device or self.device_id, received=now, ts=ts
         )
@@ -228,6 +233,17 @@ class Supervisor:
             self.status.battery = reading.value
             self._publish_status()
         self._on_reading(reading)
+
+    def _nibp_stamp(self, metric: str, now: float) -> float:
+        """One NIBP measurement arrives as sys/dia/mean parts; parts a device sends without a
+        measurement time get one shared timestamp so consumers (and the alarm engine) can tell
+        they belong together. A repeated part or a pause of 2 s starts a new measurement."""
+        mono = self.clock.monotonic()
+        g = self._nibp_group
+        if g is None or metric in g[2] or mono - g[1] > 2.0:
+            g = self._nibp_group = (now, mono, set())
+        g[2].add(metric)
+        return g[0]
 
     async def command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         return await self.driver.command(name, args)

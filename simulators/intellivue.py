@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from kapmonitor.clock import Clock, SystemClock
+from kapmonitor.clock import Clock, ScaledClock, SystemClock
 from kapmonitor.codecs.base import DecodeError
 from kapmonitor.codecs.intellivue.framing import FrameDecoder, encode_frame
 from kapmonitor.codecs.intellivue.messages import (
@@ -604,16 +604,13 @@ async def _commands(runner: MonitorRunner) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    # The protocol runs on real time (the host's polls and timeouts are real); only the patient
-    # and the NIBP schedule are accelerated by --speed.
-    clock: Clock = SystemClock()
-    speed = args.speed
-    patient = patient_from_args(args)
-    patient.time_scale = speed
+    # --speed accelerates the whole monitor, protocol timing included, like the daemon's clock
+    # in `kapmonitor demo`, so host and monitor keep agreeing on poll periods and timeouts.
+    clock: Clock = ScaledClock(args.speed) if args.speed != 1.0 else SystemClock()
     monitor = IntellivueMonitor(
-        patient, wall_start=clock.now(), mtu=args.mtu,
-        nibp_interval=(args.nibp_every / speed) or None, nibp_first=args.nibp_first / speed,
-        nibp_duration=max(1.0, args.nibp_duration / speed), demo=args.demo,
+        patient_from_args(args), wall_start=clock.now(), mtu=args.mtu,
+        nibp_interval=args.nibp_every or None, nibp_first=args.nibp_first,
+        nibp_duration=args.nibp_duration, demo=args.demo,
         bed_label=args.bed_label,
     )
     runner = MonitorRunner(monitor, clock)

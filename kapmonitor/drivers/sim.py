@@ -140,7 +140,7 @@ class SimDriver(Driver):
                 raise CommandError(f"bad event argument: {exc}") from None
             self.patient.inject(SimEvent(kind, start, duration, magnitude))
             return {"kind": kind, "start": start, "duration": duration}
-        if name == "measure" and self.cfg.kind == "cuff":
+        if name in ("measure", "bp/measure") and self.cfg.kind == "cuff":
             self._measure_now = True
             return {"started": True}
         return await super().command(name, args)
