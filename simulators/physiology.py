@@ -241,9 +241,11 @@ class Patient:
         pi = max(0.05, b.pi + self._wander(15, t, 0.4) + 0.1 * _gauss(s, 24, step))
         motion = False
         for _e in self._active("artifact", t):
-            # Bursts of 1-4 s of motion artefact in roughly one second of four.
-            burst = int(t // 4)
-            if _uniform(s, 30, burst) < 0.35:
+            # Motion artefact: dips of 1-4 s, at most one per 8-s window (so never longer
+            # than 4 s in a row), in about half of the windows.
+            window = int(t // 8)
+            length = 1 + int(4 * _uniform(s, 33, window))
+            if _uniform(s, 30, window) < 0.5 and t - window * 8 < length:
                 motion = True
                 spo2_m = 70 + 15 * _uniform(s, 31, step)
                 pr_m = pr_m + 40 * _uniform(s, 32, step)
