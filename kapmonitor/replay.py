@@ -171,10 +171,28 @@ def _reading(row: Row, value: float | None) -> Reading:
     )
 
 
+DAEMON_KEYS = {"node", "mqtt", "beds", "devices", "alarms", "state_dir", "outbox"}
+
+
 def load_config(path: str | None) -> RuleSet:
-    """Load the rule set; raises TraceError-like ValueError with one line per problem."""
+    """Load the rule set from a rules TOML, or from the daemon config's ``[alarms] rules`` (so
+    a clinic replays with exactly what its daemon runs); raises ValueError with one line per
+    problem."""
     if path is None:
         return load_rules()
+    try:
+        top = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        top = {}
+    if DAEMON_KEYS & set(top) and "rules" not in top:
+        from kapmonitor.config import ConfigError
+        from kapmonitor.config import load_config as load_daemon_config
+
+        try:
+            cfg = load_daemon_config(path)
+        except ConfigError as exc:
+            raise ValueError("\n".join(exc.problems)) from None
+        return load_rules(cfg.alarms.rules)
     try:
         return load_rules(path)
     except FileNotFoundError:
@@ -197,7 +215,8 @@ def main(argv: list[str]) -> int:
         "as JSON lines.",
     )
     p.add_argument("trace", help="CSV file with header t,bed,name,value")
-    p.add_argument("--config", help="alarm rules TOML (default: the shipped rules)")
+    p.add_argument("--config", help="alarm rules TOML, or a daemon config (its [alarms] rules); "
+                   "default: the shipped rules")
     args = p.parse_args(argv)
     try:
         rules = load_config(args.config)
