@@ -36,7 +36,7 @@ import aiomqtt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _mosquitto import RunningBroker, cpu_seconds, mosquitto  # noqa: E402
 
-from kapmonitor.config import OutboxConfig, parse_config  # noqa: E402
+from kapmonitor.config import Config, OutboxConfig, parse_config  # noqa: E402
 from kapmonitor.daemon import Daemon  # noqa: E402
 from kapmonitor.model import METRICS, Reading  # noqa: E402
 
@@ -45,6 +45,7 @@ BEDS = 12
 BED_METRICS = ("spo2", "pulse_rate", "perfusion_index", "nibp_sys", "nibp_dia", "nibp_mean")
 VALUES = {"spo2": 97.0, "pulse_rate": 72.0, "perfusion_index": 3.1,
           "nibp_sys": 124.0, "nibp_dia": 81.0, "nibp_mean": 95.0}
+ALARMS = False  # --alarms: keep the alarm engine attached to the daemon
 PRODUCER_BATCH = 200  # readings per loop iteration; a 12-bed clinic makes ~40/s in real life
 
 
@@ -190,13 +191,18 @@ async def durable_run(
 ) -> tuple[float, dict[str, float], list[tuple[str, bytes]]]:
     """Returns (seconds, CPU seconds used, the payloads as the daemon serialised them)."""
     with tempfile.TemporaryDirectory(prefix="kapbench-state-") as state:
-        cfg = parse_config({
+        raw: dict[str, Any] = {
             "state_dir": state,
             "node": {"node_id": run, "site": "bench"},
             "mqtt": {"host": addr[0], "port": addr[1], "base_topic": f"kapbench/{run}"},
             "metrics": {"enabled": False},
             "beds": [{"id": f"bed{i}"} for i in range(1, BEDS + 1)],
-        })
+        }
+        if "alarms" in Config.model_fields and not ALARMS:
+            # The alarm engine is another consumer of readings, not part of this path
+            # (bench/detector.py measures it); --alarms includes it.
+            raw["alarms"] = {"enabled": False}
+        cfg = parse_config(raw)
         daemon = Daemon(cfg, broker=addr)
         stop = asyncio.Event()
         task = asyncio.create_task(daemon.run(stop))
@@ -316,7 +322,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     print(f"{n} readings per run, {BEDS} beds, Mosquitto on loopback, QoS 1 both ways, "
           f"{os.cpu_count()} CPUs")
     print(f"durable: Daemon.on_reading -> SQLite WAL outbox -> MqttOwner (inflight {inflight})"
-          " -> subscriber")
+          f" -> subscriber; alarm engine {'on' if args.alarms else 'off'}")
     print(f"bare:    pre-encoded identical payloads, one aiomqtt client, {inflight} concurrent "
           "publisher tasks awaiting QoS 1 publish -> subscriber")
     print(f"subscriber: {sub.describe}; time runs from the first reading handed over to the "
@@ -337,7 +343,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "ratio": round(ratio, 3),
             "durable_cpu_us": cpu_us.get("durable"), "bare_cpu_us": cpu_us.get("bare"),
             "readings": n, "repeats": args.repeats - skipped,
-            "inflight": inflight, "subscriber": args.subscriber}
+            "inflight": inflight, "subscriber": args.subscriber,
+            "alarms": args.alarms}
 
 
 def main() -> None:
@@ -356,9 +363,14 @@ def main() -> None:
                    help="the counting subscriber (default mosquitto_sub when installed, from "
                    "mosquitto-clients: it uses far less CPU than a Python client and so "
                    "disturbs the measurement less)")
+    p.add_argument("--alarms", action="store_true",
+                   help="keep the alarm engine on in the daemon (off by default: it is not part "
+                   "of the durable path)")
     p.add_argument("--only", choices=("durable", "bare"),
                    help="report one path only (for profiling; the other's ratio is then 0)")
     args = p.parse_args()
+    global ALARMS
+    ALARMS = args.alarms
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     result = asyncio.run(bench(args))
     print(json.dumps(result))
