@@ -29,6 +29,10 @@ from kapmonitor.supervisor import Backoff
 
 log = logging.getLogger("kapmonitor.mqtt")
 
+PUBACK_TIMEOUT = 10.0  # seconds without any PUBACK while publishes are pending → reconnect
+_HIST_TRUE = b',"historical":true}'
+_HIST_FALSE = b',"historical":false}'
+
 
 @dataclass
 class BrokerSettings:
@@ -281,20 +285,39 @@ class MqttOwner:
 
     # -- the outbox drain -----------------------------------------------------------------
     async def _drain(self, client: aiomqtt.Client) -> None:
-        """Publish outbox rows with QoS 1, ``inflight`` at a time, alerts first.
+        """Publish outbox rows with QoS 1, alerts first, keeping up to ``inflight`` of them
+        waiting for their PUBACK.
 
-        A feeder moves rows from the database into a queue a batch at a time; ``inflight``
-        long-lived publisher tasks take them in order (each calls publish before it yields, so
-        rows go out in outbox order). Publisher tasks rather than a task per row: this is
-        every reading's path, and the per-row task and window semaphore cost about 8 % of its
-        CPU (bench/throughput.py)."""
+        Rows go straight to the paho client inside aiomqtt and are acknowledged from paho's
+        on_publish callback. Awaiting aiomqtt's ``publish()`` per row would cost an Event, a
+        ``wait_for`` task and a timer for every reading, more CPU than everything else on the
+        durable path together (bench/throughput.py, docs/benchmarks.md). Everything still runs
+        on this event loop, the only place aiomqtt drives paho from; callbacks of other
+        publishes (bridge state, responses) are passed on to aiomqtt unchanged.
+        """
         outbox = self.outbox
         outbox.commit_acks()
-        cursors = {LANE_ALERT: 0, LANE_READING: 0}
-        queue: asyncio.Queue[Row] = asyncio.Queue()
-        taken = asyncio.Event()  # the queue ran empty: time to fetch the next batch
+        paho = client._client  # the wrapped paho client (aiomqtt 2.x, pinned <3)
+        aiomqtt_on_publish: Any = paho.on_publish
+        pending: dict[int, tuple[Row, bool]] = {}
+        room = asyncio.Event()
+        room.set()
+        low_water = max(1, self.s.inflight // 2)
+        last_ack = time.monotonic()
 
-        async def feed() -> None:
+        def on_publish(c: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+            nonlocal last_ack
+            item = pending.pop(mid, None)
+            if item is None:
+                aiomqtt_on_publish(c, userdata, mid, reason, props)
+                return
+            last_ack = time.monotonic()
+            self._acked(*item)
+            if len(pending) <= low_water:
+                room.set()
+
+        async def pump() -> None:
+            cursors = {LANE_ALERT: 0, LANE_READING: 0}
             while True:
                 rows = outbox.fetch(LANE_ALERT, cursors[LANE_ALERT], self.s.batch)
                 if not rows:
@@ -305,43 +328,54 @@ class MqttOwner:
                     continue
                 for row in rows:
                     cursors[row.lane] = row.id
-                    queue.put_nowait(row)
-                taken.clear()
-                await taken.wait()
+                    if len(pending) >= self.s.inflight:
+                        room.clear()
+                        await room.wait()
+                    historical = self._historical(row)
+                    info = paho.publish(
+                        row.topic,
+                        row.payload[:-1] + (_HIST_TRUE if historical else _HIST_FALSE),
+                        qos=1,
+                    )
+                    if info.rc != 0:
+                        raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+                    pending[info.mid] = (row, historical)
+                await asyncio.sleep(0)  # let the socket writer and the acks run
 
-        async def publish() -> None:
+        async def watch_acks() -> None:
+            # A broker that keeps the connection but stops acknowledging: reconnect.
+            nonlocal last_ack
             while True:
-                row = await queue.get()
-                if queue.empty():
-                    taken.set()
-                await self._publish_row(client, row)
+                await asyncio.sleep(1.0)
+                if not pending:
+                    last_ack = time.monotonic()
+                elif time.monotonic() - last_ack > PUBACK_TIMEOUT:
+                    raise aiomqtt.MqttError(f"no PUBACK for {PUBACK_TIMEOUT:g} s")
 
+        paho.on_publish = on_publish
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(feed())
-                for _ in range(self.s.inflight):
-                    tg.create_task(publish())
+                tg.create_task(pump())
+                tg.create_task(watch_acks())
         finally:
+            paho.on_publish = aiomqtt_on_publish
             outbox.commit_acks()
 
-    async def _publish_row(self, client: aiomqtt.Client, row: Row) -> None:
-        now = self.clock.now()
-        # History, which consumers must not take for the live value: anything from before
-        # this process started, backlog from an outage (not the sub-second wait for the
-        # first connect), and anything that waited longer than historical_after.
-        historical = (
+    def _historical(self, row: Row) -> bool:
+        # History, which consumers must not take for the live value: anything from before this
+        # process started, backlog from an outage (not the sub-second wait for the first
+        # connect), and anything that waited longer than historical_after.
+        return (
             row.created < self._born
             or (row.created < self._connected_at and self._outage > 1.0)
-            or now - row.created > self.s.historical_after
+            or self.clock.now() - row.created > self.s.historical_after
         )
-        payload = row.payload[:-1] + (
-            b',"historical":true}' if historical else b',"historical":false}'
-        )
-        await client.publish(row.topic, payload, qos=1)
+
+    def _acked(self, row: Row, historical: bool) -> None:
         self.outbox.ack(row)
         self.published += 1
-        # Hot path: the labelled children are cached (label lookups cost more than
-        # the updates themselves).
+        # Hot path: the labelled children are cached (label lookups cost more than the
+        # updates themselves).
         children = self._published_children.get((row.lane, historical))
         if children is None:
             lane = LANE_NAMES[row.lane]
@@ -350,7 +384,7 @@ class MqttOwner:
                 self.metrics.publish_latency.labels(lane),
             )
         children[0].inc()
-        children[1].observe(max(0.0, now - row.created))
+        children[1].observe(max(0.0, self.clock.now() - row.created))
 
     # -- shutdown ------------------------------------------------------------------------
     async def shutdown(self, flush_for: float = 2.0) -> None:

@@ -172,7 +172,8 @@ class Outbox:
             return
         ids, self._acked = self._acked, []
         with self._tx():
-            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            # Acks come back nearly in id order: delete whole runs of ids at once.
+            self._db.executemany("DELETE FROM outbox WHERE id BETWEEN ? AND ?", _runs(ids))
 
     def depth(self) -> int:
         return sum(self.counts.values())
@@ -187,6 +188,20 @@ class Outbox:
         self.flush()
         self.commit_acks()
         self._db.close()
+
+
+def _runs(ids: list[int]) -> list[tuple[int, int]]:
+    """Sorted ids as inclusive (first, last) runs of consecutive numbers."""
+    runs: list[tuple[int, int]] = []
+    ids = sorted(ids)
+    start = prev = ids[0]
+    for i in ids[1:]:
+        if i != prev + 1:
+            runs.append((start, prev))
+            start = i
+        prev = i
+    runs.append((start, prev))
+    return runs
 
 
 def _has_loop() -> bool:

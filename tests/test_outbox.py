@@ -67,3 +67,17 @@ async def test_readings_written_by_end_of_loop_iteration(tmp_path: Path) -> None
     assert len(ob.fetch(LANE_READING, 0, 10)) == 1  # ...but on disk before anyone can publish
     other = Outbox(tmp_path / "o.db")  # a second connection sees it: it is committed
     assert other.counts[LANE_READING] == 1
+
+
+def test_acks_out_of_order_delete_exactly_the_acked_rows(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db")
+    for i in range(20):
+        ob.put(LANE_READING, "t", f'{{"i":{i}}}'.encode(), float(i))
+    ob.flush()
+    rows = ob.fetch(LANE_READING, 0, 100)
+    for r in [rows[i] for i in (5, 1, 2, 3, 9, 10, 0, 17)]:
+        ob.ack(r)
+    ob.commit_acks()
+    left = [r.payload for r in ob.fetch(LANE_READING, 0, 100)]
+    assert left == [f'{{"i":{i}}}'.encode() for i in range(20) if i not in {0, 1, 2, 3, 5, 9,
+                                                                           10, 17}]
