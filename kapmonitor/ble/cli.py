@@ -123,7 +123,7 @@ def scan_main(argv: Sequence[str]) -> int:
     try:
         results = asyncio.run(scan(args.timeout, cfg))
     except Exception as exc:  # no adapter, no D-Bus, BlueZ not running …
-        print(f"kapmonitor scan: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"kapmonitor scan: {_bluez_problem(exc)}", file=sys.stderr)
         return 1
     if not results:
         print(f"no supported BLE devices heard in {args.timeout:g} s", file=sys.stderr)
@@ -170,7 +170,19 @@ def pair_main(argv: Sequence[str]) -> int:
         print(f"kapmonitor pair: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
-        print(f"kapmonitor pair: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"kapmonitor pair: {_bluez_problem(exc)}", file=sys.stderr)
         return 1
     print(f"bonded with {args.address.upper()}")
     return 0
+
+
+def _bluez_problem(exc: Exception) -> str:
+    """Say what is missing in words an operator can act on."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, FileNotFoundError | ConnectionRefusedError) or "dbus" in text.lower():
+        return (f"cannot reach BlueZ on the D-Bus system bus ({text}); is dbus running and "
+                "bluetoothd installed and started (apt-get install bluez)? "
+                "`kapmonitor scan --simulated` shows the simulated radio instead")
+    if "No Bluetooth adapters found" in text or "adapter" in text.lower():
+        return f"no Bluetooth adapter ({text}); check `bluetoothctl list` or --adapter"
+    return text
