@@ -7,7 +7,7 @@ consumers of the MQTT topics see.
 
 Codes follow shared/reference/alarms.md §5.1 (IEEE 11073-10101 32-bit codes = partition × 65536
 + term, LOINC, UCUM). Where the reference marks a code "(verify)" or gives none, the entry says so
-in ``note`` and docs/readings.md discloses it.
+in ``note`` and docs/readings.md lists it.
 """
 
 from __future__ import annotations
