@@ -67,7 +67,7 @@ def test_demo_on_shipped_config_starts_its_simulators(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
         [sys.executable, "-m", "kapmonitor.cli", "demo", "--config",
-         str(root / "config" / "demo.toml"), "--for", "12", "--speed", "30", "--no-view"],
+         str(root / "config" / "demo.toml"), "--for", "12", "--speed", "10", "--no-view"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
