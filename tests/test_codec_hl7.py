@@ -625,3 +625,46 @@ def test_cli_decode_file(tmp_path: object) -> None:
     assert proc.returncode == 0, proc.stderr
     assert '"metric": "nibp_sys", "value": 128.0' in proc.stdout
     assert '"metric": "spo2", "value": null' in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# non-ASCII digits (str.isdigit/re \d accept them; int/float then raise or invent a number)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("obx", "location"),
+    [
+        ("OBX|1|NM|\u00b2^^MDC||97|262688^^MDC|||||F", None),  # superscript two: unknown code
+        ("OBX|1|NM|150456^^MDC||97|\u00b2^^MDC|||||F", "OBX^1^6"),  # ... unknown unit
+        ("OBX|1|NM|150456^^MDC||\u0669\u0667|262688^^MDC|||||F", "OBX^1^5"),  # Arabic-Indic 97
+        ("OBX|1|NM|150456^^MDC||\uff19\uff17|262688^^MDC|||||F", "OBX^1^5"),  # fullwidth 97
+        ("OBX|1|NM|150456^^MDC||97|262688^^MDC|||||F|||\u0662\u0660\u0662\u0664", "OBX^1^14"),
+        ("OBX|1|NM|" + "1" * 5000 + "^^MDC||97|%|||||F", None),  # over int()'s digit limit
+        ("OBX|1|NM|150456^^MDC||97|" + "2" * 5000 + "^^MDC|||||F", "OBX^1^6"),
+    ],
+)
+def test_non_ascii_or_huge_digit_strings_are_problems_not_crashes(
+    obx: str, location: str | None
+) -> None:
+    r = hl7.read_oru(obx_message(obx))
+    assert r.observations == ()  # never a value read from these digits
+    assert [p.location for p in r.problems] == ([location] if location else [])
+
+
+def test_cli_decode_reports_bad_digits_on_one_line(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "odd.hl7"
+    path.write_text(obx_message("OBX|1|NM|\u00b2^^MDC||97|\u00b2^^MDC|||||F",
+                                "OBX|2|NM|150456^^MDC||\u0669\u0667|%|||||F"))
+    proc = subprocess.run(
+        [sys.executable, "-c", "from kapmonitor.cli import main; raise SystemExit(main())",
+         "decode", "hl7", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        "hl7: OBX^2^5: OBX^2 150456^^MDC: value '\u0669\u0667' is not a number"
+    ]

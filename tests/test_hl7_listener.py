@@ -238,6 +238,33 @@ async def test_malformed_frames_get_ar_and_the_connection_goes_on(tmp_path: Path
         await c.close()
 
 
+async def test_odd_digits_get_an_ae_and_a_parser_bug_an_ar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "²" passes str.isdigit but not int(): once that dropped the connection without an ACK.
+    odd = report("ge", "ODD-1").replace(b"|97|262688^MDC_DIM_PERCENT", b"|97|\xc2\xb2^X")
+    assert odd != report("ge", "ODD-1")
+    async with listening(tmp_path) as lst:
+        c = await Client.connect(lst.address)
+        await c.send(hl7.frame(odd))
+        ack = await c.ack()
+        assert (ack.code, ack.control_id) == ("AE", "ODD-1") and "unknown unit" in ack.text
+        # Any other parser failure still answers (AR, MSA-2 echoed) on the same connection.
+        real_read_oru = hl7.read_oru
+
+        def broken(data: bytes, codes: Any = None) -> hl7.OruReport:
+            if b"BUG-1" in data:
+                raise IndexError("parser bug")
+            return real_read_oru(data, codes)
+
+        monkeypatch.setattr(hl7, "read_oru", broken)
+        await c.send(hl7.frame(report("ge", "BUG-1")) + hl7.frame(report("ge", "OK-2")))
+        bug, ok = await c.ack(), await c.ack()
+        assert (bug.code, bug.control_id) == ("AR", "BUG-1") and "IndexError" in bug.text
+        assert (ok.code, ok.control_id) == ("AA", "OK-2")
+        await c.close()
+
+
 async def test_connection_dropped_mid_frame(tmp_path: Path) -> None:
     msg = hl7.frame(report("ge", "CUT-1"))
     async with listening(tmp_path) as lst:

@@ -385,7 +385,8 @@ def parse_message(data: bytes | str) -> Message:
 # HL7 DTM: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]
 _DTM = re.compile(
     r"^(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,4}))?)?)?)?)?)?"
-    r"(?:([+-])(\d{2})(\d{2}))?$"
+    r"(?:([+-])(\d{2})(\d{2}))?$",
+    re.ASCII,  # HL7 numbers are ASCII digits; "٣" or "²" are not 3 or 2
 )
 
 
@@ -533,6 +534,14 @@ _UCUM_FOLDED = {k.casefold(): v for k, v in UCUM_UNITS.items()}
 _MDIL = re.compile(r"^([0-9A-Fa-f]{4})-([0-9A-Fa-f]{4})$")
 
 
+def _code_number(identifier: str) -> int | None:
+    """A numeric code (``150456``) → int; None unless it is 1–10 ASCII digits (``str.isdigit``
+    also accepts "²", which ``int`` rejects, and ``int`` refuses over 4300 digits)."""
+    if 0 < len(identifier) <= 10 and identifier.isascii() and identifier.isdigit():
+        return int(identifier)
+    return None
+
+
 def _mdil_code(identifier: str) -> int | None:
     """Philips 'MDIL' ``pppp-tttt`` (hex partition-term) → 32-bit MDC code."""
     m = _MDIL.match(identifier)
@@ -583,10 +592,8 @@ def map_observation(coded: Coded, extra: Mapping[str, str] | None = None) -> str
                 if key in extra:
                     return extra[key]
         if sysu in ("MDC", "MDIL", "") or sysu.startswith("MDC"):
-            num: int | None = None
-            if ident.isdigit():
-                num = int(ident)
-            elif sysu in ("MDIL", ""):
+            num = _code_number(ident)
+            if num is None and sysu in ("MDIL", ""):
                 num = _mdil_code(ident)
             if num is not None and num in OBSERVATION_CODES:
                 return OBSERVATION_CODES[num].metric
@@ -602,7 +609,9 @@ def map_unit(coded: Coded) -> UnitInfo | None:
     """OBX-6 → the UCUM unit and factor, or None when the unit is unknown."""
     for ident, text, system in coded.triplets():
         sysu = system.upper()
-        num: int | None = int(ident) if ident.isdigit() else _mdil_code(ident)
+        num = _code_number(ident)
+        if num is None:
+            num = _mdil_code(ident)
         if num is not None and num in MDC_UNITS and sysu in ("MDC", "MDIL", ""):
             return MDC_UNITS[num][1]
         if num is not None and sysu == "MDIL" and num not in MDC_UNITS:
@@ -625,7 +634,7 @@ def map_unit(coded: Coded) -> UnitInfo | None:
 # I = pending, D = deleted, W = wrong/withdrawn).
 NO_RESULT_STATUSES = frozenset({"X", "N", "I", "D", "W"})
 RESULT_STATUSES = frozenset({"F", "R", "C", "P", "S", "A", "U", ""})
-_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
+_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)

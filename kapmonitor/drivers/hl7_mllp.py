@@ -353,6 +353,14 @@ class Hl7MllpDriver(Driver):
             self.counters["rejected"] += 1
             self.log.warning("hl7: %s: %s %s", who, exc.ack_code, exc)
             return hl7.ack_for_error(exc, **self._ack_args())
+        except Exception as exc:
+            # A parser bug: answer AR (the sender stops resending it) rather than dropping
+            # the connection without an ACK, and keep the traceback for the bug report.
+            self.counters["rejected"] += 1
+            self.log.exception("hl7: %s: message could not be read", who)
+            error = hl7.Hl7Error(f"internal error reading the message: {type(exc).__name__}",
+                                 header=hl7.peek_header(data))
+            return hl7.ack_for_error(error, **self._ack_args())
         header = report.header
         key = ("^".join(header.sending_application), "^".join(header.sending_facility),
                header.control_id)
