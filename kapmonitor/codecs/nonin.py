@@ -134,6 +134,17 @@ def encode_ascii(
     return text.encode("ascii") + eol
 
 
+def _looks_like_header(text: str) -> bool:
+    """The power-up banner names the model and gives date and time (serial.md §2.3.1): letters
+    and digits, no ``=``. Anything else that fails to parse is garbage, not a banner."""
+    return (
+        "=" not in text
+        and any(c.isalpha() for c in text)
+        and any(c.isdigit() for c in text)
+        and text.isprintable()
+    )
+
+
 class NoninAsciiDecoder:
     """ASCII decoder; ``framing`` as in the Masimo decoder (line per feed, or raw stream)."""
 
@@ -156,7 +167,7 @@ class NoninAsciiDecoder:
             try:
                 items = decode_ascii_line(text)
             except DecodeError as exc:
-                if "=" not in text and any(c.isalpha() for c in text):
+                if _looks_like_header(text):
                     out.append(Note({"header": text}))  # power-up model/date banner
                     continue
                 self.skipped.skip(len(raw), str(exc))
