@@ -110,6 +110,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # -- decode ----------------------------------------------------------------------------
+def _lines_of_file_or_self(item: str) -> list[str]:
+    if not os.path.isfile(item):
+        return [item]
+    with open(item, encoding="latin-1") as fh:
+        return fh.read().splitlines()
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     from kapmonitor.codecs.base import Note, Problem
     from kapmonitor.codecs.registry import protocols
@@ -148,6 +155,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
     items: list[str] = list(args.data) if args.data else [ln.rstrip("\r\n") for ln in sys.stdin]
+    # A file argument (a saved capture) stands for its lines, as if piped to stdin.
+    items = [line for item in items for line in _lines_of_file_or_self(item)]
     for n, item in enumerate(items, 1):
         if spec.input == "line":
             emit(decoder.feed(item.encode("latin-1", "replace")))

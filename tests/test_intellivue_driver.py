@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import random
+import termios
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +67,12 @@ class Rig:
 
     def sim_now(self) -> float:
         return self.runner.now()
+
+    def line_speed(self) -> int:
+        """The baud rate the driver set on the pty (input and output speed must agree)."""
+        attrs = termios.tcgetattr(self.port.master)
+        assert attrs[4] == attrs[5]
+        return int(attrs[4])
 
     def make_driver(self, **kw: Any) -> SerialIntellivueDriver:
         ctx = DriverContext(clock=self.clock, state_dir=Path("/nonexistent"))
@@ -129,6 +136,7 @@ async def test_association_numerics_and_nibp_episodes_once() -> None:
         try:
             await r.until(lambda: r.sim_now() > 42.0)
             assert not task.done(), task
+            assert r.line_speed() == termios.B19200  # the configured rate reached the tty
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -164,6 +172,7 @@ async def test_linked_results_and_garbage_between_frames() -> None:
         task = asyncio.ensure_future(consume(r, driver))
         try:
             await r.until(lambda: len(measurements(r.events, "spo2")) >= 3)
+            assert r.line_speed() == termios.B115200  # the default data export rate
             for _ in range(5):
                 await r.runner.inject("garbage")
                 await asyncio.sleep(0.05)

@@ -129,8 +129,15 @@ def test_mds_create_result_matches_the_device_accepted_bytes() -> None:
 def test_accept_carries_the_mdpnp_presentation_header() -> None:
     accept = encode_message(AssociationResult())
     assert accept[0] == 0x0E
-    header = bytes.fromhex("3180a0808001010000a280a003000001a5803080800100810251010000")
-    assert header in accept
+    # mdpnp AssociationAcceptImpl.PRESENTATION_HEADER, all 101 bytes: the presentation PDU
+    # (after the session data and C1 + LI) starts with it; the user info's BER length follows.
+    header = bytes.fromhex(
+        "3180a0808001010000a280a003000001a580308080010081025101000030808001008 10c2a8648ce1402"
+        "0100000002010000000061803080020101a0806180a180060c2a8648ce14020100000003010000a20302"
+        "0100a305a103020100be80288002010281".replace(" ", "")
+    )
+    assert len(header) == 101
+    assert accept[accept.index(b"\xc1") + 2 :].startswith(header)
     msg = decode_message(accept)
     assert isinstance(msg, AssociationResult) and msg.user_info.system_type == SYST_SERVER
 

@@ -8,8 +8,12 @@ encoded in mindleaving/patient-monitor-datalogger ``IntellivueFloatTest.cs``
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -22,6 +26,7 @@ from kapmonitor.codecs.intellivue.messages import (
     ContextPoll,
     ObservationPoll,
     PollResult,
+    decode_message,
     encode_message,
     split_poll_result,
 )
@@ -124,6 +129,27 @@ def test_states_map_to_values_and_flags() -> None:
     assert spo2(INVALID).status["state_bits"] == ["invalid"]
 
 
+def test_reference_poll_result_gives_spo2_and_nibp() -> None:
+    # The constructed extended poll result of shared/reference/serial.md §2.1.6 (computed there
+    # from the VSCaptureMP/mindleaving layouts, not by our encoder): SpO2 97 %, NIBP 120/80/93.
+    wire = bytes.fromhex(
+        "e1 00 00 02 00 02 00 70 00 04 00 07 00 6a 00 21 00 00 00 00 f1 3b 00 60 00 01 00 01 "
+        "00 01 23 45 ff ff ff ff ff ff ff ff 00 01 00 06 08 03 00 01 00 46 00 00 00 02 00 40 "
+        "00 10 00 01 00 0e 09 50 00 0a 4b b8 00 00 02 20 00 00 00 61 "
+        "00 11 00 01 00 26 09 4b 00 22 00 03 00 1e 4a 05 00 00 0f 20 00 00 00 78 "
+        "4a 06 00 00 0f 20 00 00 00 50 4a 07 00 00 0f 20 00 00 00 5d"
+    )
+    result = decode_message(wire)
+    assert isinstance(result, PollResult)
+    mapped, unmapped = poll_measurements(result)
+    assert unmapped == []
+    assert [(m.metric, m.value, m.unit) for m in mapped] == [
+        ("spo2", 97.0, "%"), ("nibp_sys", 120.0, "mm[Hg]"), ("nibp_dia", 80.0, "mm[Hg]"),
+        ("nibp_mean", 93.0, "mm[Hg]"),
+    ]
+    assert [m.status["handle"] for m in mapped] == [0x10, 0x11, 0x11, 0x11]
+
+
 def test_unknown_physio_ids_are_returned_unmapped() -> None:
     obj = numeric_object(9, 0x50B0, 38.0, 0x0F20)  # etCO2: not a kapmonitor metric
     mapped, unmapped = poll_measurements(_result(obj))
@@ -187,3 +213,34 @@ def test_decode_protocol_prints_messages_and_measurements() -> None:
     assert [(m.metric, m.value) for m in out if isinstance(m, Measurement)] == [("spo2", 96.0)]
     assert any(isinstance(o, Problem) and "skipped" in o.message for o in out)
     assert types.count("unmapped numeric") == 20
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from kapmonitor.cli import main; raise SystemExit(main())",
+         "decode", "intellivue", *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_cli_decode_hex_arguments_and_a_capture_file(tmp_path: Path) -> None:
+    # The reference's framed MDS-create result (serial.md §2.1.6), split over two lines.
+    lines = ["c0 11 01 00 1c e1 00 00 02 00 02 00 14 00 01 00 01 00 0e",
+             "00 21 00 00 00 00 00 00 00 00 0d 06 00 00 c3 09 c1"]
+    capture = tmp_path / "capture.hex"
+    capture.write_text("\n".join(lines) + "\n")
+    for args in (lines, [str(capture)]):
+        proc = _cli(*args)
+        assert (proc.returncode, proc.stderr) == (0, "")
+        assert json.loads(proc.stdout) == {"type": "MdsCreateResult", "invoke_id": 1}
+
+
+def test_cli_decode_garbage_is_one_line_per_problem() -> None:
+    bad_fcs = "c0 11 01 00 02 aa bb cc dd c1"
+    proc = _cli("zz 11", "00 11 22 " + bad_fcs)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        "intellivue: chunk 1: not hex: 'zz 11'",
+        "intellivue: skipped 3 byte(s) outside frames",
+        "intellivue: bad FCS: frame says 0xDDCC, computed 0x563F",
+    ]
