@@ -61,11 +61,12 @@ class Row:
 def read_rows(stream: TextIO) -> Iterator[Row]:
     """Parse and validate rows (syntax, names, numbers, time order); raises TraceError."""
     reader = csv.reader(stream)
-    header = next(reader, None)
+    header = _next_record(reader)
     if header is None or [h.strip() for h in header] != HEADER:
         raise TraceError(1, f"header must be {','.join(HEADER)}, got {header!r}")
     last_t = -math.inf
-    for number, fields in enumerate(reader, start=2):
+    while (fields := _next_record(reader)) is not None:
+        number = reader.line_num  # the physical line (a quoted field may span lines)
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue
         if len(fields) != 4:
@@ -99,6 +100,14 @@ def read_rows(stream: TextIO) -> Iterator[Row]:
                 f"({', '.join(EVENTS)})",
             )
         yield Row(number, t, bed, name, value)
+
+
+def _next_record(reader: Any) -> list[str] | None:
+    """The next CSV record, None at the end; CSV syntax errors become a TraceError."""
+    try:
+        return next(reader, None)
+    except csv.Error as e:  # e.g. a field over the csv module's size limit
+        raise TraceError(reader.line_num, f"not valid CSV: {e}") from None
 
 
 def _check_event(number: int, name: str, value: str) -> None:
@@ -140,11 +149,11 @@ def _emit(events: list[Event], out: TextIO) -> None:
 
 def run(trace: Path, rules: RuleSet, out: TextIO) -> None:
     """Replay ``trace``; raises TraceError on the first bad row or refused command."""
-    with trace.open(newline="", encoding="utf-8") as f:
+    with trace.open(newline="", encoding="utf-8-sig") as f:
         beds = sorted({row.bed for row in read_rows(f)})
-    engine = AlarmEngine(rules, beds)
+    engine = AlarmEngine(rules, beds, catch_up_limit_s=None)  # a gap is time without data
     current: float | None = None
-    with trace.open(newline="", encoding="utf-8") as f:
+    with trace.open(newline="", encoding="utf-8-sig") as f:
         for row in read_rows(f):
             if current is None or row.t > current:
                 # every tick before this row's time sees only the rows before it
@@ -238,6 +247,9 @@ def main(argv: list[str]) -> int:
         return EXIT_INVALID
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        print(f"{trace}: cannot read: {e.strerror or e}", file=sys.stderr)
+        return EXIT_INVALID
     return 0
 
 

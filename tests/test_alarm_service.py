@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 from conftest import Broker, request, subscribe
 from daemon_util import clinic_config, running
 
@@ -103,11 +104,25 @@ async def test_session_survives_restart_and_log_is_appended(
     log_lines = (tmp_path / "state" / "alarm-log.jsonl").read_text().splitlines()
     assert any(json.loads(ln).get("event") == "phase" for ln in log_lines)
 
+    # Drop the first run's retained session so only the restarted daemon can put one back.
+    async with aiomqtt.Client(*addr, identifier="test-clear-retained") as client:
+        await client.publish(f"{BASE}/bed/bed2/session", b"", qos=1, retain=True)
+
     async with running(cfg, clock=ScaledClock(SPEED)), \
             subscribe(addr, f"{BASE}/bed/bed2/session") as sub:
-        msgs = await sub.wait_for(lambda m: [p for _, p, _ in m if p.get("active")])
+        msgs = await sub.wait_for(lambda m: [p for _, p, _ in m
+                                             if isinstance(p, dict) and p.get("active")])
         assert msgs[-1]["session_id"] == session_id
         assert msgs[-1]["profile"] == "esketamine" and msgs[-1]["t0"] is not None
+        assert msgs[-1]["risk_flags"] == ["first_session"]
+        # The restored session is live in the engine: it refuses a second start and counts on.
+        again_start = await request(addr, BASE, "session/start",
+                                    {"bed": "bed2", "profile": "ketamine"})
+        assert again_start["status"] == "error" and "already has an active session" in (
+            again_start["error"])
+        second = await request(addr, BASE, "session/dose", {"bed": "bed2"})
+        assert second["status"] == "ok", second
+        assert len(second["data"]["session"]["doses"]) == 2
     again = (tmp_path / "state" / "alarm-log.jsonl").read_text().splitlines()
     assert again[: len(log_lines)] == log_lines  # append-only
 

@@ -71,6 +71,9 @@ def _write(tmp_path: Path, text: str) -> str:
         ("t,bed,name,value\n0,b,spo2,97\n1,b,dose,\n", "row 3: dose refused: bed b has no"),
         ("t,bed,name,value\n0,b,session_start,lsd\n", "row 2: session_start refused: unknown"),
         ("t,bed,name,value\n0,b,ack,bed1-7\n", "row 2: ack refused: no open alert"),
+        ("t,bed,name,value\n0,b,spo2,97\n1,b,spo2," + "9" * 200_000 + "\n",
+         "row 3: not valid CSV: field larger than field limit"),
+        ('t,bed,name,value\n0,b,"spo2\n",97\n1,b,x,1\n', "row 4: unknown name 'x'"),
     ],
 )
 def test_bad_trace_one_line_exit_2(tmp_path: Path, text: str, expected: str) -> None:
@@ -105,3 +108,34 @@ def test_empty_values_mean_no_data_and_ack_all(tmp_path: Path) -> None:
     assert started["risk_flags"] == ["hypertension"]
     off = [e for e in events if e["type"] == "alert" and e["rule"] == "spo2_sensor_off"]
     assert [e["event"] for e in off] == ["raised", "acknowledged", "cleared"]
+
+
+def test_unreadable_trace_exit_2() -> None:
+    # A real I/O error: /proc/self/mem is a regular file whose first page cannot be read.
+    if not Path("/proc/self/mem").is_file():
+        pytest.skip("needs Linux procfs")
+    p = replay("/proc/self/mem")
+    assert p.returncode == 2 and "cannot read" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    # Spreadsheet programs save "CSV UTF-8" with a byte-order mark before the header.
+    text = "\ufefft,bed,name,value\r\n0,b,battery,5\r\n"
+    f = tmp_path / "trace.csv"
+    f.write_bytes(text.encode("utf-8"))
+    p = replay(str(f))
+    assert p.returncode == 0, p.stderr
+    assert [json.loads(line)["rule"] for line in p.stdout.splitlines()] == ["battery_critical"]
+
+
+def test_a_gap_in_the_trace_is_time_without_data(tmp_path: Path) -> None:
+    """Every tick of a gap is evaluated: the stale-data alarm rises 60 s into a 9-minute gap
+    (pre-dose limit) and clears when data returns, at the trace's times."""
+    rows = ["t,bed,name,value", "0,b,session_start,ketamine"]
+    rows += [f"{t},b,{m},{v}" for t in range(1, 11) for m, v in (("spo2", 97), ("pulse_rate", 70))]
+    rows += ["550,b,spo2,97", "550,b,pulse_rate,70"]
+    p = replay(_write(tmp_path, "\n".join(rows) + "\n"))
+    assert p.returncode == 0, p.stderr
+    stale = [e for e in map(json.loads, p.stdout.splitlines()) if e.get("rule") == "vitals_stale"]
+    assert [(e["event"], e["t"]) for e in stale] == [("raised", 10 + 61.0), ("cleared", 550.0)]

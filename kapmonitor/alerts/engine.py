@@ -123,7 +123,13 @@ class _NibpParts:
 
 
 class AlarmEngine:
-    def __init__(self, rules: RuleSet, beds: Sequence[str], *, id_prefix: str = "") -> None:
+    def __init__(
+        self, rules: RuleSet, beds: Sequence[str], *, id_prefix: str = "",
+        catch_up_limit_s: float | None = CATCH_UP_LIMIT_S,
+    ) -> None:
+        """``catch_up_limit_s``: after a stall longer than this, skip to the present instead of
+        running every missed tick (the daemon after a suspend); None runs every tick (replay,
+        where a gap in the trace is time in which no data arrived)."""
         if len(set(beds)) != len(beds):
             raise ValueError("duplicate bed ids")
         self.rules = rules
@@ -135,6 +141,7 @@ class AlarmEngine:
         self.sessions: dict[str, Session] = {}
         self.book = AlertBook(rules.lifecycle, self.phase_of, id_prefix)
         self.dt = float(rules.tick_s)
+        self.catch_up_limit_s = catch_up_limit_s
         self.tick_k: int | None = None
         self.last_tick: float | None = None
         self._nibp_parts: dict[str, dict[tuple[str, float], _NibpParts]] = {}
@@ -183,7 +190,8 @@ class AlarmEngine:
         """Run every tick whose time is ≤ ``now``; return the events in time order."""
         if self.tick_k is None:
             self.tick_k = math.ceil(now / self.dt - 1e-9)
-        if now - self.tick_k * self.dt > CATCH_UP_LIMIT_S:
+        limit = self.catch_up_limit_s
+        if limit is not None and now - self.tick_k * self.dt > limit:
             self.tick_k = math.floor(now / self.dt + 1e-9)
         events: list[Event] = []
         while self.tick_k * self.dt <= now:
