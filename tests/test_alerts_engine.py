@@ -292,3 +292,91 @@ def test_docs_list_every_default_rule() -> None:
         assert f"`{r.id}`" in doc, r.id
     for channel in ("nibp_invalid", "bp_overdue", "baseline_incomplete", "device_disconnected"):
         assert f"`{channel}`" in doc
+
+
+def test_ack_of_a_physiological_alarm_leaves_technical_ones_and_pause_is_per_bed() -> None:
+    c = Clinic()
+    c.cmd("session/start", bed="bed1", profile="ketamine")
+    c.run(40, spo2=85.0, battery=15.0, bed2__spo2=85.0)
+    (phys,) = c.alerts(bed="bed1", rule="spo2_below_88", event="raised")
+    (tech,) = c.alerts(bed="bed1", rule="battery_low", event="raised")
+    assert tech["kind"] == "technical"
+    assert c.cmd("alert/ack", bed="bed1", alert_id=phys["alert_id"])["acknowledged"] == [
+        phys["alert_id"]
+    ]
+    bed1 = {a["rule"]: a for a in c.engine.active_alarms("bed1")["alarms"]}
+    assert bed1["spo2_below_88"]["acknowledged"] and not bed1["spo2_below_88"]["audible"]
+    assert not bed1["battery_low"]["acknowledged"] and bed1["battery_low"]["audible"]
+    assert not bed1["spo2_at_or_below_91"]["acknowledged"]  # same signal, other rule
+
+    # AUDIO PAUSED on bed2 silences bed2 only, and ends by itself.
+    paused_at = c.t
+    r = c.cmd("alert/pause", bed="bed2", all=True, seconds=30)
+    bed2_ids = {a["alert_id"] for a in c.engine.active_alarms("bed2")["alarms"]}
+    assert set(r["paused"]) == bed2_ids and bed2_ids
+    assert not c.engine.active_alarms("bed2")["audible"]
+    assert all(a["audio_paused_until"] is None for a in c.engine.active_alarms("bed1")["alarms"])
+    assert c.engine.active_alarms("bed1")["audible"]
+    c.run(29, spo2=85.0, battery=15.0, bed2__spo2=85.0)
+    assert not c.alerts(event="audio_pause_expired")
+    c.run(1, spo2=85.0, battery=15.0, bed2__spo2=85.0)
+    expired = c.alerts(event="audio_pause_expired")
+    assert {e["alert_id"] for e in expired} == bed2_ids
+    assert {e["t"] for e in expired} == {paused_at + 30}
+    assert c.engine.active_alarms("bed2")["audible"]
+
+
+def test_a_sudden_sustained_drop_is_gated_later_not_suppressed() -> None:
+    """A one-tick fall of 17 % is a spike (artefact-suspect), but the SpO2 stays down: the
+    high alarm comes, later than without gating, and within the lengthened delay."""
+    ungated_rules = RULES.model_copy(
+        update={"artefact": RULES.artefact.model_copy(update={"delay_factor": 1.0})}
+    )
+    gated, ungated = Clinic(beds=("bed1",)), Clinic(beds=("bed1",), rules=ungated_rules)
+    for c in (gated, ungated):
+        c.run(20, spo2=97.0)
+        c.run(60, spo2=80.0)
+    (g,) = gated.alerts(rule="spo2_below_88", event="raised")
+    (u,) = ungated.alerts(rule="spo2_below_88", event="raised")
+    rule = next(r for r in RULES.rules if r.id == "spo2_below_88")
+    drop = 21.0
+    assert u["t"] < g["t"] <= drop + rule.delay_s * RULES.artefact.delay_factor
+    assert g["value"] == 80.0
+
+
+def test_implausible_values_are_artefact_with_a_technical_alarm() -> None:
+    c = Clinic(beds=("bed1",))
+    c.cmd("session/start", bed="bed1", profile="ketamine")
+    lo = RULES.artefact.plausible["spo2"][0]
+    c.run(60, spo2=lo - 10, pulse_rate=70.0)
+    assert not c.alerts(kind="physiological")
+    (poor,) = c.alerts(rule="signal_poor", event="raised")
+    delay = next(r.delay_s for r in RULES.rules if r.id == "signal_poor")
+    assert poor["kind"] == "technical" and poor["t"] == 1 + delay
+    assert not c.alerts(rule="spo2_sensor_off")  # poor signal, not "sensor off"
+
+
+@pytest.mark.parametrize(
+    ("flags", "spo2", "fires"),
+    [
+        ([], 89.5, False),
+        (["cns_depressant"], 89.5, True),  # lower limits move up by 2: < 90
+        (["cns_depressant"], 90.5, False),
+    ],
+)
+def test_risk_flag_raises_lower_limits(flags: list[str], spo2: float, fires: bool) -> None:
+    c = Clinic(beds=("bed1",))
+    c.cmd("session/start", bed="bed1", profile="ketamine", risk_flags=flags)
+    c.run(60, spo2=spo2, pulse_rate=70.0)
+    assert bool(c.alerts(rule="spo2_below_88", event="raised")) is fires
+
+
+@pytest.mark.parametrize(("sys_", "fires"), [(189.0, False), (191.0, True)])
+def test_risk_flags_tighten_by_the_largest_amount_not_the_sum(sys_: float, fires: bool) -> None:
+    c = Clinic(beds=("bed1",))
+    c.cmd("session/start", bed="bed1", profile="ketamine",
+          risk_flags=["first_session", "hypertension", "age_60_plus"])  # 10 mmHg each
+    c.run(3, spo2=97.0)
+    c.nibp(sys_, 95)
+    c.run(3, spo2=97.0)
+    assert bool(c.alerts(rule="bp_crisis", event="raised")) is fires
