@@ -380,3 +380,36 @@ def test_risk_flags_tighten_by_the_largest_amount_not_the_sum(sys_: float, fires
     c.nibp(sys_, 95)
     c.run(3, spo2=97.0)
     assert bool(c.alerts(rule="bp_crisis", event="raised")) is fires
+
+
+def test_while_a_bp_alarm_is_open_a_reading_is_due_then_overdue() -> None:
+    c = Clinic(beds=("bed1",))
+    vitals = {"spo2": 97.0, "pulse_rate": 72.0}
+    c.cmd("session/start", bed="bed1", profile="ketamine")
+    c.run(5, **vitals)
+    c.nibp(120, 78)
+    c.run(400, **vitals)
+    c.nibp(122, 80)
+    c.run(5, **vitals)
+    c.cmd("session/dose", bed="bed1")
+    t0 = c.t
+    c.run(600, **vitals)
+    c.nibp(185, 112)  # first reading of bp_severe: a repeat is asked for
+    c.run(300, **vitals)
+    c.nibp(185, 112)  # confirmed: bp_severe open, BP readings now due every 15 min
+    c.run(1, **vitals)
+    (severe,) = c.alerts(rule="bp_severe", event="raised")
+    last = severe["t"]
+    sched = RULES.bp_schedule
+    c.run(sched.while_active_overdue_s + 5, **vitals)
+    due = [e for e in c.sessions("bp_due") if e["item"] == "while_active"]
+    assert [e["t"] for e in due] == [last + sched.while_active_every_s]
+    (overdue,) = c.alerts(rule="bp_overdue", event="raised")
+    assert overdue["t"] == last + sched.while_active_overdue_s < t0 + 45 * 60  # not post_dose
+    assert overdue["kind"] == "technical" and "while_active" in overdue["text"]
+    assert overdue["priority"] == "medium"  # peak phase
+    c.nibp(184, 111)
+    c.run(1, **vitals)
+    (cleared,) = c.alerts(rule="bp_overdue", event="cleared")
+    assert cleared["t"] == c.t
+    assert [e["event"] for e in c.alerts(rule="bp_severe")][-1] == "escalated"  # third reading
