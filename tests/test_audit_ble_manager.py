@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from ble_util import Rig, close_rig, make_rig, measurements, run_session, states
 
+from kapmonitor.ble.manager import DeviceNotFound
 from kapmonitor.drivers.ble_hrs import HrsConfig, HrsDriver
 from simulators.ble.backend import SimBleakClient
 from simulators.ble.devices import VirtualHeartRateSensor
@@ -69,3 +70,31 @@ async def test_one_scanner_one_connect_at_a_time_fresh_clients(
     again = await run_session(drivers[0], 60, stop_after=3)
     assert states(again)[0] == "connected"
     assert len({id(c) for c in clients}) == len(ADDRESSES) + 1
+
+
+async def test_name_prefix_from_config_picks_its_device_and_skips_address_bound_ones(
+    rig: Rig,
+) -> None:
+    garmin, polar, bound = ADDRESSES[:3]
+    rig.world.add(VirtualHeartRateSensor(garmin, "Garmin HRM", patient=Patient(seed=50)))
+    wanted = rig.world.add(VirtualHeartRateSensor(polar, "Polar H10 A1", patient=Patient(seed=51)))
+    rig.world.add(VirtualHeartRateSensor(bound, "Polar H10 B2", patient=Patient(seed=52)))
+    assert isinstance(wanted, VirtualHeartRateSensor)
+    wanted.set_in_range(False)  # not heard yet
+    mine = HrsDriver(HrsConfig(id="hr-bound", bed="b2", address=bound), rig.ctx)
+    assert states(await run_session(mine, stop_after=2))[0] == "connected"
+
+    loose = HrsDriver(
+        HrsConfig(id="hr-polar", bed="b1", name_prefix="Polar", find_timeout=5.0), rig.ctx
+    )
+    # The only other "Polar…" in range is configured by address for bed b2: not ours.
+    with pytest.raises(DeviceNotFound):
+        await run_session(loose)
+    wanted.set_in_range(True)
+    for _ in range(2):  # every session, not just the first
+        events = await run_session(loose, stop_after=2)
+        assert states(events)[0] == "connected"
+    assert wanted.connections == 2
+    assert rig.world.peripherals[garmin].connections == 0  # wrong name
+    assert rig.world.peripherals[bound].connections == 1  # only its own driver's session
+    assert len(rig.world.peripherals) == 3  # matched real devices; no twin was made

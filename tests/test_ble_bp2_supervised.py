@@ -4,6 +4,7 @@ after failures, staleness → ``stale`` status, battery in the device status."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -72,7 +73,9 @@ async def test_bp2_remote_start_is_refused_without_the_config_flag(rig: Rig) -> 
     assert 0x09 not in cuff.requests and 0x0A not in cuff.requests
 
 
-async def test_bp2_remote_start_with_the_flag_measures_and_is_published(rig: Rig) -> None:
+async def test_bp2_remote_start_with_the_flag_measures_and_is_published(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
     patient = Patient(seed=22)
     cuff = rig.world.add(
         VirtualLepuBp2(BP2, "BP2 0001", patient=patient, measure_duration=10.0)
@@ -93,6 +96,9 @@ async def test_bp2_remote_start_with_the_flag_measures_and_is_published(rig: Rig
     events = await consume_until(driver, done)
     assert answers and answers[0]["started"] is True
     assert cuff.remote_starts == 1 and cuff.state == BP2_RESULT
+    started = [r for r in caplog.records if "REMOTE START" in r.getMessage()]
+    assert len(started) == 1 and "bp2" in started[0].getMessage()  # every start is logged
+    assert started[0].levelno == logging.WARNING and "test" in started[0].getMessage()
     published = [e for e in events if isinstance(e, Status) and "remote_starts" in e.info]
     assert published and published[0].info["remote_starts"] == 1
     assert measurements(events, "cuff_pressure")  # inflation was reported on the way
