@@ -136,7 +136,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
             if isinstance(out, Measurement):
                 print(json.dumps(out.to_json(), default=str))
             elif isinstance(out, Note):
-                print(json.dumps(out.data, default=str))
+                # Not a reading (message types, device banners): marked so that consumers of
+                # "one JSON object per reading" can skip it.
+                print(json.dumps({"note": out.data}, default=str))
             elif isinstance(out, Problem):
                 print(f"{args.protocol}: {out.message}", file=sys.stderr)
                 failed = True

@@ -232,7 +232,7 @@ def test_cli_decode_hex_arguments_and_a_capture_file(tmp_path: Path) -> None:
     for args in (lines, [str(capture)]):
         proc = _cli(*args)
         assert (proc.returncode, proc.stderr) == (0, "")
-        assert json.loads(proc.stdout) == {"type": "MdsCreateResult", "invoke_id": 1}
+        assert json.loads(proc.stdout) == {"note": {"type": "MdsCreateResult", "invoke_id": 1}}
 
 
 def test_cli_decode_garbage_is_one_line_per_problem() -> None:
