@@ -102,9 +102,10 @@ class AlarmService:
         for e in events:
             body = e.to_json()
             self.daemon.publish_alert(e.bed, body)
-            self._log_file.write(json.dumps(body, separators=(",", ":")) + "\n")
+            if not self._log_file.closed:  # closed only at shutdown
+                self._log_file.write(json.dumps(body, separators=(",", ":")) + "\n")
             beds.add(e.bed)
-        if beds:
+        if beds and not self._log_file.closed:
             self._log_file.flush()
             self._dirty = True
             self.publish_snapshots(beds)

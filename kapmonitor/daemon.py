@@ -375,10 +375,14 @@ class Daemon:
 
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
-        device_tasks = [t for t in self._tasks if t.get_name().startswith("device:")]
-        for t in device_tasks:
-            t.cancel()
-        await asyncio.wait(device_tasks, timeout=1.0) if device_tasks else None
+        # Producers first (devices, then the alarm engine's ticker), so nothing new is queued
+        # or logged while the outbox is flushed and the alarm log and state are closed.
+        for prefix in ("device:", "alarms"):
+            producers = [t for t in self._tasks if t.get_name().startswith(prefix)]
+            for t in producers:
+                t.cancel()
+            if producers:
+                await asyncio.wait(producers, timeout=1.0)
         if self.alarms is not None:
             self.alarms.close()
         if self.mqtt is not None:

@@ -199,3 +199,22 @@ async def test_simulator_events_produce_the_expected_alerts(
         assert crisis["priority"] == "high" and crisis["value"] >= 180
         desat = next(a for a in alerts(sub.messages, "bed1") if a["metric"] == "spo2")
         assert clock.now() - 600 + 120 <= desat["t"] <= clock.now() - 600 + 270
+
+
+async def test_events_after_the_log_closed_do_not_kill_the_daemon(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """At shutdown the alarm log closes while a command may still produce events (a
+    regression: writing them to the closed log raised and stopped the daemon with a fatal
+    error). The events must still be published."""
+    async with subscribe(broker.address, f"{BASE}/bed/bed1/alert") as sub, running(
+        config(tmp_path, broker), clock=ScaledClock(SPEED)
+    ) as daemon:
+        assert daemon.alarms is not None
+        daemon.alarms._log_file.close()
+        r = await request(broker.address, BASE, "session/start",
+                          {"bed": "bed1", "profile": "ketamine"})
+        assert r["status"] == "ok", r
+        await sub.wait_for(lambda m: any(p.get("event") == "started" for _, p, _ in m))
+        await asyncio.sleep(1.5)  # the ticker keeps running too
+    assert daemon.fatal is None
