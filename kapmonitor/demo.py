@@ -263,7 +263,14 @@ async def run_demo(args: argparse.Namespace) -> int:
             print(f"starting {len(procs)} device simulators (logs in {workdir})", flush=True)
         await start_sims(False)
         daemon_task = asyncio.create_task(daemon.run(stop))
-        await asyncio.wait_for(daemon.started.wait(), 15)
+        started_wait = asyncio.create_task(daemon.started.wait())
+        await asyncio.wait({daemon_task, started_wait}, timeout=15,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not daemon.started.is_set():
+            started_wait.cancel()
+            if daemon_task.done() and daemon_task.exception() is not None:
+                raise RuntimeError(f"the daemon did not start: {daemon_task.exception()}")
+            raise RuntimeError("the daemon did not start within 15 s")
         await start_sims(True)
         clinician = asyncio.create_task(_virtual_clinician(daemon, clock, sim0))
         started = time.monotonic()
@@ -290,19 +297,25 @@ async def run_demo(args: argparse.Namespace) -> int:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 0.25)
         finally:
+            clinician.cancel()  # no commands into a daemon that is shutting down
+            with contextlib.suppress(asyncio.CancelledError):
+                await clinician
             stop.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(daemon_task, 10)
             await asyncio.sleep(0.3)  # let the view see the final messages
-            for task in (watcher, clinician):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         print(render_plain(view, (clock.now() - sim0) / 60))
         published = daemon.mqtt.published if daemon.mqtt is not None else 0
         print(f"kapmonitor demo: done; {published} messages acknowledged by the broker, "
               f"{view.readings} readings seen by the watcher")
-        if daemon.fatal is not None or published == 0 or view.readings == 0:
+        if daemon.fatal is not None:
+            print(f"kapmonitor demo: FAILED — the daemon stopped with an error: {daemon.fatal!r}",
+                  file=sys.stderr)
+            return 1
+        if published == 0 or view.readings == 0:
             print("kapmonitor demo: FAILED — nothing reached the broker", file=sys.stderr)
             return 1
         return 0
