@@ -70,7 +70,6 @@ def _write(tmp_path: Path, text: str) -> str:
         ("t,bed,name,value\n0,b,session_start,\n", "row 2: session_start needs the profile"),
         ("t,bed,name,value\n0,b,spo2,97\n1,b,dose,\n", "row 3: dose refused: bed b has no"),
         ("t,bed,name,value\n0,b,session_start,lsd\n", "row 2: session_start refused: unknown"),
-        ("t,bed,name,value\n0,b,ack,bed1-7\n", "row 2: ack refused: no open alert"),
         ("t,bed,name,value\n0,b,spo2,97\n1,b,spo2," + "9" * 200_000 + "\n",
          "row 3: not valid CSV: field larger than field limit"),
         ('t,bed,name,value\n0,b,"spo2\n",97\n1,b,x,1\n', "row 4: unknown name 'x'"),
@@ -139,3 +138,14 @@ def test_a_gap_in_the_trace_is_time_without_data(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     stale = [e for e in map(json.loads, p.stdout.splitlines()) if e.get("rule") == "vitals_stale"]
     assert [(e["event"], e["t"]) for e in stale] == [("raised", 10 + 61.0), ("cleared", 550.0)]
+
+
+def test_ack_of_an_alert_that_is_not_open_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    """Tuning limits on a recording: a recorded ack whose alert no longer fires is reported
+    and skipped, and the replay goes on to the end."""
+    p = replay(_write(tmp_path, "t,bed,name,value\n0,b,session_start,ketamine\n"
+                      "5,b,ack,spo2_below_88\n6,b,dose,\n"))
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "row 3: ack skipped: no open alert" in lines[0], p.stderr
+    assert any('"phase": "onset"' in ln for ln in p.stdout.splitlines())
