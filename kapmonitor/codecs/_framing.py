@@ -1,8 +1,10 @@
-"""Small helpers shared by the serial stream codecs: skipped-byte accounting and line splitting."""
+"""Small helpers shared by the serial stream codecs: skipped-byte accounting, line splitting and
+the buffer/resync scaffolding of the binary stream decoders."""
 
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 from kapmonitor.codecs.base import Output, Problem
 
@@ -69,3 +71,55 @@ class LineSplitter:
         rest = bytes(self._buf)
         self._buf.clear()
         return rest
+
+
+class StreamDecoder:
+    """Input buffer and skipped-byte accounting shared by the binary stream decoders.
+
+    Subclasses implement ``feed``; whatever is still buffered at ``close`` counts as skipped.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.skipped = SkipCounter()
+
+    @property
+    def skipped_bytes(self) -> int:
+        return self.skipped.total
+
+    def close(self) -> list[Output]:
+        self.skipped.skip(len(self._buf), "truncated at end of input")
+        self._buf.clear()
+        return self.skipped.flush()
+
+
+class FixedFrameDecoder(StreamDecoder):
+    """Fixed-length frames found by sliding one byte at a time until ``frame_ok`` accepts one.
+
+    Suits protocols whose sync is "the only byte with bit 7 set": a subclass sets ``frame_len``
+    and supplies the frame check and the frame -> outputs mapping.
+    """
+
+    frame_len: ClassVar[int]
+
+    def frame_ok(self, frame: bytes) -> bool:
+        raise NotImplementedError
+
+    def decode_frame(self, frame: bytes) -> list[Output]:
+        raise NotImplementedError
+
+    def feed(self, chunk: bytes) -> list[Output]:
+        self._buf += chunk
+        buf, i, n = self._buf, 0, self.frame_len
+        out: list[Output] = []
+        while len(buf) - i >= n:
+            frame = bytes(buf[i : i + n])
+            if not self.frame_ok(frame):
+                self.skipped.skip(1, "sync bits")
+                i += 1
+                continue
+            i += n
+            out += self.skipped.flush()
+            out += self.decode_frame(frame)
+        del buf[:i]
+        return out

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kapmonitor.codecs._framing import SkipCounter
+from kapmonitor.codecs._framing import FixedFrameDecoder, StreamDecoder
 from kapmonitor.codecs.base import DecodeError, Note, Output, Problem, ProtocolSpec
 from kapmonitor.model import measurement
 
@@ -114,39 +114,21 @@ def encode_packet5(s: ContecSample) -> bytes:
     return bytes([b1, s.pleth & 0x7F, b3, pr & 0x7F, spo2 & 0x7F])
 
 
-class Contec5Decoder:
+class Contec5Decoder(FixedFrameDecoder):
     """Stream decoder for the old protocol: sync on the only byte with bit7 set."""
 
+    frame_len = 5
+
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self.skipped = SkipCounter()
+        super().__init__()
         self.packets = 0
 
-    @property
-    def skipped_bytes(self) -> int:
-        return self.skipped.total
+    def frame_ok(self, frame: bytes) -> bool:
+        return packet5_ok(frame)
 
-    def feed(self, chunk: bytes) -> list[Output]:
-        self._buf += chunk
-        buf, i = self._buf, 0
-        out: list[Output] = []
-        while len(buf) - i >= 5:
-            p = bytes(buf[i : i + 5])
-            if not packet5_ok(p):
-                self.skipped.skip(1, "sync bits")
-                i += 1
-                continue
-            i += 5
-            self.packets += 1
-            out += self.skipped.flush()
-            out += decode_packet5(p)
-        del buf[:i]
-        return out
-
-    def close(self) -> list[Output]:
-        self.skipped.skip(len(self._buf), "truncated at end of input")
-        self._buf.clear()
-        return self.skipped.flush()
+    def decode_frame(self, frame: bytes) -> list[Output]:
+        self.packets += 1
+        return decode_packet5(frame)
 
 
 # == new protocol: 7-bit framed packets =========================================================
@@ -252,18 +234,13 @@ def decode_packet9(ptype: int, data: bytes) -> list[Output]:
     return out
 
 
-class Contec9Decoder:
+class Contec9Decoder(StreamDecoder):
     """Stream decoder for the new protocol; a byte with bit7 clear always starts a packet."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self.skipped = SkipCounter()
+        super().__init__()
         self.packets = 0
         self.realtime_packets = 0
-
-    @property
-    def skipped_bytes(self) -> int:
-        return self.skipped.total
 
     def feed(self, chunk: bytes) -> list[Output]:
         self._buf += chunk
@@ -295,11 +272,6 @@ class Contec9Decoder:
             out += decode_packet9(t, data)
         del buf[:i]
         return out
-
-    def close(self) -> list[Output]:
-        self.skipped.skip(len(self._buf), "truncated at end of input")
-        self._buf.clear()
-        return self.skipped.flush()
 
 
 PROTOCOLS = {

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kapmonitor.codecs._framing import LineSplitter, SkipCounter
+from kapmonitor.codecs._framing import FixedFrameDecoder, LineSplitter, SkipCounter, StreamDecoder
 from kapmonitor.codecs.base import DecodeError, Note, Output, Problem, ProtocolSpec
 from kapmonitor.model import measurement
 
@@ -315,19 +315,14 @@ def encode_packet(fmt: Literal[2, 7], s: NoninSample) -> bytes:
     return bytes(out)
 
 
-class NoninPacketDecoder:
+class NoninPacketDecoder(StreamDecoder):
     """Stream decoder for formats #2 and #7: frame sync by checksum, packet sync by SYNC bit."""
 
     def __init__(self, fmt: Literal[2, 7]) -> None:
+        super().__init__()
         self.fmt = fmt
-        self._buf = bytearray()
         self._frames: list[bytes] = []
-        self.skipped = SkipCounter()
         self.packets = 0
-
-    @property
-    def skipped_bytes(self) -> int:
-        return self.skipped.total
 
     def feed(self, chunk: bytes) -> list[Output]:
         self._buf += chunk
@@ -371,11 +366,10 @@ class NoninPacketDecoder:
         return out
 
     def close(self) -> list[Output]:
-        pending = len(self._buf) + 5 * len(self._frames)
-        self.skipped.skip(pending, "truncated at end of input")
-        self._buf.clear()
+        # Frames of an unfinished packet count as truncated too (same reason, same run).
+        self.skipped.skip(5 * len(self._frames), "truncated at end of input")
         self._frames = []
-        return self.skipped.flush()
+        return super().close()
 
 
 # == binary format #8 ==========================================================================
@@ -431,39 +425,22 @@ def encode_record8(s: NoninSample) -> bytes:
     return bytes([st, lsb, spo2 & 0x7F, st2])
 
 
-class NoninFmt8Decoder:
+class NoninFmt8Decoder(FixedFrameDecoder):
     """Stream decoder for format #8: sync on the only byte with bit7 set."""
 
+    frame_len = 4
+
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self.skipped = SkipCounter()
+        super().__init__()
         self.records = 0
 
-    @property
-    def skipped_bytes(self) -> int:
-        return self.skipped.total
+    def frame_ok(self, frame: bytes) -> bool:
+        return record8_ok(frame)
 
-    def feed(self, chunk: bytes) -> list[Output]:
-        self._buf += chunk
-        out: list[Output] = []
-        buf, i = self._buf, 0
-        while len(buf) - i >= 4:
-            rec = bytes(buf[i : i + 4])
-            if not record8_ok(rec):
-                self.skipped.skip(1, "sync bits")
-                i += 1
-                continue
-            i += 4
-            out += self.skipped.flush()
-            out += decode_record8(rec)
-            self.records += 1
-        del buf[:i]
+    def decode_frame(self, frame: bytes) -> list[Output]:
+        out = decode_record8(frame)
+        self.records += 1
         return out
-
-    def close(self) -> list[Output]:
-        self.skipped.skip(len(self._buf), "truncated at end of input")
-        self._buf.clear()
-        return self.skipped.flush()
 
 
 PROTOCOLS = {
