@@ -23,6 +23,7 @@ from kapmonitor.clock import ScaledClock
 from kapmonitor.config import Config, ConfigError, load_config, parse_config
 from kapmonitor.demo_clinic import (
     DEMO_DIR,
+    DOSE_AT,
     SimProcess,
     demo_layout,
     sim_processes,
@@ -160,9 +161,6 @@ async def _watch(info: BrokerInfo, view: ClinicView, ready: asyncio.Event) -> No
                         view.feed(str(m.topic), json.loads(m.payload))
         except aiomqtt.MqttError:
             await asyncio.sleep(0.5)
-
-
-DOSE_AT = 600.0  # simulated seconds; the virtual patients get their dose then (demo_clinic)
 
 
 async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> None:

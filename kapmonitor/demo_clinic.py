@@ -27,6 +27,7 @@ from kapmonitor.broker import free_port, reachable
 from kapmonitor.config import Config
 
 DEMO_DIR = Path("/tmp/kapmonitor-demo")  # where config/demo.toml's pty links live
+DOSE_AT = 600.0  # simulated seconds after start when every virtual patient gets the dose
 
 # Scripted events per bed (seconds of simulated time after start; the dose is at 600 s): bed 1
 # is a typical session, the others each get one event the alarm engine must catch.
@@ -57,7 +58,8 @@ SERIAL_SIMULATORS = {
 
 
 def patient_of(bed_index: int, seed: int) -> dict[str, Any]:
-    return {"seed": seed * 100 + bed_index, "events": DEMO_EVENTS[(bed_index - 1) % 8]}
+    return {"seed": seed * 100 + bed_index, "dose_at": DOSE_AT,
+            "events": DEMO_EVENTS[(bed_index - 1) % len(DEMO_EVENTS)]}
 
 
 def demo_layout(
@@ -152,7 +154,7 @@ class SimProcess:
 
 def _patient_args(bed_index: int, seed: int, speed: float) -> list[str]:
     p = patient_of(bed_index, seed)
-    out = ["--seed", str(p["seed"]), "--dose-at", "600", "--speed", f"{speed:g}"]
+    out = ["--seed", str(p["seed"]), "--dose-at", f"{DOSE_AT:g}", "--speed", f"{speed:g}"]
     for e in p["events"]:
         out += ["--event", f"{e['kind']}:{e['at']}:{e.get('duration', 300)}"]
     return out

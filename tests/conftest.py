@@ -16,13 +16,9 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from kapmonitor.broker import free_port  # re-exported: tests import it from here
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Broker:

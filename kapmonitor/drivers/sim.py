@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kapmonitor.drivers.base import CommandError, DeviceConfig, Driver, DriverEvent, Status
 from kapmonitor.model import measurement
-from simulators.physiology import EVENT_KINDS, Patient, SimEvent
+from simulators.physiology import EVENT_KINDS, EventKind, Patient, SimEvent
 
 
 class SimEventConfig(BaseModel):
@@ -22,16 +22,7 @@ class SimEventConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal[
-        "surge",
-        "desaturation",
-        "bradycardia",
-        "tachycardia",
-        "artifact",
-        "sensor_off",
-        "device_drop",
-        "apnea",
-    ] = Field(description="What happens (see simulators/physiology.py).")
+    kind: EventKind = Field(description="What happens (see simulators/physiology.py).")
     at: float = Field(ge=0, description="Start, seconds after simulation start.")
     duration: float = Field(default=300.0, gt=0, description="Length in seconds.")
     magnitude: float | None = Field(default=None, description="Kind-specific size.")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from kapmonitor.codecs.base import DecodeError
+from kapmonitor.codecs.ieee11073 import decode_float as ieee_decode_float
+from kapmonitor.codecs.ieee11073 import value_or_none
 from kapmonitor.codecs.intellivue.messages import Ava, ObservationPoll, PollResult, find_attribute
 from kapmonitor.model import Measurement, measurement
 
@@ -143,17 +145,13 @@ def float_special(raw: int) -> str | None:
 
 
 def decode_float(raw: int) -> float | None:
-    """FLOAT-Type → float; None for NaN, NRes and ±infinity (they are never a reading)."""
+    """FLOAT-Type → float; None for NaN, NRes and ±infinity (they are never a reading).
+
+    The monitor's FLOAT-Type is IEEE 11073 FLOAT (decoded by the shared codec); here the special
+    values are recognised by their mantissa whatever the exponent."""
     if float_special(raw) is not None:
         return None
-    exponent = (raw >> 24) & 0xFF
-    if exponent >= 0x80:
-        exponent -= 0x100
-    mantissa = raw & 0xFFFFFF
-    if mantissa >= 0x800000:
-        mantissa -= 0x1000000
-    # Scale with a division for negative exponents so 975 × 10^-1 is exactly 97.5.
-    return float(mantissa * 10**exponent) if exponent >= 0 else mantissa / 10**-exponent
+    return value_or_none(ieee_decode_float(raw & 0xFFFFFFFF))
 
 
 def encode_float(value: float | None, decimals: int = 1) -> int:
