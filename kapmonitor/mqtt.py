@@ -138,6 +138,8 @@ class MqttOwner:
         self._offline_since = self._born
         self._outage = 0.0  # length of the offline period before the current connection
         self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._retry_now = asyncio.Event()  # cuts a reconnect backoff short (shutdown)
         self._dirty: set[str] = set()
         self._state_wake = asyncio.Event()
         self.published = 0
@@ -159,6 +161,7 @@ class MqttOwner:
 
     # -- the connection loop ---------------------------------------------------------------
     async def run(self) -> None:
+        self._task = asyncio.current_task()
         backoff = Backoff(initial=0.5, cap=self.s.reconnect_max)
         while not self._stopping:
             will = aiomqtt.Will(
@@ -208,7 +211,9 @@ class MqttOwner:
                 break
             if time.monotonic() - started > 30:
                 backoff.reset()
-            await asyncio.sleep(backoff.next_delay())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_now.wait(), backoff.next_delay())
+            self._retry_now.clear()
 
     async def _session(self, client: aiomqtt.Client) -> None:
         self._client = client
@@ -387,17 +392,40 @@ class MqttOwner:
         children[1].observe(max(0.0, self.clock.now() - row.created))
 
     # -- shutdown ------------------------------------------------------------------------
-    async def shutdown(self, flush_for: float = 2.0) -> None:
-        """Flush what the broker will take, publish offline/shutdown, disconnect."""
+    async def shutdown(self, flush_for: float = 2.0, reconnect_for: float = 1.0) -> None:
+        """Flush what the broker will take, publish offline/shutdown, disconnect, and return
+        only when the connection task has ended (or been given up on).
+
+        A clean stop must leave ``offline/shutdown`` retained, not the will's ``offline/lost``:
+        when a reconnect is under way we give it ``reconnect_for`` seconds first. The graceful
+        disconnect happens here, before the daemon closes the outbox the drain still acks into.
+        """
+        task = self._task
+        alive = task is not None and not task.done()
+        if alive and not self.connected.is_set():
+            self._retry_now.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.connected.wait(), reconnect_for)
         self._stopping = True
-        client = self._client
-        if client is not None and self.connected.is_set():
+        if self._client is not None and self.connected.is_set():
             self.outbox.flush()
             deadline = time.monotonic() + flush_for
             while self.outbox.depth() > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)  # the drain task acks rows; nothing to wait on
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(self.publish_bridge_state("offline", "shutdown"), 1.0)
+            except (TimeoutError, aiomqtt.MqttError) as exc:
+                log.warning("could not publish offline/shutdown: %r", exc)
+        if task is None or task.done():
+            return
+        # Cancelling the session makes aiomqtt send DISCONNECT (which discards the will) and
+        # wait for the broker to close. A broker that never does gets a second cancel.
+        for grace in (2.0, 0.5):
+            task.cancel()
+            await asyncio.wait({task}, timeout=grace)
+            if task.done():
+                return
+        log.warning("the MQTT connection did not close cleanly")
 
 
 def _only_mqtt_errors(exc: BaseException) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import shutil
 import socket
@@ -38,6 +39,8 @@ class Broker:
             "autosave_interval 1\n"
             "max_queued_messages 100000\n"
             "max_inflight_messages 0\n"
+            # As root, mosquitto would drop to its own user and could not save into tmp_path.
+            f"user {getpass.getuser()}\n"
         )
 
     def start(self) -> None:
@@ -69,6 +72,12 @@ class Broker:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of the broker's log, for assertion messages."""
+        path = self.workdir / "mosquitto.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
 
     @property
     def address(self) -> tuple[str, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def rows(name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def alerts(events: tuple[dict[str, Any], ...], **match: Any) -> list[dict[str, Any]]:
+def alerts(events: Sequence[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == "alert"
             and all(e.get(k) == v for k, v in match.items())]
 

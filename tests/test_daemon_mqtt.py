@@ -7,6 +7,7 @@ import signal
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Broker, request, subscribe
@@ -58,7 +59,33 @@ async def test_topics_and_payloads(broker: Broker, tmp_path: Path) -> None:
         assert {f"{BASE}/bridge/state", f"{BASE}/device/ox1/status",
                 f"{BASE}/device/cuff1/status", f"{BASE}/bed/bed1/vitals"} <= retained
         assert not any(t.endswith("/reading") for t in retained)
-        assert late.on("bridge/state")[-1]["reason"] == "shutdown"
+        states = late.on("bridge/state")
+        assert states[-1]["reason"] == "shutdown", (states, broker.log_tail())
+
+
+async def test_stop_during_reconnect_still_ends_with_shutdown(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A clean stop while the owner is between connections must not leave the will's
+    offline/lost (or a stale online) as the retained bridge state."""
+    cfg = clinic_config(tmp_path / "state", broker.address)
+    cfg["mqtt"]["reconnect_max"] = 30.0  # without the shutdown retry, the next try is far off
+    async with running(cfg) as daemon:
+        assert daemon.mqtt is not None
+        broker.stop()
+        for _ in range(200):
+            if not daemon.mqtt.connected.is_set():
+                break
+            await asyncio.sleep(0.05)
+        assert not daemon.mqtt.connected.is_set()
+        await asyncio.sleep(1.5)  # let a retry fail against the dead broker; backoff grows
+        broker.start()
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 5.0
+    async with subscribe(broker.address, f"{BASE}/bridge/state") as late:
+        await late.wait_for(lambda m: m)
+        await asyncio.sleep(0.2)
+        assert late.messages[-1][1]["reason"] == "shutdown", (late.messages, broker.log_tail())
 
 
 async def test_broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> None:
@@ -117,7 +144,7 @@ async def test_commands_and_errors(broker: Broker, tmp_path: Path) -> None:
         await sub.wait_for(lambda m: any(
             t.endswith("device/cuff2/status") for t, _, _ in m[n:]))
 
-        cases = [
+        cases: list[tuple[str, dict[str, Any], str]] = [
             ("device/assign", {"device": "nope", "bed": "bed1"}, "unknown device"),
             ("device/assign", {"device": "ox1", "bed": "bed9"}, "unknown bed"),
             ("device/assign", {"device": "ox1", "bed": "bed1", "colour": 1},
@@ -191,7 +218,7 @@ async def test_outbox_survives_restart_without_broker(broker: Broker, tmp_path: 
         assert all(p["historical"] for p in old)
 
 
-def _wait_line(proc, needle: str, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+def _wait_line(proc, needle: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = proc.stdout.readline()

@@ -37,7 +37,7 @@ def test_replay_uses_the_daemon_configs_rules(tmp_path: Path) -> None:
     assert not raised(replay("--config", str(tmp_path / "clinic-rules.toml")), "spo2_below_88")
 
 
-def test_bad_rules_file_is_a_config_error(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_bad_rules_file_is_a_config_error(tmp_path: Path, capsys) -> None:
     (tmp_path / "r.toml").write_text('[[rules]]\nid = "x"\nbogus = 1\n')
     cfg = tmp_path / "k.toml"
     cfg.write_text('[alarms]\nrules = "r.toml"\n')
