@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kapmonitor.alerts import AlarmEngine, Event, load_rules
-from kapmonitor.alerts.engine import AlertArgs, DoseArgs, EndArgs, PauseArgs, StartArgs
+from kapmonitor.alerts.engine import (
+    AlertArgs,
+    DoseArgs,
+    EndArgs,
+    PauseArgs,
+    StartArgs,
+    SymptomArgs,
+    SymptomClearArgs,
+)
 from kapmonitor.drivers.base import CommandError as DriverCommandError
 from kapmonitor.mqtt import CommandError
 from kapmonitor.supervisor import DeviceStatus
@@ -151,6 +159,8 @@ class AlarmService:
             ("session/end", EndArgs),
             ("alert/ack", AlertArgs),
             ("alert/pause", PauseArgs),
+            ("session/symptom", SymptomArgs),
+            ("session/symptom_clear", SymptomClearArgs),
         ):
             self.daemon.add_command(name, model, self._engine_command(name))
         self.daemon.add_command("bp/measure", MeasureArgs, self._measure)

@@ -15,7 +15,10 @@ sensor off; NIBP parts with the same ``t`` form one measurement) or an event:
 * ``dose`` — ``value`` is the dose in mg or empty; the first dose is t0;
 * ``session_end``;
 * ``ack`` — ``value`` is ``all`` (every open alert of the bed), an alert id or a rule id;
-* ``pause`` — audio-pause every open alert of the bed; ``value`` is seconds or empty.
+* ``pause`` — audio-pause every open alert of the bed; ``value`` is seconds or empty;
+* ``symptom`` — a staff-entered symptom (rule §6.3 #3); ``value`` is its name, e.g.
+  ``chest_pain``;
+* ``symptom_clear`` — the staff reset; ``value`` is a symptom name, or empty for all.
 
 Exit status: 0 after the whole trace; 2 with one line on stderr naming the row and the problem
 when the trace or the config is invalid. An ``ack`` or ``pause`` of an alert that is not open
@@ -42,7 +45,7 @@ from kapmonitor.alerts import AlarmEngine, Event, RuleSet, load_rules
 from kapmonitor.model import METRICS, Reading
 
 HEADER = ["t", "bed", "name", "value"]
-EVENTS = ("session_start", "dose", "session_end", "ack", "pause")
+EVENTS = ("session_start", "dose", "session_end", "ack", "pause", "symptom", "symptom_clear")
 EXIT_INVALID = 2
 
 
@@ -115,6 +118,8 @@ def _next_record(reader: Any) -> list[str] | None:
 def _check_event(number: int, name: str, value: str) -> None:
     if name == "session_start" and not value:
         raise TraceError(number, "session_start needs the profile as value")
+    if name == "symptom" and not value:
+        raise TraceError(number, "symptom needs the symptom name as value")
     if name == "ack" and not value:
         raise TraceError(number, "ack needs a value: all, an alert id or a rule id")
     if name in ("dose", "pause") and value:
@@ -134,6 +139,11 @@ def _command(row: Row) -> tuple[str, dict[str, Any]]:
         return "session/dose", {"bed": row.bed, "dose_mg": float(row.value) if row.value else None}
     if row.name == "session_end":
         return "session/end", {"bed": row.bed}
+    if row.name == "symptom":
+        return "session/symptom", {"bed": row.bed, "symptom": row.value, "by": "replay"}
+    if row.name == "symptom_clear":
+        target = {"symptom": row.value} if row.value else {"all": True}
+        return "session/symptom_clear", {"bed": row.bed, **target, "by": "replay"}
     if row.name == "ack":
         if row.value == "all":
             return "alert/ack", {"bed": row.bed, "all": True, "by": "replay"}

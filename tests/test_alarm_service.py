@@ -149,6 +149,46 @@ async def test_bp_measure(broker: Broker, tmp_path: Path) -> None:
         assert unknown["status"] == "error" and "unknown bed" in unknown["error"]
 
 
+async def test_staff_entered_symptom_end_to_end(broker: Broker, tmp_path: Path) -> None:
+    """session/symptom over MQTT: advisory and a BP request at once; a raised BP from the
+    remote-start cuff → high bp_with_symptom; session/symptom_clear then ack ends it."""
+    addr = broker.address
+    async with subscribe(addr, f"{BASE}/#") as sub, running(
+        config(tmp_path, broker), clock=ScaledClock(SPEED)
+    ):
+        await request(addr, BASE, "session/start", {"bed": "bed1", "profile": "ketamine"})
+        sym = await request(addr, BASE, "session/symptom",
+                            {"bed": "bed1", "symptom": "chest_pain", "by": "nurse-2"})
+        assert sym["status"] == "ok" and sym["data"]["bp_requested"] is True, sym
+        await sub.wait_for(lambda m: [a for a in alerts(m) if a["rule"] == "symptom_reported"])
+        await sub.wait_for(lambda m: [
+            p for t, p, _ in m if t == f"{BASE}/bed/bed1/alert"
+            and p.get("event") == "bp_due" and p.get("item") == "symptom"])
+        await sub.wait_for(lambda m: [p for t, p, _ in m if t == f"{BASE}/bed/bed1/session"
+                                      and p.get("symptoms")])
+        bad = await request(addr, BASE, "session/symptom", {"bed": "bed1", "symptom": "itch"})
+        assert bad["status"] == "error" and "unknown symptom" in bad["error"]
+
+        # A hypertensive surge on the simulated patient, measured on request.
+        inj = await request(addr, BASE, "device/command", {
+            "device": "cuff1", "command": "inject",
+            "args": {"kind": "surge", "duration": 3600, "magnitude": 70}})
+        assert inj["status"] == "ok", inj
+        assert (await request(addr, BASE, "bp/measure", {"bed": "bed1"}))["status"] == "ok"
+        high = await sub.wait_for(lambda m: [
+            a for a in alerts(m) if a["rule"] == "bp_with_symptom" and a["event"] == "raised"],
+            timeout=20)
+        assert high[0]["priority"] == "high" and high[0]["value"] >= 160
+
+        clear = await request(addr, BASE, "session/symptom_clear", {"bed": "bed1", "all": True})
+        assert clear["status"] == "ok" and clear["data"]["cleared"] == ["chest_pain"]
+        await sub.wait_for(lambda m: [a for a in alerts(m) if a["rule"] == "bp_with_symptom"
+                                      and a["event"] == "latched"])
+        await request(addr, BASE, "alert/ack", {"bed": "bed1", "alert_id": "bp_with_symptom"})
+        await sub.wait_for(lambda m: [a for a in alerts(m) if a["rule"] == "bp_with_symptom"
+                                      and a["event"] == "cleared"])
+
+
 async def advance(clock: ManualClock, seconds: float) -> None:
     """Run simulated time second by second, letting every task react in between."""
     for _ in range(int(seconds)):

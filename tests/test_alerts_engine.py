@@ -143,7 +143,8 @@ def test_session_lifecycle_baseline_and_phases() -> None:
     assert phases == ["pre_dose", "onset", "peak"]
     state = c.engine.session_state("bed1")
     assert state["risk_flags"] == ["first_session"] and len(state["doses"]) == 2
-    assert c.engine.session_state("bed2") == {"bed": "bed2", "active": False, "phase": "idle"}
+    assert c.engine.session_state("bed2") == {
+        "bed": "bed2", "active": False, "phase": "idle", "symptoms": []}
     c.cmd("session/end", bed="bed1")
     assert c.engine.session_state("bed1")["phase"] == "ended"
 
@@ -290,7 +291,8 @@ def test_docs_list_every_default_rule() -> None:
     doc = (ROOT / "docs/alarms.md").read_text()
     for r in RULES.rules:
         assert f"`{r.id}`" in doc, r.id
-    for channel in ("nibp_invalid", "bp_overdue", "baseline_incomplete", "device_disconnected"):
+    for channel in ("nibp_invalid", "bp_overdue", "baseline_incomplete", "device_disconnected",
+                    "bp_with_symptom", "symptom_reported", "news2_total", "news2_parameter"):
         assert f"`{channel}`" in doc
 
 

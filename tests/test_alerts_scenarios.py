@@ -112,6 +112,27 @@ def test_single_crisis_bp_is_high_at_once() -> None:
     assert [e["t"] for e in remeasure] == [t_crisis]
 
 
+def test_staff_entered_symptom_with_raised_bp_is_high_at_once_until_staff_reset() -> None:
+    events = replay("symptom_bp")
+    (entered,) = [r for r in rows("symptom_bp") if r["name"] == "symptom"]
+    (reset,) = [r for r in rows("symptom_bp") if r["name"] == "symptom_clear"]
+    (ack,) = [r for r in rows("symptom_bp") if r["name"] == "ack"]
+    sym = alerts(events, rule="bp_with_symptom")
+    escalated = [e for e in sym if e["event"] == "escalated"]  # unacknowledged high: 60 s
+    assert escalated[0]["t"] == float(entered["t"]) + RULES.lifecycle.escalate_high_after_s
+    sym = [e for e in sym if e["event"] != "escalated"]
+    assert [(e["event"], e["t"], e["priority"]) for e in sym] == [
+        ("raised", float(entered["t"]), "high"),
+        ("latched", float(reset["t"]), "high"),
+        ("acknowledged", float(ack["t"]), "high"),
+        ("cleared", float(ack["t"]), "high"),
+    ]
+    assert "164/96" in sym[0]["text"] and "severe headache" in sym[0]["text"]
+    # 164/96 alone raises nothing above low: the symptom makes the difference.
+    before = [e for e in alerts(events, event="raised") if e["t"] < float(entered["t"])]
+    assert all(e["priority"] in ("low", "info") for e in before)
+
+
 def test_expected_ketamine_rise_raises_no_medium_or_high() -> None:
     sys_ = [float(r["value"]) for r in rows("ketamine_rise") if r["name"] == "nibp_sys"]
     assert 15 <= max(sys_) - sys_[0] <= 25, "the trace carries the expected +15–25 mmHg rise"

@@ -24,9 +24,12 @@ Commands (args are validated, unknown fields rejected):
 * ``session/end`` {bed}
 * ``alert/ack`` {bed, alert_id? | all: true, by?} — ``alert_id`` may also be a rule id
 * ``alert/pause`` {bed, alert_id? | all: true, seconds?, by?} — AUDIO PAUSED, time-limited
+* ``session/symptom`` {bed, symptom, note?, by?} — a staff-entered symptom (rule §6.3 #3)
+* ``session/symptom_clear`` {bed, symptom? | all: true, by?} — the staff reset of that rule
 
 Engine technical channels (besides the rule set): ``nibp_invalid``, ``bp_overdue``,
-``baseline_incomplete``, ``device_disconnected:<device>``.
+``baseline_incomplete``, ``device_disconnected:<device>``, ``bp_with_symptom`` and the advisory
+``symptom_reported``, ``news2_total`` and ``news2_parameter``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from kapmonitor.alerts.compiled import CompiledRules
 from kapmonitor.alerts.detector import TickInput, Transition, VectorDetector
 from kapmonitor.alerts.events import Event, SessionEvent
 from kapmonitor.alerts.lifecycle import AlertBook
+from kapmonitor.alerts.news2 import News2Inputs, News2Score
+from kapmonitor.alerts.news2 import score as news2_score
 from kapmonitor.alerts.rules import (
     CONTINUOUS_METRICS,
     NIBP_SIGNALS,
@@ -115,6 +120,24 @@ class PauseArgs(AlertArgs):
     seconds: float | None = Field(default=None, gt=0, description="Pause length.")
 
 
+class SymptomArgs(_Args):
+    symptom: str = Field(description="One of the rule set's `[symptoms] symptoms`.")
+    note: str | None = Field(default=None, max_length=500, description="Free text (logged).")
+    by: str | None = Field(default=None, description="Who entered it (logged).")
+
+
+class SymptomClearArgs(_Args):
+    symptom: str | None = Field(default=None, description="The symptom to clear.")
+    all: bool = Field(default=False, description="Clear every symptom of the bed.")
+    by: str | None = Field(default=None, description="Who cleared it (logged).")
+
+    @model_validator(mode="after")
+    def _one(self) -> SymptomClearArgs:
+        if (self.symptom is None) == (not self.all):
+            raise ValueError("give either symptom or all=true")
+        return self
+
+
 @dataclass
 class _NibpParts:
     first_received: float
@@ -150,6 +173,9 @@ class AlarmEngine:
         self._devices: dict[tuple[str, str], tuple[str, float]] = {}
         self._battery: dict[str, dict[str, float]] = {b: {} for b in self.beds}
         self._last_spo2_alert: dict[str, float] = {}
+        self._last_nibp: dict[str, tuple[float, float, float]] = {}  # bed → (t, sys, dia)
+        self._symptoms: dict[str, dict[str, dict[str, Any]]] = {}  # bed → symptom → entry
+        self._news2: dict[str, tuple[float, News2Score]] = {}  # bed → (t, latest score)
         self._rules_by_id = {r.id: r for r in self.compiled.active_rules}
 
     # -- inputs -------------------------------------------------------------------------------
@@ -218,6 +244,9 @@ class AlarmEngine:
         for bed in sorted(self.sessions):
             out += self._session_step(bed, t)
         out += self._device_step(t)
+        for bed in sorted(self._symptoms):
+            if self.book.get(bed, "symptom_reported") is None:  # e.g. after a restart
+                out += self._symptom_advisory(bed, t)
         out += self.book.tick(t)
         return out
 
@@ -248,9 +277,11 @@ class AlarmEngine:
             mean = p.values.get("nibp_mean")
             b = self.bed_index[bed]
             self._nibp_now[:, b] = (sys_, dia, np.nan if mean is None else mean)
+            self._last_nibp[bed] = (t, sys_, dia)
             s = self.sessions.get(bed)
             if s is not None and s.phase != "ended":
                 s.add_nibp(NibpRecord(t, sys_, dia, mean))
+            out += self._symptom_bp(bed, t)
         return out
 
     def _nibp_problem(self, p: _NibpParts) -> str | None:
@@ -284,6 +315,48 @@ class AlarmEngine:
                     "item": "confirm", "rule": c.rule_ids[ri], "due_at": t,
                 }))
         return out
+
+    # -- staff-entered symptoms (rule §6.3 #3) -------------------------------------------------
+    def _symptom_bp(self, bed: str, t: float) -> list[Event]:
+        """Raise ``bp_with_symptom`` when a symptom is active and the last NIBP qualifies."""
+        cfg = self.rules.symptoms
+        symptoms = self._symptoms.get(bed)
+        last = self._last_nibp.get(bed)
+        if not symptoms or last is None:
+            return []
+        entered = min(e["t"] for e in symptoms.values())
+        t_bp, sys_, dia = last
+        if t_bp < entered - cfg.bp_within_s:
+            return []
+        if sys_ < cfg.sys_at_or_above and dia < cfg.dia_at_or_above:
+            return []
+        names = ", ".join(s.replace("_", " ") for s in sorted(symptoms))
+        return list(self.book.condition_on(
+            t, bed, "bp_with_symptom", rule="bp_with_symptom", kind="physiological",
+            priority=cfg.priority, metric="nibp_sys", value=sys_,
+            text=f"Blood pressure {sys_:.0f}/{dia:.0f} mmHg with reported symptom: {names}",
+            latch=True,
+        ))
+
+    def _symptom_advisory(self, bed: str, t: float) -> list[Event]:
+        symptoms = self._symptoms.get(bed)
+        if not symptoms:
+            return list(self.book.close_channel(t, bed, "symptom_reported"))
+        names = ", ".join(s.replace("_", " ") for s in sorted(symptoms))
+        a = self.book.get(bed, "symptom_reported")
+        if a is not None:
+            a.text = f"Symptom reported: {names}"
+            return []
+        return list(self.book.condition_on(
+            t, bed, "symptom_reported", rule="symptom_reported", kind="advisory",
+            priority=self.rules.symptoms.reported_priority, metric=None, value=None,
+            text=f"Symptom reported: {names}", latch=False,
+        ))
+
+    def symptoms(self, bed: str) -> list[dict[str, Any]]:
+        """The bed's active staff-entered symptoms, oldest first."""
+        entries = self._symptoms.get(bed, {})
+        return [{"symptom": k, **v} for k, v in sorted(entries.items(), key=lambda kv: kv[1]["t"])]
 
     # -- transitions → alerts -----------------------------------------------------------------
     def _apply(self, tr: Transition, t: float) -> list[Event]:
@@ -388,6 +461,7 @@ class AlarmEngine:
             )
         else:
             out += self.book.condition_off(t, bed, "bp_overdue")
+        out += self._news2_step(bed, t)
         open_alarms = [a.alert_id for a in self.book.alerts(bed) if a.kind != "advisory"]
         out += s.discharge_step(
             t, self.rules, spo2=float(X[col["spo2"], b]), hr=float(X[col["hr"], b]),
@@ -395,6 +469,56 @@ class AlarmEngine:
             open_alarms=open_alarms, last_spo2_alert=self._last_spo2_alert.get(bed),
         )
         return out
+
+    def _news2_step(self, bed: str, t: float) -> list[Event]:
+        """Rule §6.3 #16: score NEWS2 every ``every_s``; alerts only in the configured phases."""
+        cfg = self.rules.news2
+        s = self.sessions[bed]
+        if not cfg.enabled or s.phase == "ended":
+            self._news2.pop(bed, None)
+            return [*self.book.close_channel(t, bed, "news2_total"),
+                    *self.book.close_channel(t, bed, "news2_parameter")]
+        last = self._news2.get(bed)
+        if last is not None and t - last[0] < cfg.every_s - 1e-9:
+            return []
+        b = self.bed_index[bed]
+        X, col = self.detector.X, self.compiled.col
+        nibp = self._last_nibp.get(bed)
+        sbp = nibp[1] if nibp is not None and t - nibp[0] <= cfg.nibp_fresh_s else None
+        result = news2_score(News2Inputs(
+            resp_rate=float(X[col["resp_rate"], b]), spo2=float(X[col["spo2"], b]),
+            sbp=sbp, pulse=float(X[col["hr"], b]),
+        ))
+        self._news2[bed] = (t, result)
+        out: list[Event] = []
+        if last is None or (last[1].total, last[1].missing) != (result.total, result.missing):
+            out.append(SessionEvent(t, bed, "news2", s.phase, result.to_json()))
+        on = s.phase in cfg.phases
+        missing = f" (partial: no {', '.join(result.missing)})" if result.missing else ""
+        if on and result.total >= cfg.total_at_or_above:
+            out += self.book.condition_on(
+                t, bed, "news2_total", rule="news2_total", kind=cfg.total_kind,
+                priority=cfg.total_priority, metric=None, value=float(result.total),
+                text=f"NEWS2 {result.total}{missing}", latch=False,
+            )
+        else:
+            out += self.book.condition_off(t, bed, "news2_total", float(result.total))
+        threes = [k for k, v in result.parts.items() if v == 3]
+        if on and threes:
+            out += self.book.condition_on(
+                t, bed, "news2_parameter", rule="news2_parameter", kind=cfg.single_kind,
+                priority=cfg.single_priority, metric=None, value=float(result.total),
+                text=f"NEWS2 scores 3 for {', '.join(threes)} (total {result.total}{missing})",
+                latch=False,
+            )
+        else:
+            out += self.book.condition_off(t, bed, "news2_parameter")
+        return out
+
+    def news2(self, bed: str) -> dict[str, Any] | None:
+        """The bed's latest NEWS2 (``{"t", "total", "parts", …}``) or None."""
+        last = self._news2.get(bed)
+        return None if last is None else {"t": last[0], **last[1].to_json()}
 
     def _device_step(self, t: float) -> list[Event]:
         cfg = self.rules.devices
@@ -421,6 +545,8 @@ class AlarmEngine:
             "session/end": (EndArgs, self._cmd_end),
             "alert/ack": (AlertArgs, self._cmd_ack),
             "alert/pause": (PauseArgs, self._cmd_pause),
+            "session/symptom": (SymptomArgs, self._cmd_symptom),
+            "session/symptom_clear": (SymptomClearArgs, self._cmd_symptom_clear),
         }
         if name not in handlers:
             return CommandResult({"status": "error", "error": f"unknown command {name!r}"})
@@ -538,6 +664,52 @@ class AlarmEngine:
         events = self.book.pause(now, a.bed, a.alert_id, a.seconds)
         return {"paused": [e.alert_id for e in events]}, list(events)
 
+    def _cmd_symptom(self, a: SymptomArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+        cfg = self.rules.symptoms
+        if not cfg.enabled:
+            raise CommandError("symptom entry is switched off in the rule set ([symptoms])")
+        if a.symptom not in cfg.symptoms:
+            raise CommandError(f"unknown symptom {a.symptom!r}; known: {', '.join(cfg.symptoms)}")
+        entries = self._symptoms.setdefault(a.bed, {})
+        entries.setdefault(a.symptom, {"t": now, "note": a.note, "by": a.by})
+        phase = self.phase_of(a.bed)
+        events: list[Event] = [SessionEvent(now, a.bed, "symptom", phase, {
+            "symptom": a.symptom, "note": a.note, "by": a.by,
+        })]
+        events += self._symptom_advisory(a.bed, now)
+        raised = self._symptom_bp(a.bed, now)
+        events += raised
+        if self.book.get(a.bed, "bp_with_symptom") is None:
+            # No qualifying reading: ask for one now (a remote-start cuff can take it).
+            events.append(SessionEvent(now, a.bed, "bp_due", phase, {
+                "item": "symptom", "rule": "bp_with_symptom", "due_at": now,
+            }))
+        alert = self.book.get(a.bed, "bp_with_symptom")
+        return {
+            "symptoms": self.symptoms(a.bed),
+            "alert_id": None if alert is None else alert.alert_id,
+            "bp_requested": alert is None,
+        }, events
+
+    def _cmd_symptom_clear(self, a: SymptomClearArgs, now: float
+                           ) -> tuple[dict[str, Any], list[Event]]:
+        entries = self._symptoms.get(a.bed, {})
+        if a.symptom is not None and a.symptom not in entries:
+            raise CommandError(f"symptom {a.symptom!r} is not active on bed {a.bed}")
+        cleared = sorted(entries) if a.all else [str(a.symptom)]
+        for name in cleared:
+            entries.pop(name, None)
+        if not entries:
+            self._symptoms.pop(a.bed, None)
+        phase = self.phase_of(a.bed)
+        events: list[Event] = [SessionEvent(now, a.bed, "symptom_cleared", phase, {
+            "symptoms": cleared, "by": a.by,
+        })]
+        events += self._symptom_advisory(a.bed, now)
+        if not entries:
+            events += self.book.condition_off(now, a.bed, "bp_with_symptom")
+        return {"cleared": cleared, "symptoms": self.symptoms(a.bed)}, events
+
     # -- snapshots ----------------------------------------------------------------------------
     def active_alarms(self, bed: str) -> dict[str, Any]:
         """The retained ``bed/<id>/alarms`` payload: open alerts, most urgent first."""
@@ -557,8 +729,11 @@ class AlarmEngine:
         """The retained ``bed/<id>/session`` payload."""
         s = self.sessions.get(bed)
         if s is None:
-            return {"bed": bed, "active": False, "phase": "idle"}
-        return s.snapshot(self.last_tick if self.last_tick is not None else 0.0, self.rules)
+            return {"bed": bed, "active": False, "phase": "idle", "symptoms": self.symptoms(bed)}
+        snap = s.snapshot(self.last_tick if self.last_tick is not None else 0.0, self.rules)
+        snap["symptoms"] = self.symptoms(bed)
+        snap["news2"] = self.news2(bed)
+        return snap
 
     # -- persistence --------------------------------------------------------------------------
     def export_state(self) -> dict[str, Any]:
@@ -567,6 +742,8 @@ class AlarmEngine:
             "version": STATE_VERSION,
             "sessions": {bed: s.to_json() for bed, s in self.sessions.items()},
             "alerts": self.book.export(),
+            "symptoms": self._symptoms,
+            "last_nibp": self._last_nibp,
         }
 
     def restore_state(self, data: Mapping[str, Any]) -> None:
@@ -577,6 +754,15 @@ class AlarmEngine:
                 self.sessions[bed] = Session.from_json(raw)
                 self._push_context(bed)
         self.book.restore(data.get("alerts", {}))
+        for bed, entries in data.get("symptoms", {}).items():
+            if bed in self.bed_index and entries:
+                self._symptoms[bed] = {str(k): dict(v) for k, v in entries.items()}
+                latched = self.book.get(bed, "bp_with_symptom")
+                if latched is not None:
+                    latched.condition = True  # ends with the staff reset, not with new data
+        for bed, (t, sys_, dia) in data.get("last_nibp", {}).items():
+            if bed in self.bed_index:
+                self._last_nibp[bed] = (float(t), float(sys_), float(dia))
         for bed in list(self.book.open):
             if bed not in self.bed_index:
                 del self.book.open[bed]

@@ -390,6 +390,70 @@ class RiskFlag(_Model):
     source: str = Field(default="", description="Why.")
 
 
+class Symptoms(_Model):
+    """Rule §6.3 #3: a staff-entered symptom together with a raised blood pressure.
+
+    A dissociated patient may not report a hypertensive emergency by themselves; staff enter
+    what they observe or hear (``session/symptom``). The engine raises ``bp_with_symptom`` when
+    the bed's latest validated NIBP (at most ``bp_within_s`` old) or any later one is at or above
+    the limits while a symptom is active; without such a reading it asks for one (``bp_due``).
+    The condition ends only when staff clear the symptoms (``session/symptom_clear``): a staff
+    reset, as the rule asks. Every entered symptom is also shown as the advisory
+    ``symptom_reported`` until it is cleared.
+    """
+
+    enabled: bool = Field(default=True, description="Set false to refuse symptom entries.")
+    symptoms: list[str] = Field(
+        default=["severe_headache", "chest_pain", "dyspnoea", "visual_change", "neuro_change",
+                 "confusion"],
+        min_length=1,
+        description="Symptom names staff may enter (the command refuses others).",
+    )
+    sys_at_or_above: float = Field(default=160.0, gt=0, description="SBP limit (mmHg).")
+    dia_at_or_above: float = Field(default=100.0, gt=0, description="DBP limit (mmHg).")
+    bp_within_s: float = Field(
+        default=1800.0, ge=0, description="An NIBP at most this old when the symptom is entered."
+    )
+    priority: Priority = Field(default="high", description="`bp_with_symptom` priority.")
+    reported_priority: Priority = Field(
+        default="low", description="Priority of the `symptom_reported` advisory."
+    )
+    source: str = Field(default="", description="Where the rule comes from.")
+
+
+class News2Rule(_Model):
+    """Rule §6.3 #16: NEWS2 computed on the fly (room air, SpO2 scale 1) as a secondary
+    composite (``kapmonitor/alerts/news2.py``).
+
+    Every ``every_s`` during a session the engine scores the current SpO2, HR (pulse), RR and
+    the last NIBP systolic (at most ``nibp_fresh_s`` old). Consciousness and temperature are not
+    measured by the devices, so the score is partial (a lower bound) and says which parameters
+    are missing. The score is in the session state and a ``news2`` session event reports each
+    change. In ``phases``: a total at or above ``total_at_or_above`` raises ``news2_total``; a 3
+    in any single parameter raises ``news2_parameter``.
+    """
+
+    enabled: bool = Field(default=True, description="Set false to stop computing NEWS2.")
+    every_s: float = Field(default=60.0, gt=0, description="Computed this often per bed.")
+    phases: list[Phase] = Field(
+        default_factory=lambda: list[Phase](("onset", "peak")),
+        description="Phases in which the NEWS2 alerts run (the score is computed in all).",
+    )
+    total_at_or_above: int = Field(default=7, ge=1, description="`news2_total` threshold.")
+    total_priority: Priority = Field(default="high", description="`news2_total` priority.")
+    total_kind: Kind = Field(default="physiological", description="`news2_total` kind.")
+    single_priority: Priority = Field(default="medium", description="`news2_parameter` priority.")
+    single_kind: Kind = Field(
+        default="advisory",
+        description=(
+            "`news2_parameter` kind. Advisory by default: nearly every 3-point value already "
+            "has its own audible rule, and a second sounding alarm for it is alarm fatigue."
+        ),
+    )
+    nibp_fresh_s: float = Field(default=1200.0, gt=0, description="Oldest SBP that is scored.")
+    source: str = Field(default="", description="Where the rule comes from.")
+
+
 class RuleSet(_Model):
     """The whole alarm configuration."""
 
@@ -406,6 +470,8 @@ class RuleSet(_Model):
     bp_schedule: BpSchedule = Field(default_factory=BpSchedule)
     discharge: Discharge = Field(default_factory=Discharge)
     devices: Devices = Field(default_factory=Devices)
+    symptoms: Symptoms = Field(default_factory=Symptoms)
+    news2: News2Rule = Field(default_factory=News2Rule)
     risk_flags: dict[str, RiskFlag] = Field(default_factory=dict, description="By flag name.")
     rules: list[Rule] = Field(description="The rules, evaluated in this order.")
 

@@ -115,6 +115,21 @@ def bp_crisis() -> None:
     tr.write()
 
 
+def symptom_bp() -> None:
+    """NIBP 164/96 at 25 min after the dose (under every BP-alone rule), a severe headache
+    entered 5 min later → high at once; staff reset at 50 min, then the ack clears it."""
+    tr = Trace("symptom_bp")
+    baseline_session(tr, "bed1")
+    tr.stream("bed1", "spo2", 0, 4000, 5, noisy(const(97.5), 0.3, 14))
+    tr.stream("bed1", "pulse_rate", 0, 4000, 5, noisy(const(80), 1.0, 15))
+    tr.nibp("bed1", 600 + 25 * 60, 164, 96)
+    tr.add(600 + 30 * 60, "bed1", "symptom", "severe_headache")
+    tr.nibp("bed1", 600 + 40 * 60, 150, 90)
+    tr.add(600 + 50 * 60, "bed1", "symptom_clear", "")
+    tr.add(600 + 51 * 60, "bed1", "ack", "bp_with_symptom")
+    tr.write()
+
+
 def ketamine_rise() -> None:
     """The expected response: +22/+14 mmHg and +10 /min peaking 40 min after the dose."""
     tr = Trace("ketamine_rise")
@@ -260,6 +275,7 @@ def main() -> None:
     desaturation()
     artefact_dips()
     bp_crisis()
+    symptom_bp()
     ketamine_rise()
     tachycardia()
     bradycardia()
