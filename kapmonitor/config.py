@@ -155,6 +155,38 @@ class AlarmsConfig(_Model):
     )
 
 
+class HomeAssistantConfig(_Model):
+    """Home Assistant MQTT discovery (device-based; off by default).
+
+    Each bed becomes an HA device (vitals, alarm state, phase, NEWS2) and the node one more
+    (device status and battery), all read from kapmonitor's retained topics. HA dashboards are
+    a convenience: kapmonitor stays a secondary notification path, HA adds no alarm guarantees.
+    """
+
+    enabled: bool = Field(default=False, description="Publish discovery configs.")
+    discovery_prefix: str = Field(
+        default="homeassistant", min_length=1,
+        description="HA's discovery prefix (HA setting `discovery_prefix`).",
+    )
+    birth_topic: str = Field(
+        default="homeassistant/status", min_length=1,
+        description="HA's birth topic: on `online`, discovery and retained state are re-sent.",
+    )
+    republish_delay_max: float = Field(
+        default=5.0, ge=0, le=60,
+        description="Random delay (0 to this, seconds) before re-sending after an HA birth, so "
+        "that many bridges do not answer at once.",
+    )
+
+    @field_validator("discovery_prefix", "birth_topic")
+    @classmethod
+    def _plain_topic(cls, v: str) -> str:
+        if "#" in v or "+" in v:
+            raise ValueError("a topic here cannot contain the MQTT wildcards # or +; write the "
+                             "topic itself, e.g. homeassistant")
+        return v
+
+
 class BedConfig(_Model):
     """A bed (chair, room, or an at-home patient)."""
 
@@ -196,6 +228,9 @@ class Config(_Model):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     ble: BleConfig = Field(default_factory=BleConfig, description="Bluetooth LE stack.")
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig, description="Alarm engine.")
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, description="Home Assistant discovery."
+    )
     beds: list[BedConfig] = Field(default_factory=list, description="The beds of this node.")
     # The real type is the discriminated union of all drivers' models; see config_model().
     devices: list[DeviceConfig] = Field(

@@ -12,6 +12,9 @@ topic                            retained  QoS  content
 ``bed/<id>/alert``               no        1    alert events (from the outbox)
 ``bridge/request/<cmd>``         no        -    commands in; ``bridge/response/<cmd>`` out
 ===============================  ========  ===  =============================================
+
+With ``[homeassistant] enabled``, also ``<discovery_prefix>/device/<id>/config`` (retained,
+see :mod:`kapmonitor.homeassistant`), re-sent when HA's birth message says ``online``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from kapmonitor.config import Config
 from kapmonitor.drivers.base import CommandError as DriverCommandError
 from kapmonitor.drivers.base import DriverContext
 from kapmonitor.drivers.registry import drivers
+from kapmonitor.homeassistant import discovery
 from kapmonitor.metrics import Metrics
 from kapmonitor.model import Reading
 from kapmonitor.mqtt import BrokerSettings, CommandError, CommandRouter, MqttOwner, make_tls_context
@@ -322,10 +326,13 @@ class Daemon:
             batch=cfg.outbox.batch,
             inflight=cfg.outbox.inflight,
             protocol=cfg.mqtt.protocol,
+            birth_topic=cfg.homeassistant.birth_topic if cfg.homeassistant.enabled else None,
+            birth_delay_max=cfg.homeassistant.republish_delay_max,
         )
         self.mqtt = MqttOwner(
             settings, self.outbox, self.clock, self.metrics, self.router, self.bridge_state
         )
+        self._home_assistant_discovery()
         if cfg.alarms.enabled:
             # Before any driver runs, so the engine sees every reading.
             self.alarms = attach_alarms(self, cfg.alarms.rules)
@@ -353,6 +360,25 @@ class Daemon:
             "kapmonitor %s started: node %s, %d beds, %d devices, broker %s:%d",
             __version__, cfg.node.node_id, len(self.beds), len(self.supervisors), *self.broker,
         )
+
+    def _home_assistant_discovery(self) -> None:
+        """Publish HA discovery (when enabled) and remove what an earlier config published
+        that this one no longer has (beds or the whole feature gone), so HA keeps no ghosts."""
+        assert self.mqtt is not None
+        path = self.state_dir / "ha-discovery.json"
+        try:
+            before = set(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            before = set()
+        now = discovery(self.cfg, __version__) if self.cfg.homeassistant.enabled else {}
+        for topic in sorted(before - set(now)):
+            self.mqtt.set_retained_topic(topic, b"")  # an empty retained config removes it
+        for topic, payload in now.items():
+            self.mqtt.set_retained_topic(topic, payload)
+        if now or before:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sorted(now)))
+            os.replace(tmp, path)
 
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """Run a long-lived part of the daemon; if it dies, the daemon stops with an error

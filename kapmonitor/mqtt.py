@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,9 @@ class BrokerSettings:
     batch: int = 256
     inflight: int = 64
     protocol: str = "5"
+    # Home Assistant's birth topic (None: not subscribed) and the jitter before re-sending.
+    birth_topic: str | None = None
+    birth_delay_max: float = 5.0
 
 
 class CommandError(Exception):
@@ -139,6 +143,7 @@ class MqttOwner:
         self._outage = 0.0  # length of the offline period before the current connection
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._birth_task: asyncio.Task[None] | None = None
         self._retry_now = asyncio.Event()  # cuts a reconnect backoff short (shutdown)
         self._dirty: set[str] = set()
         self._state_wake = asyncio.Event()
@@ -151,8 +156,11 @@ class MqttOwner:
     # -- retained state ------------------------------------------------------------------
     def set_retained(self, suffix: str, body: dict[str, Any] | bytes) -> None:
         """Remember retained state and publish it soon (coalesced; latest value wins)."""
-        topic = self.topic(suffix)
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.set_retained_topic(self.topic(suffix), data)
+
+    def set_retained_topic(self, topic: str, data: bytes) -> None:
+        """The same for a topic outside the base topic (Home Assistant discovery)."""
         if self.retained.get(topic) == data:
             return
         self.retained[topic] = data
@@ -232,6 +240,8 @@ class MqttOwner:
             )
         else:  # 3.1.1: only retained requests replayed at subscribe time show the flag
             await client.subscribe(self.topic("bridge/request/#"), qos=1)
+        if self.s.birth_topic:
+            await client.subscribe(self.s.birth_topic, qos=1)
         self.connected.set()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._commands(client))
@@ -270,6 +280,9 @@ class MqttOwner:
         prefix = self.topic("bridge/request/")
         async for message in client.messages:
             topic = str(message.topic)
+            if topic == self.s.birth_topic:
+                self._on_birth(message.payload)
+                continue
             if not topic.startswith(prefix):
                 continue
             name = topic[len(prefix):]
@@ -287,6 +300,21 @@ class MqttOwner:
             await client.publish(
                 self.topic(f"bridge/response/{name}"), json.dumps(response).encode(), qos=1
             )
+
+    def _on_birth(self, payload: Any) -> None:
+        """Home Assistant came (back) online: after a random delay, so that many bridges do
+        not answer at once, re-send discovery and every retained state topic."""
+        if payload not in (b"online", "online"):
+            return
+        if self._birth_task is not None and not self._birth_task.done():
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(random.uniform(0.0, self.s.birth_delay_max))
+            log.info("Home Assistant is online: re-sending discovery and retained state")
+            await self.republish()
+
+        self._birth_task = asyncio.create_task(later(), name="ha-birth")
 
     # -- the outbox drain -----------------------------------------------------------------
     async def _drain(self, client: aiomqtt.Client) -> None:
