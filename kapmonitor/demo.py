@@ -40,6 +40,7 @@ class BedView:
     devices: dict[str, str] = field(default_factory=dict)
     alarms: list[dict[str, Any]] = field(default_factory=list)
     phase: str | None = None
+    news2: int | None = None
     readings: int = 0
     alerts: int = 0
 
@@ -74,6 +75,8 @@ class ClinicView:
                 bed.alarms = list(payload.get("active", payload.get("alarms", [])))
             elif kind == "session":
                 bed.phase = payload.get("phase")
+                news2 = payload.get("news2")
+                bed.news2 = news2.get("total") if isinstance(news2, dict) else None
             elif kind == "alert":
                 bed.alerts += 1
                 self.last_alerts.append(
@@ -104,7 +107,7 @@ def render_rich(view: ClinicView, sim_minutes: float, info: BrokerInfo) -> Any:
     table = Table(title=f"kapmonitor virtual clinic — simulated time {sim_minutes:5.1f} min",
                   expand=True)
     for col in ("Bed", "Phase", "SpO2 %", "PR /min", "HR /min", "NIBP mmHg", "RR /min",
-                "Alarms", "Devices"):
+                "NEWS2", "Alarms", "Devices"):
         table.add_column(col)
     for bed_id, b in view.beds.items():
         v = b.vitals
@@ -119,7 +122,7 @@ def render_rich(view: ClinicView, sim_minutes: float, info: BrokerInfo) -> Any:
             "yellow" if b.alarms else "")
         table.add_row(f"{bed_id} {b.label}", b.phase or "–", _fmt(v, "spo2"),
                       _fmt(v, "pulse_rate"), _fmt(v, "heart_rate"), nibp, _fmt(v, "resp_rate"),
-                      alarms, devs, style=style)
+                      "–" if b.news2 is None else str(b.news2), alarms, devs, style=style)
     bridge = view.bridge
     footer = Text(
         f"broker {info.host}:{info.port} ({info.kind}) · bridge {bridge.get('state', '?')} · "
@@ -140,7 +143,8 @@ def render_plain(view: ClinicView, sim_minutes: float) -> str:
         lines.append(
             f"  {bed_id}: phase={b.phase or '-'} SpO2={_fmt(v, 'spo2')} "
             f"PR={_fmt(v, 'pulse_rate')} HR={_fmt(v, 'heart_rate')} "
-            f"NIBP={_fmt(v, 'nibp_sys')}/{_fmt(v, 'nibp_dia')} alarms={alarms} "
+            f"NIBP={_fmt(v, 'nibp_sys')}/{_fmt(v, 'nibp_dia')} "
+            f"NEWS2={'-' if b.news2 is None else b.news2} alarms={alarms} "
             f"devices={','.join(f'{d}:{s}' for d, s in sorted(b.devices.items()))}"
         )
     return "\n".join(lines)

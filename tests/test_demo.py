@@ -48,6 +48,9 @@ def test_view_model_follows_topics() -> None:
     view.feed("kapmonitor/demo/bed/bed1/reading", {"metric": "spo2"})
     assert view.beds["bed1"].devices == {"ox": "stale"}
     assert view.beds["bed1"].vitals["spo2"]["value"] == 91.0 and view.readings == 1
+    view.feed("kapmonitor/demo/bed/bed1/session", {"phase": "peak", "news2": {"total": 4}})
+    assert view.beds["bed1"].phase == "peak" and view.beds["bed1"].news2 == 4
+    assert "NEWS2=4" in __import__("kapmonitor.demo").demo.render_plain(view, 1.0)
 
 
 async def test_embedded_broker_fallback(tmp_path: Path) -> None:
