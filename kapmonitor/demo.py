@@ -172,7 +172,8 @@ async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> No
     start a session on every bed, take two baseline blood pressures 5 minutes apart, give the
     dose when the virtual patients get it, and answer every "BP due" prompt with ``bp/measure``
     (beds whose cuff cannot be started remotely keep the prompt: someone must press the
-    button)."""
+    button). A patient whose blood pressure alarms complains of a headache, which the clinician
+    enters (``session/symptom``) and clears once the BP alarms are gone."""
 
     async def say(command: str, body: dict[str, Any]) -> bool:
         reply = await daemon.router.handle(command, json.dumps(body).encode(), False)
@@ -192,6 +193,7 @@ async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> No
                                     "risk_flags": flags})
         await say("bp/measure", {"bed": bed})
     answered: set[tuple[str, str, float]] = set()
+    headache: set[str] = set()
     second_baseline = dosed = False
     while True:
         await asyncio.sleep(0.5)
@@ -206,6 +208,17 @@ async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> No
         if daemon.alarms is None:
             continue
         for bed in beds:
+            bp_alarm = any(a["metric"] == "nibp_sys" and a["kind"] == "physiological"
+                           and a["rule"] != "bp_with_symptom"
+                           for a in daemon.alarms.engine.active_alarms(bed)["alarms"])
+            if bp_alarm and bed not in headache:
+                headache.add(bed)
+                await say("session/symptom", {"bed": bed, "symptom": "severe_headache",
+                                              "by": "demo clinician"})
+            elif not bp_alarm and bed in headache:
+                headache.discard(bed)
+                await say("session/symptom_clear", {"bed": bed, "all": True,
+                                                    "by": "demo clinician"})
             for item in daemon.alarms.engine.session_state(bed).get("bp_checklist", []):
                 key = (bed, item["name"], item["due_at"])
                 if item.get("announced") and not item.get("done_at") and key not in answered:
