@@ -435,7 +435,9 @@ class MqttOwner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.connected.wait(), reconnect_for)
         self._stopping = True
-        if self._client is not None and self.connected.is_set():
+        client = self._client
+        said_goodbye = False
+        if client is not None and self.connected.is_set():
             self.outbox.flush()
             deadline = time.monotonic() + flush_for
             while self.outbox.depth() > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
@@ -444,16 +446,27 @@ class MqttOwner:
                 await asyncio.wait_for(self.publish_bridge_state("offline", "shutdown"), 1.0)
             except (TimeoutError, aiomqtt.MqttError) as exc:
                 log.warning("could not publish offline/shutdown: %r", exc)
+            # Say goodbye ourselves rather than through task cancellation, whose timing we do
+            # not control: the DISCONNECT is queued behind offline/shutdown, and the broker then
+            # discards the will, so `lost` can no longer overwrite `shutdown`. The session ends
+            # by itself once the broker closes the connection.
+            paho = client._client  # the wrapped paho client (aiomqtt 2.x, pinned <3)
+            said_goodbye = paho.disconnect() == 0
+            if not said_goodbye:
+                log.warning("could not send DISCONNECT to the broker")
+        self._retry_now.set()  # a reconnect backoff ends now and the loop sees _stopping
         if task is None or task.done():
             return
-        # Cancelling the session makes aiomqtt send DISCONNECT (which discards the will) and
-        # wait for the broker to close. A broker that never does gets a second cancel.
-        for grace in (2.0, 0.5):
-            task.cancel()
-            await asyncio.wait({task}, timeout=grace)
+        if said_goodbye:
+            await asyncio.wait({task}, timeout=2.0)
+        # A broker that never closes (or no connection at all): cancel, twice if need be.
+        for grace in (1.0, 0.5):
             if task.done():
                 return
-        log.warning("the MQTT connection did not close cleanly")
+            task.cancel()
+            await asyncio.wait({task}, timeout=grace)
+        if not task.done():
+            log.warning("the MQTT connection did not close cleanly")
 
 
 def _only_mqtt_errors(exc: BaseException) -> bool:
