@@ -73,12 +73,22 @@ class Outbox:
         for lane, n in self._db.execute("SELECT lane, COUNT(*) FROM outbox GROUP BY lane"):
             self.counts[int(lane)] = int(n)
         self.dropped = 0
+        self.closed = False
+        self.refused_after_close = 0  # late messages during shutdown (e.g. transport callbacks)
         self._dropped_upto = 0  # every reading id up to this was dropped by the quota
 
     # -- producing -------------------------------------------------------------------------
     def put(self, lane: int, topic: str, payload: bytes, created: float) -> None:
         """Queue a message. Alerts are committed immediately and durably; readings by the end
         of this event-loop iteration."""
+        if self.closed:
+            # The daemon stops its producers before closing; a transport callback can still
+            # deliver a last reading. Count it and say so once, never crash the shutdown.
+            self.refused_after_close += 1
+            if self.refused_after_close == 1:
+                log.warning("outbox closed: a message for %s arrived during shutdown and was "
+                            "not stored", topic)
+            return
         if lane == LANE_ALERT:
             self.flush()  # keep id order: earlier readings first
             self._db.execute("PRAGMA synchronous=FULL")
@@ -103,7 +113,7 @@ class Outbox:
     def flush(self) -> None:
         """Write queued readings in one transaction and enforce the reading quota."""
         self._flush_scheduled = False
-        if not self._pending:
+        if not self._pending or self.closed:
             return
         rows, self._pending = self._pending, []
         with self._tx():
@@ -168,8 +178,8 @@ class Outbox:
             self.counts[row.lane] -= 1
 
     def commit_acks(self) -> None:
-        if not self._acked:
-            return
+        if not self._acked or self.closed:
+            return  # after close, unacked rows stay and are re-sent after the restart
         ids, self._acked = self._acked, []
         with self._tx():
             # Acks come back nearly in id order: delete whole runs of ids at once.
@@ -185,8 +195,11 @@ class Outbox:
         return None if row is None or row[0] is None else float(row[0])
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.flush()
         self.commit_acks()
+        self.closed = True
         self._db.close()
 
 

@@ -81,3 +81,25 @@ def test_acks_out_of_order_delete_exactly_the_acked_rows(tmp_path: Path) -> None
     left = [r.payload for r in ob.fetch(LANE_READING, 0, 100)]
     assert left == [f'{{"i":{i}}}'.encode() for i in range(20) if i not in {0, 1, 2, 3, 5, 9,
                                                                            10, 17}]
+
+
+async def test_late_messages_after_close_are_counted_not_crashing(tmp_path: Path) -> None:
+    """A transport callback can deliver a reading after the daemon closed the outbox during
+    shutdown: it is refused and counted; what was stored before stays, unacked rows too."""
+    ob = Outbox(tmp_path / "o.db")
+    ob.put(LANE_READING, "t/r", b'{"i":1}', 1.0)
+    await asyncio.sleep(0)  # the batched write
+    (row,) = ob.fetch(LANE_READING, 0, 10)
+    ob.ack(row)  # acked by the broker but not yet committed when the stop comes…
+    ob.put(LANE_READING, "t/r", b'{"i":2}', 2.0)
+    ob.close()  # …close commits both the write and the ack
+    ob.put(LANE_READING, "t/r", b'{"i":3}', 3.0)  # scheduled flush must not touch the db
+    ob.put(LANE_ALERT, "t/a", b'{"a":1}', 3.0)
+    ob.ack(row)
+    ob.commit_acks()
+    await asyncio.sleep(0)
+    ob.close()
+    assert ob.refused_after_close == 2
+    again = Outbox(tmp_path / "o.db")
+    assert [r.payload for r in again.fetch(LANE_READING, 0, 10)] == [b'{"i":2}']
+    assert again.counts == {LANE_ALERT: 0, LANE_READING: 1}
