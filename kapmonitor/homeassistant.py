@@ -159,7 +159,7 @@ def discovery(cfg: Config, version: str) -> dict[str, bytes]:
     out[f"{ha.discovery_prefix}/device/{node_ids}/config"] = {
         "device": {
             "identifiers": [node_ids],
-            "name": f"kapmonitor {cfg.node.site} {node}".replace("  ", " "),
+            "name": " ".join(part for part in ("kapmonitor", cfg.node.site, node) if part),
             "manufacturer": "kapmonitor",
             "model": "vitals bridge",
             "sw_version": version,

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from conftest import Broker, subscribe
 from daemon_util import running
+from test_serial_drivers import simulator
 
-from kapmonitor.clock import ScaledClock
 from simulators.physiology import Patient
 from simulators.serial.devices import make_model
 from simulators.serial.links import Link, PtyLink, TcpLink
@@ -20,20 +18,9 @@ from simulators.serial.runner import Scenario, SerialSimulator
 BASE = "kapmonitor/t1"
 
 
-@contextlib.asynccontextmanager
-async def device(protocol: str, link: Link, scenario: Scenario) -> AsyncIterator[SerialSimulator]:
-    sim = SerialSimulator(
-        make_model(protocol, Patient(seed=3, dose_at=None)), link,
-        clock=ScaledClock(10), scenario=scenario,
-    )
-    await sim.start()
-    task = asyncio.ensure_future(sim.run())
-    try:
-        yield sim
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def device(protocol: str, link: Link, scenario: Scenario
+           ) -> contextlib.AbstractAsyncContextManager[SerialSimulator]:
+    return simulator(make_model(protocol, Patient(seed=3, dose_at=None)), link, scenario, 10)
 
 
 async def test_serial_devices_publish_coded_readings(broker: Broker, tmp_path: Path) -> None:

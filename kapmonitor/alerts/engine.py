@@ -104,6 +104,12 @@ class EndArgs(_Args):
     pass
 
 
+def _one_target(target: str | None, all_: bool, name: str) -> None:
+    """Commands that act on one item or on all of a bed take exactly one of the two."""
+    if (target is None) == (not all_):
+        raise ValueError(f"give either {name} or all=true")
+
+
 class AlertArgs(_Args):
     alert_id: str | None = Field(default=None, description="Alert id (or rule id).")
     all: bool = Field(default=False, description="Every open alert of the bed.")
@@ -111,8 +117,7 @@ class AlertArgs(_Args):
 
     @model_validator(mode="after")
     def _one(self) -> AlertArgs:
-        if (self.alert_id is None) == (not self.all):
-            raise ValueError("give either alert_id or all=true")
+        _one_target(self.alert_id, self.all, "alert_id")
         return self
 
 
@@ -133,9 +138,12 @@ class SymptomClearArgs(_Args):
 
     @model_validator(mode="after")
     def _one(self) -> SymptomClearArgs:
-        if (self.symptom is None) == (not self.all):
-            raise ValueError("give either symptom or all=true")
+        _one_target(self.symptom, self.all, "symptom")
         return self
+
+
+def _symptom_text(symptoms: Mapping[str, Any]) -> str:
+    return ", ".join(name.replace("_", " ") for name in sorted(symptoms))
 
 
 @dataclass
@@ -175,6 +183,7 @@ class AlarmEngine:
         self._last_spo2_alert: dict[str, float] = {}
         self._last_nibp: dict[str, tuple[float, float, float]] = {}  # bed → (t, sys, dia)
         self._symptoms: dict[str, dict[str, dict[str, Any]]] = {}  # bed → symptom → entry
+        self._advisory_due: set[str] = set()  # beds whose symptom advisory a restore owes
         self._news2: dict[str, tuple[float, News2Score]] = {}  # bed → (t, latest score)
         self._rules_by_id = {r.id: r for r in self.compiled.active_rules}
 
@@ -244,9 +253,9 @@ class AlarmEngine:
         for bed in sorted(self.sessions):
             out += self._session_step(bed, t)
         out += self._device_step(t)
-        for bed in sorted(self._symptoms):
-            if self.book.get(bed, "symptom_reported") is None:  # e.g. after a restart
-                out += self._symptom_advisory(bed, t)
+        for bed in sorted(self._advisory_due):  # symptoms restored after a restart
+            out += self._symptom_advisory(bed, t)
+        self._advisory_due.clear()
         out += self.book.tick(t)
         return out
 
@@ -330,11 +339,11 @@ class AlarmEngine:
             return []
         if sys_ < cfg.sys_at_or_above and dia < cfg.dia_at_or_above:
             return []
-        names = ", ".join(s.replace("_", " ") for s in sorted(symptoms))
         return list(self.book.condition_on(
             t, bed, "bp_with_symptom", rule="bp_with_symptom", kind="physiological",
             priority=cfg.priority, metric="nibp_sys", value=sys_,
-            text=f"Blood pressure {sys_:.0f}/{dia:.0f} mmHg with reported symptom: {names}",
+            text=f"Blood pressure {sys_:.0f}/{dia:.0f} mmHg with reported symptom: "
+                 f"{_symptom_text(symptoms)}",
             latch=True,
         ))
 
@@ -342,15 +351,15 @@ class AlarmEngine:
         symptoms = self._symptoms.get(bed)
         if not symptoms:
             return list(self.book.close_channel(t, bed, "symptom_reported"))
-        names = ", ".join(s.replace("_", " ") for s in sorted(symptoms))
+        text = f"Symptom reported: {_symptom_text(symptoms)}"
         a = self.book.get(bed, "symptom_reported")
         if a is not None:
-            a.text = f"Symptom reported: {names}"
+            a.text = text
             return []
         return list(self.book.condition_on(
             t, bed, "symptom_reported", rule="symptom_reported", kind="advisory",
             priority=self.rules.symptoms.reported_priority, metric=None, value=None,
-            text=f"Symptom reported: {names}", latch=False,
+            text=text, latch=False,
         ))
 
     def symptoms(self, bed: str) -> list[dict[str, Any]]:
@@ -757,6 +766,7 @@ class AlarmEngine:
         for bed, entries in data.get("symptoms", {}).items():
             if bed in self.bed_index and entries:
                 self._symptoms[bed] = {str(k): dict(v) for k, v in entries.items()}
+                self._advisory_due.add(bed)  # not latched, so not in the book: raise it anew
                 latched = self.book.get(bed, "bp_with_symptom")
                 if latched is not None:
                     latched.condition = True  # ends with the staff reset, not with new data

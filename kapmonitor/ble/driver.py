@@ -118,3 +118,21 @@ class BleDriver(Driver):
         out = super().info()
         out["match"] = self.match().describe()
         return out
+
+
+class BatteryPoll:
+    """Battery Level read at connect and then every ``every`` seconds, for drivers whose
+    session loop waits on notifications (call :meth:`due` on each turn of the loop)."""
+
+    def __init__(self, driver: BleDriver, every: float) -> None:
+        self.driver = driver
+        self.every = every
+        self.next_at = driver.ctx.clock.monotonic()
+
+    async def due(self, link: GattLink) -> list[DriverEvent]:
+        clock = self.driver.ctx.clock
+        if clock.monotonic() < self.next_at:
+            return []
+        events = await self.driver.battery_events(link)
+        self.next_at = clock.monotonic() + self.every
+        return events

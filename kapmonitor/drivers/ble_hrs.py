@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from kapmonitor.ble.config import BleDeviceConfig
-from kapmonitor.ble.driver import BleDriver
+from kapmonitor.ble.driver import BatteryPoll, BleDriver
 from kapmonitor.ble.link import LinkLost
 from kapmonitor.codecs.base import DecodeError
 from kapmonitor.codecs.gatt import Uuid, decode_heart_rate_measurement, uuid16
@@ -62,12 +62,10 @@ class HrsDriver(BleDriver):
                     extra["sensor_location"] = LOCATIONS.get(raw[0], f"reserved({raw[0]})")
             yield self.connected_status(sighting, **extra)
             await link.subscribe(Uuid.HEART_RATE_MEASUREMENT.uuid)
-            next_battery = self.ctx.clock.monotonic()
+            battery = BatteryPoll(self, cfg.battery_interval)
             while True:
-                if self.ctx.clock.monotonic() >= next_battery:
-                    for ev in await self.battery_events(link):
-                        yield ev
-                    next_battery = self.ctx.clock.monotonic() + cfg.battery_interval
+                for ev in await battery.due(link):
+                    yield ev
                 note = await link.receive(cfg.link_timeout)
                 if note is None:
                     raise LinkLost("the sensor disconnected")

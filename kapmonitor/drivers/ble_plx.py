@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from kapmonitor.ble.driver import BleDriver
+from kapmonitor.ble.driver import BatteryPoll, BleDriver
 from kapmonitor.ble.link import LinkLost
 from kapmonitor.ble.seen import SeenRecords
 from kapmonitor.codecs.base import DecodeError
@@ -84,12 +84,10 @@ class PlxDriver(BleDriver):
             if cfg.fetch_stored and link.has(Uuid.RECORD_ACCESS_CONTROL_POINT.uuid):
                 await link.subscribe(Uuid.RECORD_ACCESS_CONTROL_POINT.uuid)
                 await link.write(Uuid.RECORD_ACCESS_CONTROL_POINT.uuid, racp_report_all_records())
-            next_battery = self.ctx.clock.monotonic()
+            battery = BatteryPoll(self, cfg.battery_interval)
             while True:
-                if self.ctx.clock.monotonic() >= next_battery:
-                    for ev in await self.battery_events(link):
-                        yield ev
-                    next_battery = self.ctx.clock.monotonic() + cfg.battery_interval
+                for ev in await battery.due(link):
+                    yield ev
                 try:
                     note = await link.receive(cfg.link_timeout)
                 except LinkLost:

@@ -1,4 +1,5 @@
-"""Rule §6.3 #3: a staff-entered symptom with BP ≥160/100 → high at once, latched, staff reset."""
+"""The engine channels for rules §6.3 #3 (a staff-entered symptom with BP ≥160/100 → high at
+once, latched, staff reset) and #16 (NEWS2 on the fly)."""
 
 from __future__ import annotations
 
