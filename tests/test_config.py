@@ -11,7 +11,7 @@ import pytest
 from kapmonitor.cli import main
 from kapmonitor.config import ConfigError, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parent.parent
 
 GOOD = """
 state_dir = "{state}"

@@ -29,7 +29,7 @@ document, so it was verified):
   state, battery %, battery mV u16, 4 reserved) followed by RtWave (type u8, 20 type-specific
   bytes, optional wave). The same document lists RT_DATA's response as 32 bytes, which is
   9 + 1 + 20 + 2 of the SDK layout; kapmonitor follows the SDK.
-  See tests/test_codec_viatom.py::test_bp2_rt_layout_follows_vendor_sdk_not_protocol_md.
+  See tests/codecs/test_viatom.py::test_bp2_rt_layout_follows_vendor_sdk_not_protocol_md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Writes the hand-made scenario traces in this folder (``python tests/traces/generate.py``).
 
 Each trace is a small story told in the replay CSV format (t,bed,name,value). The scenario
-tests (tests/test_alerts_scenarios.py) read the committed CSV files; this script documents how
+tests (tests/alerts/test_scenarios.py) read the committed CSV files; this script documents how
 they were made and regenerates them bit for bit (fixed seeds, values rounded to 0.1).
 """
 
