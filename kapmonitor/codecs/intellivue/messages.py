@@ -628,6 +628,12 @@ def encode_message(m: Message) -> bytes:
             return _spdu(Spdu.DISCONNECT, b"", _PRES_RELEASE_RSP)
         case Abort():
             return _spdu(Spdu.ABORT, _SESSION_ABORT, _PRES_ABORT)
+    return _encode_data_export(m)
+
+
+def _encode_data_export(m: Message) -> bytes:
+    """The ROSE-level (data export) messages of :func:`encode_message`."""
+    match m:
         case MdsCreateEvent():
             create = m.mds.encode() + encode_attribute_list(m.attributes)
             arg = (m.source.encode() + _u32(m.event_time) + _u16(NOM_NOTI_MDS_CREAT)
