@@ -117,21 +117,18 @@ def _lines_of_file_or_self(item: str) -> list[str]:
         return fh.read().splitlines()
 
 
-def cmd_decode(args: argparse.Namespace) -> int:
-    from kapmonitor.codecs.base import Note, Problem
-    from kapmonitor.codecs.registry import protocols
-    from kapmonitor.model import Measurement
+class _DecodeOutput:
+    """Prints decoder output: one JSON object per reading on stdout, other content as
+    ``{"note": …}``, problems as one stderr line each (which make the exit code 1)."""
 
-    table = protocols()
-    spec = table.get(args.protocol)
-    if spec is None:
-        print(f"unknown protocol {args.protocol!r}; known: {', '.join(table)}", file=sys.stderr)
-        return 2
-    decoder = spec.make()
-    failed = False
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+        self.failed = False
 
-    def emit(outputs: Sequence[object]) -> None:
-        nonlocal failed
+    def emit(self, outputs: Sequence[object]) -> None:
+        from kapmonitor.codecs.base import Note, Problem
+        from kapmonitor.model import Measurement
+
         for out in outputs:
             if isinstance(out, Measurement):
                 print(json.dumps(out.to_json(), default=str))
@@ -140,43 +137,58 @@ def cmd_decode(args: argparse.Namespace) -> int:
                 # "one JSON object per reading" can skip it.
                 print(json.dumps({"note": out.data}, default=str))
             elif isinstance(out, Problem):
-                print(f"{args.protocol}: {out.message}", file=sys.stderr)
-                failed = True
+                self.problem(out.message)
+
+    def problem(self, message: str) -> None:
+        print(f"{self.protocol}: {message}", file=sys.stderr)
+        self.failed = True
+
+
+def _hex_chunk(item: str, n: int, out: _DecodeOutput) -> bytes | None:
+    """One hex argument or line as bytes; None (reported) when it is not hex or empty."""
+    text = "".join(item.split())
+    if text.lower().startswith("0x"):
+        text = text[2:]
+    if not text:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        out.problem(f"chunk {n}: not hex: {item.strip()[:60]!r}")
+        return None
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from kapmonitor.codecs.registry import protocols
+
+    table = protocols()
+    spec = table.get(args.protocol)
+    if spec is None:
+        print(f"unknown protocol {args.protocol!r}; known: {', '.join(table)}", file=sys.stderr)
+        return 2
+    decoder = spec.make()
+    out = _DecodeOutput(args.protocol)
 
     if spec.input == "text":
-        chunks_text = args.data or []
-        if not chunks_text:
-            chunks_text = [sys.stdin.read()]
-        for item in chunks_text:
+        for item in args.data or [sys.stdin.read()]:
             if os.path.isfile(item):
                 with open(item, "rb") as fh:
-                    emit(decoder.feed(fh.read()))
+                    out.emit(decoder.feed(fh.read()))
             else:
-                emit(decoder.feed(item.encode("utf-8", "surrogateescape")))
-        emit(decoder.close())
-        return 1 if failed else 0
+                out.emit(decoder.feed(item.encode("utf-8", "surrogateescape")))
+        out.emit(decoder.close())
+        return 1 if out.failed else 0
 
     items: list[str] = list(args.data) if args.data else [ln.rstrip("\r\n") for ln in sys.stdin]
     # A file argument (a saved capture) stands for its lines, as if piped to stdin.
     items = [line for item in items for line in _lines_of_file_or_self(item)]
     for n, item in enumerate(items, 1):
         if spec.input == "line":
-            emit(decoder.feed(item.encode("latin-1", "replace")))
-            continue
-        text = "".join(item.split())
-        if text.lower().startswith("0x"):
-            text = text[2:]
-        if not text:
-            continue
-        try:
-            chunk = bytes.fromhex(text)
-        except ValueError:
-            print(f"{args.protocol}: chunk {n}: not hex: {item.strip()[:60]!r}", file=sys.stderr)
-            failed = True
-            continue
-        emit(decoder.feed(chunk))
-    emit(decoder.close())
-    return 1 if failed else 0
+            out.emit(decoder.feed(item.encode("latin-1", "replace")))
+        elif (chunk := _hex_chunk(item, n, out)) is not None:
+            out.emit(decoder.feed(chunk))
+    out.emit(decoder.close())
+    return 1 if out.failed else 0
 
 
 # -- delegated subcommands -----------------------------------------------------------------
