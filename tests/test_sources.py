@@ -34,8 +34,14 @@ IDENTIFIER = re.compile(
 OUTSIDE_PATHS = ("shared" + "/reference", ".." + "/shared")
 # The team notes beside the repository; none of these files exists in it.
 NOTE_NAMES = re.compile(r"(?<![\w/.-])(?:ble|serial|mqtt)\.md\b")
-# "alarms.md §6.3": a section of the team's alarm note (docs/alarms.md has no numbered sections).
+# A section sign after "alarms.md" means the team's alarm note: docs/alarms.md has no numbered
+# sections.
 NOTE_SECTION = re.compile(r"alarms\.md,?\s*" + "\N{SECTION SIGN}")
+# Any other numbered section must follow the document it belongs to (RFC 1662, a third-party
+# PROTOCOL.md, an IEC clause) within a few lines; a bare one is a section of a team note.
+SECTION_NUMBER = re.compile("\N{SECTION SIGN}" + r"\s?\d")
+NAMED_DOCUMENT = re.compile(r"\bRFC \d+|[\w-]+(?<!alarms)\.md\b|\bIEC [\d-]+|\bclause\b")
+LOOKBACK = 160
 
 
 @cache
@@ -108,3 +114,14 @@ def test_no_file_cites_notes_outside_the_repository() -> None:
 def test_alarm_docs_point_at_sources() -> None:
     text = (ROOT / "docs" / "alarms.md").read_text(encoding="utf-8")
     assert "docs/sources.md" in text
+
+
+def test_section_numbers_name_their_document() -> None:
+    bare: list[str] = []
+    for name, text in tracked_texts().items():
+        for m in SECTION_NUMBER.finditer(text):
+            if not NAMED_DOCUMENT.search(text[max(0, m.start() - LOOKBACK) : m.start()]):
+                lineno = text.count("\n", 0, m.start()) + 1
+                line = text.splitlines()[lineno - 1].strip()
+                bare.append(f"{name}:{lineno}: {line[:100]}")
+    assert not bare, "section numbers without their document (a team note?):\n" + "\n".join(bare)
