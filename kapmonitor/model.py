@@ -5,9 +5,9 @@ device supervisor stamps it into a :class:`Reading` (bed, device, host receive t
 The metric vocabulary below is public interface: names, canonical units and codes are what
 consumers of the MQTT topics see.
 
-Codes follow shared/reference/alarms.md §5.1 (IEEE 11073-10101 32-bit codes = partition × 65536
-+ term, LOINC, UCUM). Where the reference marks a code "(verify)" or gives none, the entry says so
-in ``note`` and docs/readings.md lists it.
+Codes follow ISO/IEEE 11073-10101 (32-bit codes = partition × 65536 + term), LOINC and UCUM
+(docs/sources.md [P17]–[P19]). Where a code is not yet verified or none is assigned, the entry
+says so in ``note`` and docs/readings.md lists it.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ METRICS: dict[str, MetricInfo] = {
         ),
         MetricInfo(
             "perfusion_index", "%", 150488, "MDC_BLD_PERF_INDEX", "61006-3", "Perfusion index",
-            (0, 100), note="LOINC 61006-3 marked (verify) in the reference",
+            (0, 100), note="LOINC 61006-3 not yet verified",
         ),
         MetricInfo(
             "resp_rate", "/min", 151562, "MDC_RESP_RATE", "9279-1", "Respiration rate", (0, 150)

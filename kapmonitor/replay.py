@@ -16,7 +16,7 @@ sensor off; NIBP parts with the same ``t`` form one measurement) or an event:
 * ``session_end``;
 * ``ack`` — ``value`` is ``all`` (every open alert of the bed), an alert id or a rule id;
 * ``pause`` — audio-pause every open alert of the bed; ``value`` is seconds or empty;
-* ``symptom`` — a staff-entered symptom (rule §6.3 #3); ``value`` is its name, e.g.
+* ``symptom`` — a staff-entered symptom (``bp_with_symptom``); ``value`` is its name, e.g.
   ``chest_pain``;
 * ``symptom_clear`` — the staff reset; ``value`` is a symptom name, or empty for all.
 

@@ -1,5 +1,5 @@
 """A bedside monitor that pushes HL7 ORU^R01 vitals over MLLP, like a GE B-series (IHE PCD-01),
-a Philips Efficia (LAN export) or a Mindray gateway does (shared/reference/serial.md §2.6).
+a Philips Efficia (LAN export) or a Mindray gateway does (docs/sources.md [P15], [P16]).
 
 It samples :class:`~simulators.physiology.Patient`, sends one report every ``interval`` seconds
 (NIBP measured every ``nibp_every`` seconds and repeated, with its measurement time in OBX-14,

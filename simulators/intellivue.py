@@ -1,6 +1,6 @@
 """A byte-accurate Philips IntelliVue monitor on the MIB/RS-232 data export port.
 
-It speaks the protocol of shared/reference/serial.md §2.1 (state machine of §2.1.9) through the
+It speaks the protocol in docs/sources.md [P10] (modelled on mindleaving's simulator) through the
 codec's encoders: waits for an association request, accepts it (or refuses while another host
 holds the association), sends the MDS-create event report, answers single and extended numeric
 polls from a :class:`~simulators.physiology.Patient` (periodic extended replies at 1 s while a
@@ -97,7 +97,7 @@ def _label(physio: int) -> int:
 
 
 def association_timeout(min_poll_period_s: float) -> float:
-    """How long the monitor waits for the host before it aborts (serial.md §2.1.8)."""
+    """How long the monitor waits for the host before it aborts [P10]."""
     if min_poll_period_s <= 3.3:
         return 10.0
     if min_poll_period_s <= 43.0:

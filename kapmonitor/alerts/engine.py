@@ -24,7 +24,7 @@ Commands (args are validated, unknown fields rejected):
 * ``session/end`` {bed}
 * ``alert/ack`` {bed, alert_id? | all: true, by?} — ``alert_id`` may also be a rule id
 * ``alert/pause`` {bed, alert_id? | all: true, seconds?, by?} — AUDIO PAUSED, time-limited
-* ``session/symptom`` {bed, symptom, note?, by?} — a staff-entered symptom (rule §6.3 #3)
+* ``session/symptom`` {bed, symptom, note?, by?} — a staff-entered symptom (``bp_with_symptom``)
 * ``session/symptom_clear`` {bed, symptom? | all: true, by?} — the staff reset of that rule
 
 Engine technical channels (besides the rule set): ``nibp_invalid``, ``bp_overdue``,
@@ -325,7 +325,7 @@ class AlarmEngine:
                 }))
         return out
 
-    # -- staff-entered symptoms (rule §6.3 #3) -------------------------------------------------
+    # -- staff-entered symptoms (bp_with_symptom) ---------------------------------------------
     def _symptom_bp(self, bed: str, t: float) -> list[Event]:
         """Raise ``bp_with_symptom`` when a symptom is active and the last NIBP qualifies."""
         cfg = self.rules.symptoms
@@ -480,7 +480,7 @@ class AlarmEngine:
         return out
 
     def _news2_step(self, bed: str, t: float) -> list[Event]:
-        """Rule §6.3 #16: score NEWS2 every ``every_s``; alerts only in the configured phases."""
+        """NEWS2 channels: score NEWS2 every ``every_s``; alerts only in the configured phases."""
         cfg = self.rules.news2
         s = self.sessions[bed]
         if not cfg.enabled or s.phase == "ended":

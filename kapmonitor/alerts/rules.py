@@ -391,7 +391,7 @@ class RiskFlag(_Model):
 
 
 class Symptoms(_Model):
-    """Rule §6.3 #3: a staff-entered symptom together with a raised blood pressure.
+    """``bp_with_symptom``: a staff-entered symptom together with a raised blood pressure.
 
     A dissociated patient may not report a hypertensive emergency by themselves; staff enter
     what they observe or hear (``session/symptom``). The engine raises ``bp_with_symptom`` when
@@ -422,7 +422,7 @@ class Symptoms(_Model):
 
 
 class News2Rule(_Model):
-    """Rule §6.3 #16: NEWS2 computed on the fly (room air, SpO2 scale 1) as a secondary
+    """NEWS2 channels: NEWS2 computed on the fly (room air, SpO2 scale 1) as a secondary
     composite (``kapmonitor/alerts/news2.py``).
 
     Every ``every_s`` during a session the engine scores the current SpO2, HR (pulse), RR and

@@ -2,7 +2,7 @@
 
 ``scan`` listens for advertisements and lists the devices a BLE driver can handle, each with a
 ``[[devices]]`` snippet to paste into the config. ``pair`` bonds with a device that needs it:
-bleak's BlueZ ``pair()`` registers no pairing agent (shared/reference/ble.md §4.3), so we export
+bleak's BlueZ ``pair()`` registers no pairing agent (docs/sources.md [P8]), so we export
 our own ``org.bluez.Agent1`` over D-Bus (dbus-fast, which bleak already uses) and ask the
 operator for the passkey when the device shows one.
 """

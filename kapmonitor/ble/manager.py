@@ -1,6 +1,6 @@
 """The BLE adapter manager: one scanner, one connect at a time, a fresh client per connection.
 
-These are the patterns that keep bleak on BlueZ healthy (shared/reference/ble.md §0.5, §4.3):
+These are the patterns that keep bleak on BlueZ healthy (docs/sources.md [P8]):
 
 * **One scanner** per daemon, always unfiltered, feeding every driver that waits for its device.
   Two discovery sessions at once give ``org.bluez.Error.InProgress``; so does a ``BleakClient``

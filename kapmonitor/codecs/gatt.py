@@ -2,13 +2,13 @@
 
 Covers Blood Pressure (0x2A35, 0x2A36, 0x2A49), Heart Rate (0x2A37), Pulse Oximeter (0x2A5E,
 0x2A5F, 0x2A60), Record Access Control Point (0x2A52), Battery Level (0x2A19) and the time
-characteristics (0x2A08 Date Time, 0x2A2B Current Time). Layouts: shared/reference/ble.md §1.
+characteristics (0x2A08 Date Time, 0x2A2B Current Time). Layouts: docs/sources.md [P1].
 
 Each ``decode_*`` returns a frozen dataclass holding every field the message carries (flags,
 status bits, user id, timestamps; SFLOAT fields are ``float`` or a :class:`Special`), each record
 has ``encode()`` (used by the BLE simulator) and, where it carries vitals, ``to_measurements()``.
 Malformed input raises :class:`DecodeError` naming the problem; reserved flag bits are kept, not
-rejected (a real cuff sets them, ble.md §2 vector 6).
+rejected (a real cuff sets them: [P3] vector #6).
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def _reserved_bits(value: int, names: Mapping[int, str], width: int) -> int:
 class DateTime:
     """Date Time (0x2A08): the 7-byte timestamp inside BPM and PLX records. No time zone.
 
-    0 in year/month/day means "unknown" (ble.md §1.4). Out-of-range fields are kept as received
+    0 in year/month/day means "unknown" [P1]. Out-of-range fields are kept as received
     (a wrong clock must not throw away a blood pressure); :meth:`to_datetime` is None for them.
     """
 

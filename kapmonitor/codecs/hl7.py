@@ -1,7 +1,7 @@
 """HL7 v2 ORU^R01 vitals (IHE PCD-01) over MLLP, sans-IO.
 
 Bedside and vital-signs monitors (GE B-series, Philips Efficia, Mindray via its gateway) export
-periodic ``ORU^R01`` reports over MLLP/TCP (shared/reference/serial.md §2.6, alarms.md §5.3).
+periodic ``ORU^R01`` reports over MLLP/TCP (docs/sources.md [P15], [P16]).
 This module holds everything that is bytes and text, and nothing that waits or talks:
 
 * :class:`MllpDeframer` — ``0x0B`` … ``0x1C 0x0D`` framing with resync and a size limit;
@@ -445,7 +445,7 @@ class Nomenclature:
     note: str = ""
 
 
-# Observation codes → metric (alarms.md §5.1, serial.md §2.0/§2.1.6/§2.6.3). Several codes may
+# Observation codes → metric ([P17], [P10], [P16] in docs/sources.md). Several codes may
 # map to one metric: vendors pick different pulse/respiration variants for the same vital.
 OBSERVATION_CODES: dict[int, Nomenclature] = {
     n.code: n
@@ -473,7 +473,7 @@ OBSERVATION_CODES: dict[int, Nomenclature] = {
 }
 _BY_REF_ID = {n.ref_id: n for n in OBSERVATION_CODES.values()}
 
-# LOINC → metric (alarms.md §5.1). 8867-4 is generic heart rate.
+# LOINC → metric [P18]. 8867-4 is generic heart rate.
 LOINC_CODES: dict[str, str] = {
     "59408-5": "spo2",
     "2708-6": "spo2",
@@ -999,7 +999,7 @@ _CONTAINMENT = {
     "heart_rate": "1.5.1", "spo2": "1.3.1", "pulse_rate": "1.3.1", "perfusion_index": "1.3.1",
     "nibp_sys": "1.4.1", "nibp_dia": "1.4.1", "nibp_mean": "1.4.1", "resp_rate": "1.5.2",
 }
-# Philips Efficia MDIL: partition-term hex, label, unit code, unit label (serial.md §2.6.3).
+# Philips Efficia MDIL: partition-term hex, label, unit code, unit label [P16].
 _MDIL_CODES: dict[str, tuple[str, str, str, str]] = {
     "spo2": ("0002-4bb8", "SpO2", "0004-0220", "%"),
     "pulse_rate": ("0002-480a", "Pulse", "0004-0aa0", "bpm"),

@@ -1,7 +1,7 @@
 """Viatom / Wellue / Lepu BLE frames: the "oxy" oximeter protocol (O2Ring class) and the Lepu
 protocol V2 used by the BP2 / LP-BP2W blood-pressure monitor. Decoders, encoders, deframer.
 
-Both families share one GATT service (shared/reference/ble.md §3.3) and a 7-byte header with the
+Both families share one GATT service (docs/sources.md [P6], [P7]) and a 7-byte header with the
 payload length at offset 5, followed by the payload and a CRC-8 (poly 0x07, init 0) over
 everything before it:
 
@@ -13,7 +13,7 @@ can only be interpreted with the request it answers: :class:`ViatomStreamDecoder
 (a driver calls :meth:`ViatomStreamDecoder.expect`; in a captured stream the request frame does
 it). Lepu V2 frames carry their command and are self-describing.
 
-Layout checks against public code (ble.md §3.3 marks the BP2 layout as one reverse-engineering
+Layout checks against public code ([P7]: the BP2 layout rests on one reverse-engineering
 document, so it was verified):
 
 * oxy framing, the legacy 0x17 sensor payload and CRC: home-health-hub/viatom-o2ring-ble
@@ -94,7 +94,7 @@ class LepuCmd(enum.IntEnum):
     GET_INFO = 0x00
     GET_CONFIG = 0x06
     RT_DATA = 0x08
-    # Both inflate the cuff on the patient's arm (ble.md §1.9): only the remote-start driver,
+    # Both inflate the cuff on the patient's arm [P7]: only the remote-start driver,
     # under an explicit schedule/command and allow_remote_start, may build them.
     START_MEASUREMENT = 0x09
     START_MEASUREMENT_ALT = 0x0A

@@ -1,7 +1,7 @@
 """``serial-intellivue``: Philips IntelliVue MP/MX monitors over the MIB/RS-232 data export port.
 
 Set the monitor's MIB/RS-232 port to "data export" at 115200 (or 19200) baud in configuration
-mode (shared/reference/serial.md §2.1.1). The monitor says nothing until a host associates, and
+mode (docs/sources.md [P10]). The monitor says nothing until a host associates, and
 drops the association when the host goes quiet, so one session is:
 
 1. open the port and send an association request (repeated every ``associate_retry`` s until

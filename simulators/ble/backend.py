@@ -214,7 +214,7 @@ class SimBleakClient(BaseBleakClient):
             raise BleakError(f"characteristic {characteristic.uuid} is not readable")
         value = link.peripheral.on_read(characteristic.uuid)
         if characteristic.uuid in link.subscriptions:
-            # BlueZ StartNotify side effect (ble.md §1.2): a read of a subscribed
+            # BlueZ StartNotify side effect [P8]: a read of a subscribed
             # characteristic is also delivered to the notification callback.
             link.deliver(characteristic.uuid, value)
         return bytearray(value)

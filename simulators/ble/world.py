@@ -11,7 +11,7 @@ Radio behaviour modelled here, because the drivers must survive it:
 * peripheral-initiated disconnects (a cuff ending its session) reach the central at once;
 * a link that dies silently (out of range, battery pulled) is reported to the central only after
   ``supervision_timeout`` — or never when ``report_lost_link`` is False, which is what BlueZ
-  sometimes does (shared/reference/ble.md §4.3);
+  sometimes does (docs/sources.md [P8]);
 * GATT operations on a dead link fail after an ATT timeout.
 
 All waiting goes through the world's :class:`~kapmonitor.clock.Clock`, so a demo can run fast.

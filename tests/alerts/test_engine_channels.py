@@ -1,5 +1,5 @@
-"""The engine channels for rules §6.3 #3 (a staff-entered symptom with BP ≥160/100 → high at
-once, latched, staff reset) and #16 (NEWS2 on the fly)."""
+"""The engine channels bp_with_symptom (a staff-entered symptom with BP ≥160/100 → high at
+once, latched, staff reset) and news2_* (NEWS2 on the fly)."""
 
 from __future__ import annotations
 
@@ -145,7 +145,7 @@ def test_symptoms_survive_a_restart() -> None:
     assert fresh.active_alarms("bed1")["count"] == 0
 
 
-# -- rule §6.3 #16: NEWS2 on the fly -------------------------------------------------------------
+# -- news2_total / news2_parameter: NEWS2 on the fly ---------------------------------------------
 
 def dosed(c: Clinic, **vitals: float) -> None:
     c.cmd("session/start", bed="bed1", profile="ketamine")

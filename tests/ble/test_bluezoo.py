@@ -7,7 +7,7 @@ dbus-fast): a 0x1810 cuff whose 0x2A35 is indicate-only. bleak on hci0 scans by 
 connects, subscribes and receives the indications, which the GATT codec decodes. The second test
 runs the ``ble-bps`` driver itself through the BLE manager on the BlueZ backend.
 
-What BlueZoo cannot do (shared/reference/ble.md §5.2): report a peripheral-initiated
+What BlueZoo cannot do (docs/sources.md [P9]): report a peripheral-initiated
 disconnect to the central; the cuff session therefore ends through the driver's idle timeout,
 and disconnect handling is covered on the simulated backend.
 """

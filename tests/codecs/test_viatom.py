@@ -177,7 +177,7 @@ def _sdk_rt_payload(data_type: int, data: bytes, wave_samples: int | None = 0) -
 
 
 def test_bp2_rt_layout_follows_vendor_sdk_not_protocol_md() -> None:
-    """(verify) ble.md §3.3 BP2 RT_DATA. chalimov/viatom_bp2_ha LP-BP2W_PROTOCOL.md §10 puts the
+    """(verify) [P7] BP2 RT_DATA. chalimov/viatom_bp2_ha LP-BP2W_PROTOCOL.md §10 puts the
     data type at offset 0 and cuff pressure at 3; the vendor SDK (LepuBle Bp2Response.RtData /
     RtParam / DataBping / DataBpResult) has a 9-byte RtParam first. The document's own command
     table gives RT_DATA as 32 bytes = 9 + 1 + 20 + 2 (wave length 0), which only the SDK layout

@@ -2,7 +2,7 @@
 
 Messages come from the simulator's encoder in the GE (IHE PCD-01, GE B40 manual layout),
 Philips Efficia (MDIL codes, v2.4) and Mindray-gateway styles described in
-shared/reference/serial.md §2.6, or are written out here for the malformed cases.
+docs/sources.md [P15], [P16], or are written out here for the malformed cases.
 """
 
 from __future__ import annotations

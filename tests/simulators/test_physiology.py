@@ -31,7 +31,7 @@ def test_ketamine_rise_peaks_near_40_minutes(seed: int) -> None:
 
 
 def test_rise_magnitude_matches_the_literature() -> None:
-    """Mean rise about +16/+11 mmHg and HR about +11 (alarms.md §1.1), with spread."""
+    """Mean rise about +16/+11 mmHg and HR about +11 ([S6]; HR is ours), with spread."""
     sys_r, dia_r, hr_r = [], [], []
     for seed in range(200):
         p = Patient(seed=seed, dose_at=DOSE)

@@ -1,4 +1,4 @@
-"""IntelliVue data export messages inside a frame's user data (shared/reference/serial.md §2.1.3–7).
+"""IntelliVue data export messages inside a frame's user data (docs/sources.md [P10]).
 
 Two families share the user-data space:
 
@@ -13,7 +13,7 @@ Two families share the user-data space:
 All integers are big-endian. ``encode_message`` and ``decode_message`` are exact inverses for
 every message type here; decoding raises :class:`~kapmonitor.codecs.base.DecodeError` only.
 The fixed ASN.1 blobs are protocol constants as sent by hosts that real monitors accept
-(VSCaptureMP ``DataConstants``; mdpnp ``association/impl``); see the reference note.
+(VSCaptureMP ``DataConstants``; mdpnp ``association/impl``); see [P10].
 """
 
 from __future__ import annotations

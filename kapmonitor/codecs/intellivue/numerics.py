@@ -1,6 +1,6 @@
 """IntelliVue numerics: FLOAT-Type, measurement state, observed values → kapmonitor Measurements.
 
-Facts from shared/reference/serial.md §2.1.6: a numeric object's value arrives as
+Facts from docs/sources.md [P10]: a numeric object's value arrives as
 ``NOM_ATTR_NU_VAL_OBS`` (NuObsValue: physio id, state, unit code, FLOAT-Type) or, for NIBP, as
 ``NOM_ATTR_NU_CMPD_VAL_OBS`` (a list of NuObsValue for sys/dia/mean). FLOAT-Type is a signed
 8-bit base-10 exponent over a signed 24-bit mantissa with special mantissas for NaN, NRes and
@@ -54,7 +54,7 @@ NOM_DIM_MMHG = 0x0F20
 KPA_TO_MMHG = 760.0 / 101.325
 
 # Which IntelliVue physio ids feed which kapmonitor metric. A lookup, not arithmetic: Philips'
-# pleth pulse (0x4822) is not the standard MDC pulse-oximeter pulse code (serial.md §2.0).
+# pleth pulse (0x4822) is not the standard MDC pulse-oximeter pulse code [P17].
 PHYSIO_METRIC: dict[int, str] = {
     NOM_PULS_OXIM_SAT_O2: "spo2",
     NOM_PLETH_PULS_RATE: "pulse_rate",
