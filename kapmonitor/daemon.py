@@ -46,6 +46,7 @@ from kapmonitor.metrics import Metrics
 from kapmonitor.model import Reading
 from kapmonitor.mqtt import BrokerSettings, CommandError, CommandRouter, MqttOwner, make_tls_context
 from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox
+from kapmonitor.sdnotify import NodeHealth, StatusNotifier
 from kapmonitor.supervisor import DeviceStatus, Supervisor
 
 log = logging.getLogger("kapmonitor.daemon")
@@ -113,6 +114,7 @@ class Daemon:
         self.started = asyncio.Event()
         self.fatal: BaseException | None = None
         self._stop: asyncio.Event | None = None
+        self.status_notifier = StatusNotifier(self.health)
         self._add_builtin_commands()
 
     # -- commands ------------------------------------------------------------------------
@@ -229,6 +231,15 @@ class Daemon:
             "boot_id": self.boot_id,
             "outbox": depth,
         }
+
+    def health(self) -> NodeHealth:
+        """Beds, device states, outbox depth and broker link (``STATUS=``, ``status``)."""
+        return NodeHealth(
+            beds=len(self.beds),
+            devices={d: st.state for d, st in self.statuses.items()},
+            outbox=self.outbox.depth() if self.outbox is not None else 0,
+            broker_connected=self.mqtt is not None and self.mqtt.connected.is_set(),
+        )
 
     def _publish_all_state(self) -> None:
         for st in self.statuses.values():
@@ -355,6 +366,7 @@ class Daemon:
         for dev_id, sup in self.supervisors.items():
             self.spawn(sup.run(), f"device:{dev_id}")
         sd_notify("READY=1")
+        self.spawn(self.status_notifier.run(), "sd-status")
         self.started.set()
         log.info(
             "kapmonitor %s started: node %s, %d beds, %d devices, broker %s:%d",
@@ -401,6 +413,7 @@ class Daemon:
 
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
+        self.status_notifier.stopping()
         # Producers first (devices, then the alarm engine's ticker), so nothing new is queued
         # or logged while the outbox is flushed and the alarm log and state are closed.
         for prefix in ("device:", "alarms"):
