@@ -1,4 +1,9 @@
-"""The ``kapmonitor`` command line."""
+"""The ``kapmonitor`` command line: argument parsing and the small subcommands.
+
+What belongs here: the parser, ``check-config``, ``run`` and ``decode``; larger subcommands
+(``replay``, ``scan``, ``pair``, ``install-service``, ``demo``) live in their own modules and
+are only dispatched from here.
+"""
 
 from __future__ import annotations
 
@@ -19,43 +24,19 @@ if TYPE_CHECKING:
     from kapmonitor.config import Config
 
 EXIT_CONFIG = 2
+DESCRIPTION = (
+    "kapmonitor: vitals bridge and alarm engine for ketamine-assisted psychotherapy sessions. "
+    "Reads BLE, serial and HL7 devices, runs the alarm engine and publishes readings, device "
+    "status and alerts over MQTT. A secondary notification path: the bedside devices' own "
+    "alarms stay primary."
+)
 
 
 def setup_logging(level: str = "info", json_lines: bool = False) -> None:
-    """Log to stderr without timestamps when journald is listening (it adds its own), with
-    sd-daemon ``<N>`` priority prefixes so ``journalctl -p warning`` works."""
-    journald = bool(os.environ.get("JOURNAL_STREAM"))
-    handler = logging.StreamHandler(sys.stderr)
-    if json_lines:
-        handler.setFormatter(_JsonFormatter())
-    elif journald:
-        handler.setFormatter(_JournaldFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for noisy in ("aiomqtt", "bleak", "amqtt", "transitions", "passlib"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    """Log to stderr (see :mod:`kapmonitor.logs`)."""
+    from kapmonitor.logs import setup_logging as setup
 
-
-class _JournaldFormatter(logging.Formatter):
-    _PRI = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
-            logging.CRITICAL: 2}
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"<{self._PRI.get(record.levelno, 6)}>{super().format(record)}"
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"level": record.levelname.lower(), "logger": record.name,
-               "msg": record.getMessage()}
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+    setup(level, json_lines)
 
 
 # -- check-config / run -----------------------------------------------------------------
@@ -207,7 +188,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kapmonitor", description=__doc__)
+    p = argparse.ArgumentParser(prog="kapmonitor", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"kapmonitor {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 

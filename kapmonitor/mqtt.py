@@ -24,6 +24,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ValidationError
 
 from kapmonitor.clock import Clock
+from kapmonitor.logs import RetryLog
 from kapmonitor.metrics import Metrics
 from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox, Row
 from kapmonitor.supervisor import Backoff
@@ -148,6 +149,7 @@ class MqttOwner:
         self._dirty: set[str] = set()
         self._state_wake = asyncio.Event()
         self.published = 0
+        self._on_connect: Callable[[], None] = lambda: None
         self._published_children: dict[tuple[int, bool], tuple[Any, Any]] = {}
 
     def topic(self, suffix: str) -> str:
@@ -171,6 +173,7 @@ class MqttOwner:
     async def run(self) -> None:
         self._task = asyncio.current_task()
         backoff = Backoff(initial=0.5, cap=self.s.reconnect_max)
+        retry_log = RetryLog(log, f"broker {self.s.host}:{self.s.port}")
         while not self._stopping:
             will = aiomqtt.Will(
                 self.topic("bridge/state"),
@@ -200,15 +203,17 @@ class MqttOwner:
             # We keep up to `inflight` QoS 1 publishes pending on purpose.
             client.pending_calls_threshold = self.s.inflight + 16
             started = time.monotonic()
+            error: str | None = None
             try:
                 async with client:
+                    self._on_connect = retry_log.recovered
                     await self._session(client)
             except (aiomqtt.MqttError, ExceptionGroup) as exc:
                 if not _only_mqtt_errors(exc):
                     raise
                 if self._stopping:
                     break
-                log.warning("broker %s:%d: %s", self.s.host, self.s.port, _first(exc))
+                error = str(_first(exc))
             finally:
                 if self._client is not None:
                     self._offline_since = self.clock.now()
@@ -219,14 +224,18 @@ class MqttOwner:
                 break
             if time.monotonic() - started > 30:
                 backoff.reset()
+            delay = backoff.next_delay()
+            if error is not None:
+                retry_log.failed(error, delay)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry_now.wait(), backoff.next_delay())
+                await asyncio.wait_for(self._retry_now.wait(), delay)
             self._retry_now.clear()
 
     async def _session(self, client: aiomqtt.Client) -> None:
         self._client = client
         self._connected_at = self.clock.now()
         self._outage = self._connected_at - self._offline_since
+        self._on_connect()
         log.info("connected to broker %s:%d", self.s.host, self.s.port)
         self.metrics.mqtt_connects.inc()
         self.metrics.mqtt_connected.set(1)

@@ -21,6 +21,7 @@ from typing import Any
 
 from kapmonitor.clock import Clock
 from kapmonitor.drivers.base import DeviceState, Driver, Routed, Status
+from kapmonitor.logs import RetryLog
 from kapmonitor.model import Measurement, Reading
 
 log = logging.getLogger("kapmonitor.supervisor")
@@ -75,6 +76,9 @@ class DeviceStatus:
 
 ReadingSink = Callable[[Reading], None]
 StatusSink = Callable[[DeviceStatus], None]
+# Why a session ended and a new one starts: the driver failed ("error"), the device went
+# quiet ("stale") or the session ended by itself ("ended").
+RESTART_REASONS = ("error", "stale", "ended")
 
 
 class Supervisor:
@@ -88,6 +92,7 @@ class Supervisor:
         *,
         backoff: Backoff | None = None,
         stable_after: float = 30.0,
+        on_restart: Callable[[str], None] | None = None,
     ) -> None:
         self.driver = driver
         self.device_id = driver.config.id
@@ -105,6 +110,8 @@ class Supervisor:
         self._stale_cancel = False
         self._nibp_group: tuple[float, float, set[str]] | None = None
         self.sessions = 0
+        self._on_restart = on_restart
+        self.retry_log = RetryLog(log, f"device {self.device_id}", clock=clock.monotonic)
 
     # -- status --------------------------------------------------------------------------
     def _set_state(self, state: DeviceState | None, detail: str | None = None) -> None:
@@ -114,6 +121,8 @@ class Supervisor:
             st.state = state
             st.since = self.clock.now()
             changed = True
+            if state == "connected":
+                self.retry_log.recovered()
         if detail is not None and detail != st.detail:
             st.detail = detail
             changed = True
@@ -135,22 +144,29 @@ class Supervisor:
             started = self.clock.monotonic()
             self._set_state("connecting", "")
             failed = False
+            error: str | None = None
+            reason = "ended"
             try:
                 await self._one_session()
             except asyncio.CancelledError:
                 raise
             except _StaleSession:
                 self._set_state("disconnected", "no data; reconnecting")
-                failed = True
+                failed, reason = True, "stale"
             except Exception as exc:  # a driver failure must never take the daemon down
-                log.warning("device %s: session failed: %s", self.device_id, _describe(exc))
-                self._set_state("error", _describe(exc))
-                failed = True
+                error = _describe(exc)
+                self._set_state("error", error)
+                failed, reason = True, "error"
             else:
                 self._set_state("disconnected", "session ended")
             if self.clock.monotonic() - started >= self.stable_after:
                 self.backoff.reset()
             delay = self.backoff.next_delay() if failed else min(1.0, self.backoff.initial)
+            if error is not None:
+                # Logged once in full, then summarised ("still failing, 12 attempts, …").
+                self.retry_log.failed(f"session failed: {error}", delay)
+            if self._on_restart is not None:
+                self._on_restart(reason)
             await self.clock.sleep(delay)
 
     async def _one_session(self) -> None:
