@@ -200,6 +200,7 @@ class Daemon:
         seq, msg_id = self._next_seq()
         body = dict(event)
         body.update(seq=seq, msg_id=msg_id, boot_id=self.boot_id, bed=bed)
+        self.metrics.on_alert_event(body)
         self.outbox.put(
             LANE_ALERT,
             f"{self.cfg.base_topic}/bed/{bed}/alert",
@@ -350,7 +351,8 @@ class Daemon:
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         ctx = DriverContext(
-            clock=self.clock, state_dir=self.state_dir, shared={"ble.config": cfg.ble}
+            clock=self.clock, state_dir=self.state_dir, shared={"ble.config": cfg.ble},
+            on_decode_error=lambda device: self.metrics.decode_errors.labels(device).inc(),
         )
         registry = drivers()
         for dev in cfg.devices:
@@ -358,9 +360,10 @@ class Daemon:
                 continue
             driver = registry[dev.driver](dev, ctx)
             sup = Supervisor(driver, self.clock, self.bed_of.__getitem__, self.on_reading,
-                             self._on_status)
+                             self._on_status, on_restart=self._restart_counter(dev.id))
             self.supervisors[dev.id] = sup
             self._on_status(sup.status)
+        self._declare_metrics()
         self.spawn(self.mqtt.run(), "mqtt")
         self.spawn(self._housekeeping(), "housekeeping")
         for dev_id, sup in self.supervisors.items():
@@ -372,6 +375,22 @@ class Daemon:
             "kapmonitor %s started: node %s, %d beds, %d devices, broker %s:%d",
             __version__, cfg.node.node_id, len(self.beds), len(self.supervisors), *self.broker,
         )
+
+    def _restart_counter(self, device: str) -> Callable[[str], None]:
+        return lambda reason: self.metrics.device_restarts.labels(device, reason).inc()
+
+    def _declare_metrics(self) -> None:
+        """Zero baselines for every known series, and the per-device last-reading ages."""
+        self.metrics.declare(lanes=LANE_NAMES.values(), devices=self.supervisors,
+                             beds=self.beds, commands=self.router.names)
+        started = self.clock.now()
+        for dev_id in self.supervisors:
+            def age(dev_id: str = dev_id) -> float:
+                st = self.statuses.get(dev_id)
+                last = st.last_seen if st is not None and st.last_seen is not None else started
+                return max(0.0, self.clock.now() - last)
+
+            self.metrics.track_device_age(dev_id, age)
 
     def _home_assistant_discovery(self) -> None:
         """Publish HA discovery (when enabled) and remove what an earlier config published

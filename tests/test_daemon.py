@@ -196,7 +196,7 @@ async def test_metrics_endpoint(broker: Broker, tmp_path: Path) -> None:
         assert "kapmonitor_mqtt_connected 1.0" in body
         assert 'kapmonitor_device_state{device="ox1",state="connected"} 1.0' in body
         assert 'kapmonitor_outbox_messages{lane="reading"}' in body
-        assert "kapmonitor_publish_latency_seconds_bucket" in body
+        assert "kapmonitor_mqtt_publish_latency_seconds_bucket" in body
 
 
 async def test_outbox_survives_restart_without_broker(broker: Broker, tmp_path: Path) -> None:

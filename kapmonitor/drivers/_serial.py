@@ -151,7 +151,7 @@ class SerialDriver(Driver):
                     if throttle.admit(item, clock.monotonic()):
                         yield item
                 elif isinstance(item, Problem):
-                    self.ctx.log.debug("%s: %s", self.config.id, item.message)
+                    self.decode_problem(item.message)
                 elif isinstance(item, Note):
                     self.ctx.log.info("%s: device says %s", self.config.id, item.data)
             self.skipped_bytes = skipped_of(decoder)

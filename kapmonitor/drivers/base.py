@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -101,6 +101,8 @@ class DriverContext:
     # the simulated patients of the virtual clinic, …), created lazily by whoever needs them.
     shared: dict[str, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("kapmonitor.driver"))
+    # Called with the device id for every frame or message that did not decode (metrics).
+    on_decode_error: Callable[[str], None] | None = None
 
 
 class Driver(ABC):
@@ -123,6 +125,12 @@ class Driver(ABC):
     async def command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """Handle a device command (e.g. ``bp/measure``). Default: not supported."""
         raise CommandError(f"driver {self.name!r} does not support command {name!r}")
+
+    def decode_problem(self, message: str) -> None:
+        """Something the device sent did not decode: logged (debug) and counted."""
+        self.ctx.log.debug("%s: %s", self.config.id, message)
+        if self.ctx.on_decode_error is not None:
+            self.ctx.on_decode_error(self.config.id)
 
     def info(self) -> dict[str, Any]:
         """Static facts for the device status topic."""

@@ -56,7 +56,7 @@ class BerryMedDriver(BleDriver):
                     raise LinkLost("the oximeter disconnected")
                 for item in decoder.packets(note.data):
                     if isinstance(item, Problem):
-                        self.log.debug("BCI stream: %s", item.message)
+                        self.decode_problem(f"BCI stream: {item.message}")
                     else:
                         latest = item
                 now = self.ctx.clock.monotonic()

@@ -109,6 +109,7 @@ class ViatomOxyDriver(BleDriver):
                         if battery.admit(item, started):
                             yield item
                     elif isinstance(item, Problem):
+                        self.decode_problem(f"device answer: {item.message}")
                         yield Status(None, f"device answer: {item.message}")
                 await clock.sleep(max(0.0, cfg.poll_interval - (clock.monotonic() - started)))
 

@@ -352,12 +352,16 @@ class Hl7MllpDriver(Driver):
                 exc.header = hl7.peek_header(data)
             self.counters["rejected"] += 1
             self.log.warning("hl7: %s: %s %s", who, exc.ack_code, exc)
+            if self.ctx.on_decode_error is not None:
+                self.ctx.on_decode_error(self.config.id)
             return hl7.ack_for_error(exc, **self._ack_args())
         except Exception as exc:
             # A parser bug: answer AR (the sender stops resending it) rather than dropping
             # the connection without an ACK, and keep the traceback for the bug report.
             self.counters["rejected"] += 1
             self.log.exception("hl7: %s: message could not be read", who)
+            if self.ctx.on_decode_error is not None:
+                self.ctx.on_decode_error(self.config.id)
             error = hl7.Hl7Error(f"internal error reading the message: {type(exc).__name__}",
                                  header=hl7.peek_header(data))
             return hl7.ack_for_error(error, **self._ack_args())
@@ -391,6 +395,8 @@ class Hl7MllpDriver(Driver):
 
     async def _accept(self, report: hl7.OruReport, who: str) -> bytes:
         header = report.header
+        for problem in report.problems:
+            self.decode_problem(f"{who}: {problem.message}")
         events, problems, code = self._route(report)
         if events:
             batch = _Batch(events, asyncio.get_running_loop().create_future())

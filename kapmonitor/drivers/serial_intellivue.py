@@ -223,7 +223,7 @@ class SerialIntellivueDriver(Driver):
 
     def problem(self, message: str) -> None:
         self.problems += 1
-        self.ctx.log.debug("%s: %s", self.config.id, message)
+        self.decode_problem(message)
 
     # -- the session ----------------------------------------------------------------------------
     async def session(self) -> AsyncGenerator[DriverEvent, None]:
