@@ -3,13 +3,26 @@
 Everything that waits or stamps time takes a :class:`Clock`. The daemon uses
 :class:`SystemClock`; the demo uses :class:`ScaledClock` to run a 3-hour session in minutes;
 tests and ``replay`` use :class:`ManualClock`, which only moves when told to.
+:func:`system_clock_synchronized` tells whether the host's clock has been set by NTP yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Protocol
+
+TIMESYNC_DIR = Path("/run/systemd/timesync")
+
+
+def system_clock_synchronized(run_dir: Path = TIMESYNC_DIR) -> bool | None:
+    """Whether systemd-timesyncd has synchronised the clock since boot (it creates
+    ``/run/systemd/timesync/synchronized`` then); None when timesyncd is not in use (another
+    NTP client, a container), so nothing can be said."""
+    if not run_dir.is_dir():
+        return None
+    return (run_dir / "synchronized").exists()
 
 
 class Clock(Protocol):

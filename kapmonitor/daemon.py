@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kapmonitor import __version__
 from kapmonitor.alarm_service import AlarmService
 from kapmonitor.alarm_service import attach as attach_alarms
-from kapmonitor.clock import Clock, SystemClock
+from kapmonitor.clock import Clock, SystemClock, system_clock_synchronized
 from kapmonitor.config import Config
 from kapmonitor.drivers.base import CommandError as DriverCommandError
 from kapmonitor.drivers.base import DriverContext
@@ -368,6 +368,9 @@ class Daemon:
         self.spawn(self._housekeeping(), "housekeeping")
         for dev_id, sup in self.supervisors.items():
             self.spawn(sup.run(), f"device:{dev_id}")
+        if isinstance(self.clock, SystemClock) and system_clock_synchronized() is False:
+            log.warning("the system clock is not synchronised yet (NTP): readings, alerts and "
+                        "session timers use it and may jump when it is; see docs/deploy.md")
         sd_notify("READY=1")
         self.spawn(self.status_notifier.run(), "sd-status")
         self.started.set()

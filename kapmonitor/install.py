@@ -10,7 +10,9 @@ The steps, each idempotent (a re-run changes nothing that is already right):
 1. the groups ``bluetooth`` (BLE through BlueZ's D-Bus policy) and ``dialout`` (serial ports)
    exist: they are created as system groups when bluez is not installed yet, so that
    ``SupplementaryGroups=`` in the unit never fails;
-2. the system user ``kapmonitor`` (no login shell, home = the state directory);
+2. the system user ``kapmonitor`` (no login shell, home = the state directory), a member of
+   both groups, so that ``sudo -u kapmonitor kapmonitor scan`` sees what the service sees (the
+   unit also sets them with ``SupplementaryGroups=``);
 3. ``/etc/kapmonitor`` as ``root:kapmonitor 0750`` and ``config.toml`` in it as
    ``root:kapmonitor 0640`` (the service reads it but cannot change it; an existing config is
    kept, only its owner and mode are fixed);
@@ -138,14 +140,31 @@ class Installer:
             return
         self.run(["groupadd", *self._prefix(), "--system", group])
 
+    def members(self, group: str) -> set[str]:
+        if not self.o.rooted:
+            try:
+                return set(grp.getgrnam(group).gr_mem)
+            except KeyError:
+                return set()
+        for row in self._db("group"):
+            if row[0] == group:
+                return {m for m in row[3].split(",") if m}
+        return set()
+
     def ensure_user(self) -> None:
         user = self.o.user
-        if self.uid(user) is not None:
-            self.say(f"user {user} exists")
+        if self.uid(user) is None:
+            self.run(["useradd", *self._prefix(), "--system", "--user-group",
+                      "--groups", ",".join(GROUPS),
+                      "--home-dir", "/var/lib/kapmonitor", "--no-create-home",
+                      "--shell", "/usr/sbin/nologin", "--comment", "kapmonitor service", user])
             return
-        self.run(["useradd", *self._prefix(), "--system", "--user-group",
-                  "--home-dir", "/var/lib/kapmonitor", "--no-create-home",
-                  "--shell", "/usr/sbin/nologin", "--comment", "kapmonitor service", user])
+        missing = [g for g in GROUPS if user not in self.members(g)]
+        if missing:
+            self.run(["usermod", *self._prefix(), "--append", "--groups", ",".join(missing),
+                      user])
+        else:
+            self.say(f"user {user} exists, in groups {', '.join(GROUPS)}")
 
     def _owner(self, user: str, group: str) -> tuple[int, int]:
         uid, gid = self.uid(user), self.gid(group)

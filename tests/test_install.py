@@ -141,7 +141,8 @@ def test_install_service_under_a_root(image_root: Path) -> None:
     user = account(image_root, "passwd", "kapmonitor")
     uid, gid = int(user[2]), int(user[3])
     assert user[6] == "/usr/sbin/nologin"
-    assert account(image_root, "group", "bluetooth")[0] == "bluetooth"
+    for group in ("bluetooth", "dialout"):
+        assert "kapmonitor" in account(image_root, "group", group)[3].split(","), group
 
     etc = image_root / "etc/kapmonitor"
     config = etc / "config.toml"
@@ -174,3 +175,13 @@ def test_install_service_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert "would: directory /etc/kapmonitor root:kapmonitor 0750" in run.stdout
     assert "would: file /etc/kapmonitor/config.toml root:kapmonitor 0640" in run.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_clock_synchronisation_is_read_from_timesyncd(tmp_path: Path) -> None:
+    from kapmonitor.clock import system_clock_synchronized
+
+    assert system_clock_synchronized(tmp_path / "absent") is None
+    (tmp_path / "timesync").mkdir()
+    assert system_clock_synchronized(tmp_path / "timesync") is False
+    (tmp_path / "timesync" / "synchronized").touch()
+    assert system_clock_synchronized(tmp_path / "timesync") is True
