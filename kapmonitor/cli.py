@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("pair", "kapmonitor.ble.cli", "pair_main", "bond with a BLE device"),
         ("install-service", "kapmonitor.install", "main",
          "install the systemd unit, the service user and /etc/kapmonitor (as root)"),
+        ("status", "kapmonitor.status", "main", "show a node's health from its bridge topics"),
     ):
         s = sub.add_parser(name, help=text, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)
@@ -240,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, spec in protocols().items():
             print(f"{name:16} {spec.input:11} {spec.summary}")
         return 0
-    delegated = argv[:1] in (["replay"], ["scan"], ["pair"], ["install-service"])
+    delegated = argv[:1] in (["replay"], ["scan"], ["pair"], ["install-service"],
+                                 ["status"])
     # argparse.REMAINDER rejects options that come first (`scan --timeout 5`): delegated
     # subcommands get their arguments untouched.
     args = build_parser().parse_args(argv[:1] if delegated else argv)

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 TIMESYNC_DIR = Path("/run/systemd/timesync")
+
+
+def iso_time(epoch: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with milliseconds, e.g. ``2026-03-02T13:05:09.123Z``:
+    the form every retained payload carries beside the epoch number."""
+    text = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return text.removesuffix("+00:00") + "Z"
 
 
 def system_clock_synchronized(run_dir: Path = TIMESYNC_DIR) -> bool | None:

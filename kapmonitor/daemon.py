@@ -5,7 +5,9 @@ Topic tree under the base topic (default ``kapmonitor/<node_id>``):
 ===============================  ========  ===  =============================================
 topic                            retained  QoS  content
 ===============================  ========  ===  =============================================
-``bridge/state``                 yes       1    online/offline, reason, version, outbox depth
+``bridge/state``                 yes       1    online/offline, reason, version (on change only)
+``bridge/info``, ``bridge/devices``, ``bridge/health``, ``bridge/event``: see
+:mod:`kapmonitor.bridge`
 ``device/<id>/status``           yes       1    state, last_seen, battery, driver facts
 ``bed/<id>/vitals``              yes       1    latest *live* value per metric
 ``bed/<id>/reading``             no        1    every reading (from the outbox, ``historical``)
@@ -36,7 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from kapmonitor import __version__
 from kapmonitor.alarm_service import AlarmService
 from kapmonitor.alarm_service import attach as attach_alarms
-from kapmonitor.clock import Clock, SystemClock, system_clock_synchronized
+from kapmonitor.bridge import BridgeService
+from kapmonitor.clock import Clock, SystemClock, iso_time, system_clock_synchronized
 from kapmonitor.config import Config
 from kapmonitor.drivers.base import CommandError as DriverCommandError
 from kapmonitor.drivers.base import DriverContext
@@ -111,6 +114,7 @@ class Daemon:
         self.mqtt: MqttOwner | None = None
         self.metrics_port: int | None = None
         self.alarms: AlarmService | None = None
+        self.bridge: BridgeService | None = None
         self.started = asyncio.Event()
         self.fatal: BaseException | None = None
         self._stop: asyncio.Event | None = None
@@ -208,10 +212,17 @@ class Daemon:
             self.clock.now(),
         )
 
-    def set_retained(self, suffix: str, body: dict[str, Any]) -> None:
+    def set_retained(self, suffix: str, body: dict[str, Any] | list[Any]) -> None:
         """Publish retained state (e.g. ``bed/<id>/alarms``) now and after every reconnect."""
         assert self.mqtt is not None
         self.mqtt.set_retained(suffix, body)
+
+    def publish_durable(self, suffix: str, body: dict[str, Any]) -> None:
+        """Queue a non-retained message (e.g. ``bridge/event``) through the outbox; it is
+        never dropped by the reading quota."""
+        assert self.outbox is not None
+        self.outbox.put(LANE_ALERT, f"{self.cfg.base_topic}/{suffix}",
+                        _COMPACT_JSON.encode(body).encode(), self.clock.now())
 
     def _on_status(self, st: DeviceStatus) -> None:
         self.statuses[st.device] = st
@@ -222,7 +233,10 @@ class Daemon:
             listener(st)
 
     def bridge_state(self, state: str, reason: str) -> dict[str, Any]:
-        depth = self.outbox.depth() if self.outbox is not None else 0
+        """``bridge/state``: only what changes with the connection (the outbox depth is in
+        ``bridge/health``), so it is re-published only on (re)connect and shutdown. ``t`` is
+        when the state began; the last will (``lost``) has none: the broker sends it later."""
+        t: float | None = None if reason == "lost" else self.clock.now()
         return {
             "state": state,
             "reason": reason,
@@ -230,7 +244,8 @@ class Daemon:
             "node": self.cfg.node.node_id,
             "site": self.cfg.node.site,
             "boot_id": self.boot_id,
-            "outbox": depth,
+            "t": t,
+            "t_iso": iso_time(t) if t is not None else None,
         }
 
     def health(self) -> NodeHealth:
@@ -255,25 +270,13 @@ class Daemon:
             self.mqtt.set_retained(f"bed/{bed}/vitals", {"bed": bed, "metrics": self.vitals[bed]})
 
     async def _housekeeping(self) -> None:
-        """Coalesced vitals, outbox gauges and the depth shown in bridge/state."""
+        """Coalesced vitals and the outbox gauges."""
         assert self.outbox is not None and self.mqtt is not None
-        last_depth = -1
-        last_state_pub = 0.0
         while True:
             await asyncio.sleep(0.5)
             self._publish_vitals()
             for lane, name in LANE_NAMES.items():
                 self.metrics.outbox_depth.labels(name).set(self.outbox.counts[lane])
-            depth = self.outbox.depth()
-            loop_now = asyncio.get_running_loop().time()
-            if (
-                self.mqtt.connected.is_set()
-                and depth != last_depth
-                and loop_now - last_state_pub >= 2.0
-            ):
-                last_depth, last_state_pub = depth, loop_now
-                with contextlib.suppress(Exception):
-                    await self.mqtt.publish_bridge_state("online", "connected")
 
     # -- assignments persist across restarts ---------------------------------------------
     def _load_assignments(self) -> None:
@@ -354,6 +357,12 @@ class Daemon:
             clock=self.clock, state_dir=self.state_dir, shared={"ble.config": cfg.ble},
             on_decode_error=lambda device: self.metrics.decode_errors.labels(device).inc(),
         )
+        self.bridge = BridgeService(
+            node=cfg.node.node_id, config_summary=cfg.model_dump(mode="json"),
+            state_dir=self.state_dir, clock=self.clock, retained=self, events=self,
+            health=self.health, devices=self.statuses.values, boot_id=self.boot_id,
+        )
+        self.status_listeners.append(self.bridge.on_status)
         registry = drivers()
         for dev in cfg.devices:
             if not dev.enabled:
@@ -364,8 +373,10 @@ class Daemon:
             self.supervisors[dev.id] = sup
             self._on_status(sup.status)
         self._declare_metrics()
+        self.bridge.start()
         self.spawn(self.mqtt.run(), "mqtt")
         self.spawn(self._housekeeping(), "housekeeping")
+        self.spawn(self.bridge.run(), "bridge")
         for dev_id, sup in self.supervisors.items():
             self.spawn(sup.run(), f"device:{dev_id}")
         if isinstance(self.clock, SystemClock) and system_clock_synchronized() is False:

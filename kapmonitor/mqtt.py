@@ -156,7 +156,7 @@ class MqttOwner:
         return f"{self.s.base_topic}/{suffix}"
 
     # -- retained state ------------------------------------------------------------------
-    def set_retained(self, suffix: str, body: dict[str, Any] | bytes) -> None:
+    def set_retained(self, suffix: str, body: dict[str, Any] | list[Any] | bytes) -> None:
         """Remember retained state and publish it soon (coalesced; latest value wins)."""
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.set_retained_topic(self.topic(suffix), data)
@@ -240,7 +240,8 @@ class MqttOwner:
         self.metrics.mqtt_connects.inc()
         self.metrics.mqtt_connected.set(1)
         await self.publish_bridge_state("online", "connected")
-        self._dirty = set(self.retained)
+        # Everything retained again, except bridge/state itself: just published.
+        self._dirty = set(self.retained) - {self.topic("bridge/state")}
         await self._flush_state(client)
         if self.s.protocol == "5":
             await client.subscribe(

@@ -1,0 +1,240 @@
+"""The node's own topics in the style zigbee2mqtt users know: ``bridge/info``,
+``bridge/devices``, ``bridge/health`` (retained) and ``bridge/event`` (not retained).
+
+What belongs here: what a node says about itself, and when. Not here: ``bridge/state`` (the MQTT
+owner publishes it on connect and leaves its last will there; it changes only with the
+connection) and the request/response commands.
+
+=====================  ========  =========================================================
+topic                  retained  published
+=====================  ========  =========================================================
+``bridge/info``        yes       at start: version, node, site, boot id, start time, config
+                                 summary without secrets, config hash
+``bridge/devices``     yes       when a device's driver, bed or state changes (coalesced
+                                 over 1 s), and every minute while last-seen times move:
+                                 ``[{"id", "driver", "bed", "state", "detail", "since",
+                                 "last_seen", …}]``
+``bridge/health``      yes       when device counts or clock synchronisation change
+                                 (within 1 s), and when only the outbox depth moved at most
+                                 every ``health_every`` seconds: beds, device counts by
+                                 state, outbox depth, uptime, clock synchronisation
+``bridge/event``       no        ``{"type": "device_joined" | "device_left" |
+                                 "config_changed" | "started", "data": {…}, "t", "t_iso"}``
+=====================  ========  =========================================================
+
+Every time in these payloads is given twice: epoch seconds and ISO 8601 (``*_iso``). A device
+"joins" when it becomes ``connected`` and "leaves" when a connected device becomes ``stale``,
+``disconnected`` or ``error``. ``config_changed`` is sent at start when the configuration
+differs from the previous run's (its hash is kept in the state directory): kapmonitor reloads
+its configuration by restarting.
+
+The service receives narrow collaborators (publishers, a health callable, the device
+directory), never the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import platform
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from kapmonitor import __version__
+from kapmonitor.clock import Clock, iso_time, system_clock_synchronized
+from kapmonitor.sdnotify import NodeHealth
+from kapmonitor.supervisor import DeviceStatus
+
+log = logging.getLogger("kapmonitor.bridge")
+
+SECRET_WORDS = ("password", "passkey", "secret", "token", "psk")
+CONNECTED = "connected"
+
+
+class RetainedState(Protocol):
+    def set_retained(self, suffix: str, body: dict[str, Any] | list[Any]) -> None:
+        """Publish retained state under the base topic now and after every reconnect."""
+
+
+class DurablePublisher(Protocol):
+    def publish_durable(self, suffix: str, body: dict[str, Any]) -> None:
+        """Queue a non-retained message under the base topic through the outbox."""
+
+
+def redact(value: Any) -> Any:
+    """A config dump with the values of secret-looking fields replaced by ``"***"``."""
+    if isinstance(value, Mapping):
+        return {k: ("***" if v is not None and any(w in str(k).lower() for w in SECRET_WORDS)
+                    else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def config_hash(summary: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stamped(body: dict[str, Any], key: str, t: float | None) -> None:
+    """Put ``t`` under ``key`` and its ISO 8601 form under ``key_iso``."""
+    body[key] = t
+    body[f"{key}_iso"] = iso_time(t) if t is not None else None
+
+
+def device_entry(st: DeviceStatus) -> dict[str, Any]:
+    info = dict(st.info)
+    out: dict[str, Any] = {"id": st.device, "driver": info.pop("driver", None),
+                           "grade": info.pop("grade", None), "bed": st.bed, "state": st.state,
+                           "detail": st.detail}
+    stamped(out, "since", st.since)
+    stamped(out, "last_seen", st.last_seen)
+    out["battery"] = st.battery
+    return out
+
+
+class BridgeService:
+    """Publishes the topics in the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        config_summary: dict[str, Any],
+        state_dir: Path,
+        clock: Clock,
+        retained: RetainedState,
+        events: DurablePublisher,
+        health: Callable[[], NodeHealth],
+        devices: Callable[[], Iterable[DeviceStatus]],
+        boot_id: str,
+        health_every: float = 30.0,
+        devices_every: float = 60.0,
+    ) -> None:
+        self.node = node
+        self.summary = redact(config_summary)
+        self.state_dir = state_dir
+        self.clock = clock
+        self.retained = retained
+        self.events = events
+        self._health = health
+        self._devices = devices
+        self.boot_id = boot_id
+        self.health_every = health_every
+        self.devices_every = devices_every
+        self.started = clock.now()
+        self._started_mono = clock.monotonic()
+        self._states: dict[str, str] = {}
+        self._devices_dirty = True
+        self._last_health: dict[str, Any] | None = None  # key fields, outbox, when
+
+    # -- payloads ------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "version": __version__,
+            "node": self.node,
+            "boot_id": self.boot_id,
+            "python": platform.python_version(),
+            "config_hash": config_hash(self.summary),
+            "config": self.summary,
+        }
+        stamped(body, "started", self.started)
+        return body
+
+    def devices(self) -> list[dict[str, Any]]:
+        return [device_entry(st) for st in sorted(self._devices(), key=lambda s: s.device)]
+
+    def health(self) -> dict[str, Any]:
+        h = self._health()
+        body: dict[str, Any] = {
+            "beds": h.beds,
+            "devices": h.device_counts(),
+            "outbox": h.outbox,
+            "uptime": round(self.clock.monotonic() - self._started_mono),
+            "clock_synchronized": system_clock_synchronized(),
+        }
+        return body
+
+    # -- events --------------------------------------------------------------------------
+    def event(self, kind: str, data: dict[str, Any]) -> None:
+        body: dict[str, Any] = {"type": kind, "data": data}
+        stamped(body, "t", self.clock.now())
+        self.events.publish_durable("bridge/event", body)
+
+    def on_status(self, st: DeviceStatus) -> None:
+        """A device status changed (the daemon's status listener)."""
+        before = self._states.get(st.device)
+        self._states[st.device] = st.state
+        if before is None:
+            self._devices_dirty = True
+            return
+        if before == st.state:
+            return
+        self._devices_dirty = True
+        if st.state == CONNECTED:
+            self.event("device_joined", device_entry(st))
+        elif before == CONNECTED:
+            self.event("device_left", device_entry(st))
+
+    def _config_event(self) -> None:
+        path = self.state_dir / "bridge-config.json"
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = None
+        now = {"config_hash": config_hash(self.summary),
+               "beds": [b["id"] for b in self.summary.get("beds", [])],
+               "devices": [d["id"] for d in self.summary.get("devices", [])]}
+        if isinstance(previous, dict) and previous.get("config_hash") != now["config_hash"]:
+            self.event("config_changed", {
+                "config_hash": now["config_hash"],
+                "previous_hash": previous.get("config_hash"),
+                "beds_added": sorted(set(now["beds"]) - set(previous.get("beds", []))),
+                "beds_removed": sorted(set(previous.get("beds", [])) - set(now["beds"])),
+                "devices_added": sorted(set(now["devices"]) - set(previous.get("devices", []))),
+                "devices_removed": sorted(
+                    set(previous.get("devices", [])) - set(now["devices"])),
+            })
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(now))
+        tmp.replace(path)
+
+    # -- running -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.retained.set_retained("bridge/info", self.info())
+        self._config_event()
+        self.event("started", {"version": __version__, "boot_id": self.boot_id})
+        self.publish_devices()
+        self.publish_health()
+
+    def publish_devices(self) -> None:
+        self._devices_dirty = False
+        self.retained.set_retained("bridge/devices", self.devices())
+
+    def publish_health(self, force: bool = False) -> None:
+        """Publish ``bridge/health`` when the device counts or the clock state changed, or,
+        when only the outbox depth moved, at most every ``health_every`` seconds."""
+        body = self.health()
+        key = {k: v for k, v in body.items() if k not in ("uptime", "outbox")}
+        mono = self.clock.monotonic()
+        last = self._last_health
+        if (
+            force
+            or last is None
+            or key != last["key"]
+            or (body["outbox"] != last["outbox"] and mono - last["at"] >= self.health_every)
+        ):
+            self._last_health = {"key": key, "outbox": body["outbox"], "at": mono}
+            self.retained.set_retained("bridge/health", body)
+
+    async def run(self) -> None:
+        last_devices = self.clock.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            mono = self.clock.monotonic()
+            if self._devices_dirty or mono - last_devices >= self.devices_every:
+                self.publish_devices()  # unchanged payloads are not re-sent (retained cache)
+                last_devices = mono
+            self.publish_health()
