@@ -12,7 +12,7 @@ import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 TIMESYNC_DIR = Path("/run/systemd/timesync")
 
@@ -22,6 +22,30 @@ def iso_time(epoch: float) -> str:
     the form every retained payload carries beside the epoch number."""
     text = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
     return text.removesuffix("+00:00") + "Z"
+
+
+# Keys that hold epoch seconds in kapmonitor's payloads (readings, statuses, alarm and session
+# snapshots); each gets a ``<key>_iso`` sibling in every retained payload.
+TIME_KEYS = frozenset({
+    "t", "ts", "since", "last_seen", "started_at", "ended_at", "onset_t", "t0", "due_at",
+    "overdue_at", "done_at", "not_before", "audio_paused_until", "escalate_at", "stale_since",
+})
+
+
+def with_iso_times(body: Any) -> Any:
+    """``body`` with an ISO 8601 ``<key>_iso`` beside every epoch time under a
+    :data:`TIME_KEYS` key, at any depth (a new object; ``body`` is not changed)."""
+    if isinstance(body, dict):
+        out: dict[str, Any] = {}
+        for k, v in body.items():
+            out[k] = with_iso_times(v)
+            if (k in TIME_KEYS and isinstance(v, int | float) and not isinstance(v, bool)
+                    and f"{k}_iso" not in body):
+                out[f"{k}_iso"] = iso_time(v)
+        return out
+    if isinstance(body, list):
+        return [with_iso_times(v) for v in body]
+    return body
 
 
 def system_clock_synchronized(run_dir: Path = TIMESYNC_DIR) -> bool | None:

@@ -177,6 +177,12 @@ class HomeAssistantConfig(_Model):
         description="Random delay (0 to this, seconds) before re-sending after an HA birth, so "
         "that many bridges do not answer at once.",
     )
+    controls: bool = Field(
+        default=False,
+        description="Also offer per-bed buttons (acknowledge alarms, pause alarm audio, measure "
+        "BP). They send ordinary bridge requests, validated like any other; off by default "
+        "because anyone with access to HA could then press them.",
+    )
 
     @field_validator("discovery_prefix", "birth_topic")
     @classmethod

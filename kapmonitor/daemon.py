@@ -39,7 +39,13 @@ from kapmonitor import __version__
 from kapmonitor.alarm_service import AlarmService
 from kapmonitor.alarm_service import attach as attach_alarms
 from kapmonitor.bridge import BridgeService
-from kapmonitor.clock import Clock, SystemClock, iso_time, system_clock_synchronized
+from kapmonitor.clock import (
+    Clock,
+    SystemClock,
+    iso_time,
+    system_clock_synchronized,
+    with_iso_times,
+)
 from kapmonitor.config import Config
 from kapmonitor.drivers.base import CommandError as DriverCommandError
 from kapmonitor.drivers.base import DriverContext
@@ -50,7 +56,7 @@ from kapmonitor.model import Reading
 from kapmonitor.mqtt import BrokerSettings, CommandError, CommandRouter, MqttOwner, make_tls_context
 from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox
 from kapmonitor.sdnotify import NodeHealth, StatusNotifier
-from kapmonitor.supervisor import DeviceStatus, Supervisor
+from kapmonitor.supervisor import NIBP_PARTS, DeviceStatus, Supervisor
 
 log = logging.getLogger("kapmonitor.daemon")
 # Same output as json.dumps(..., separators=(",", ":")) without a new encoder per call.
@@ -102,6 +108,8 @@ class Daemon:
         self.bed_of: dict[str, str] = {d.id: d.bed for d in config.devices}
         self.vitals: dict[str, dict[str, dict[str, Any]]] = {b: {} for b in self.beds}
         self._dirty_beds: set[str] = set()
+        # (bed, metric) → when the value in `vitals` was received (for the staleness sweep)
+        self._vitals_seen: dict[tuple[str, str], float] = {}
         self.supervisors: dict[str, Supervisor] = {}
         self.statuses: dict[str, DeviceStatus] = {}
         self.reading_listeners: list[Callable[[Reading], None]] = []
@@ -193,7 +201,9 @@ class Daemon:
                 "ts": r.ts,
                 "device": r.device,
                 "quality": sorted(r.quality),
+                "stale": False,
             }
+            self._vitals_seen[(r.bed, r.metric)] = r.received
             self._dirty_beds.add(r.bed)
         for listener in self.reading_listeners:
             listener(r)
@@ -213,9 +223,10 @@ class Daemon:
         )
 
     def set_retained(self, suffix: str, body: dict[str, Any] | list[Any]) -> None:
-        """Publish retained state (e.g. ``bed/<id>/alarms``) now and after every reconnect."""
+        """Publish retained state (e.g. ``bed/<id>/alarms``) now and after every reconnect;
+        every epoch time in it gets its ISO 8601 form beside it."""
         assert self.mqtt is not None
-        self.mqtt.set_retained(suffix, body)
+        self.mqtt.set_retained(suffix, with_iso_times(body))
 
     def publish_durable(self, suffix: str, body: dict[str, Any]) -> None:
         """Queue a non-retained message (e.g. ``bridge/event``) through the outbox; it is
@@ -229,6 +240,8 @@ class Daemon:
         self.metrics.set_device_state(st.device, st.state)
         if self.mqtt is not None:
             self.mqtt.set_retained(f"device/{st.device}/status", st.to_json())
+        if st.state in ("stale", "disconnected", "error"):
+            self._mark_stale(device=st.device)
         for listener in self.status_listeners:
             listener(st)
 
@@ -263,17 +276,52 @@ class Daemon:
         self._dirty_beds.update(self.vitals)
         self._publish_vitals()
 
+    def _stale_limit(self, bed: str, device: str) -> float:
+        """Seconds after which a continuous value from ``device`` on ``bed`` is stale: the
+        device's ``stale_after``, or for a value routed from an unconfigured source (an HL7
+        feed's monitor) the largest ``stale_after`` of the devices that feed the bed; 0 none."""
+        sup = self.supervisors.get(device)
+        if sup is not None:
+            return sup.stale_after or 0.0
+        return max((d.stale_after or 0.0 for d in self.cfg.devices
+                    if bed in d.referenced_beds()), default=0.0)
+
+    def _mark_stale(self, device: str | None = None) -> None:
+        """Mark vitals stale in ``bed/<id>/vitals``: every value of ``device`` when it went
+        stale or lost its link, or (``device`` None, the periodic sweep) continuous values
+        older than their stale limit. Episodic NIBP values age only with their device."""
+        now = self.clock.now()
+        for bed, metrics in self.vitals.items():
+            for metric, entry in metrics.items():
+                if entry.get("stale"):
+                    continue
+                limit = self._stale_limit(bed, entry["device"])
+                if not limit:
+                    continue  # episodic device (a cuff): its values do not go stale
+                if device is not None:
+                    if entry["device"] != device:
+                        continue
+                elif (metric in NIBP_PARTS
+                      or now - self._vitals_seen.get((bed, metric), now) < limit):
+                    continue
+                entry["stale"] = True
+                entry["stale_since"] = now
+                self._dirty_beds.add(bed)
+
     def _publish_vitals(self) -> None:
         assert self.mqtt is not None
         dirty, self._dirty_beds = self._dirty_beds, set()
+        t = self.clock.now()
         for bed in dirty:
-            self.mqtt.set_retained(f"bed/{bed}/vitals", {"bed": bed, "metrics": self.vitals[bed]})
+            self.mqtt.set_retained(f"bed/{bed}/vitals", with_iso_times(
+                {"bed": bed, "t": t, "metrics": self.vitals[bed]}))
 
     async def _housekeeping(self) -> None:
         """Coalesced vitals and the outbox gauges."""
         assert self.outbox is not None and self.mqtt is not None
         while True:
             await asyncio.sleep(0.5)
+            self._mark_stale()
             self._publish_vitals()
             for lane, name in LANE_NAMES.items():
                 self.metrics.outbox_depth.labels(name).set(self.outbox.counts[lane])

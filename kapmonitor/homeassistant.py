@@ -9,7 +9,18 @@ of ``components`` (each with a ``platform`` and a ``unique_id``). kapmonitor pub
   sounding" problem sensor from ``bed/<id>/alarms``; the session phase and NEWS2 from
   ``bed/<id>/session``;
 * one HA device for the node: each medical device's link state and battery (diagnostic),
-  from ``device/<id>/status``.
+  from ``device/<id>/status``;
+* per bed an event entity "Alarm event" that fires on every live alert event (``raised``,
+  ``escalated``, ``acknowledged``, …) of ``bed/<id>/alert``, with priority, kind and text;
+* with ``controls = true`` (off by default), per bed the buttons "Acknowledge alarms", "Pause
+  alarm audio" and "Measure BP", which publish ordinary requests on ``bridge/request/…``: the
+  same command validation as any other client, and nothing HA could not send anyway.
+
+Freshness: a vital sign value marked ``stale`` in ``bed/<id>/vitals`` (its device went quiet)
+renders as "unknown", and every continuous vital sensor has ``expire_after`` equal to the bed's
+stale limit (the largest ``stale_after`` of the devices feeding the bed), so HA also shows
+"unavailable" when the topic itself stops (a hung node). NIBP values are spot measurements:
+they do not expire, and their attributes say when they were measured.
 
 Every entity is available while ``bridge/state`` says ``online``. The templates use plain
 Jinja (``dict.get``, ``tojson``) so the tests can render them with Jinja2 against real payloads;
@@ -19,6 +30,7 @@ a template that yields ``None`` makes HA show "unknown", never a made-up number.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -39,7 +51,41 @@ def object_id(*parts: str) -> str:
 
 def vital_template(metric: str) -> str:
     return (f"{{% set m = value_json.metrics.get('{metric}') %}}"
-            "{{ m.value if m and m.value is not none else none }}")
+            "{{ m.value if m and m.value is not none and not m.get('stale') else none }}")
+
+
+def vital_attributes_template(metric: str) -> str:
+    return (f"{{% set m = value_json.metrics.get('{metric}') %}}"
+            "{{ {'measured_at': m.get('ts_iso') if m else none, "
+            "'device': m.get('device') if m else none, "
+            "'stale': m.get('stale', false) if m else none, "
+            "'quality': m.get('quality', []) if m else []} | tojson }}")
+
+
+ALERT_EVENT_TYPES = ("raised", "escalated", "acknowledged", "latched", "reactivated",
+                     "cleared", "audio_paused", "audio_pause_expired")
+# Session events share the topic and replayed backlog is history: both render empty, which HA
+# ignores.
+ALERT_EVENT_TEMPLATE = (
+    "{% if value_json.type == 'alert' and not value_json.get('historical') %}"
+    "{{ {'event_type': value_json.event, 'priority': value_json.priority, "
+    "'kind': value_json.kind, 'text': value_json.text, 'alert_id': value_json.alert_id, "
+    "'metric': value_json.metric, 'value': value_json.value} | tojson }}{% endif %}"
+)
+# (component id, name, command, body without the bed) of the optional HA buttons
+CONTROLS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("ack_all", "Acknowledge alarms", "alert/ack", {"all": True, "by": "home-assistant"}),
+    ("pause_audio", "Pause alarm audio", "alert/pause", {"all": True, "by": "home-assistant"}),
+    ("measure_bp", "Measure BP", "bp/measure", {}),
+)
+
+
+def stale_limits(cfg: Config) -> dict[str, float]:
+    """Per bed, the largest ``stale_after`` of the continuous devices that feed it (0: only
+    episodic devices such as cuffs)."""
+    return {bed.id: max((d.stale_after or 0.0 for d in cfg.devices
+                         if d.enabled and bed.id in d.referenced_beds()), default=0.0)
+            for bed in cfg.beds}
 
 
 ALARM_STATE_TEMPLATE = "{{ value_json.highest or 'none' }}"
@@ -69,20 +115,44 @@ def discovery(cfg: Config, version: str) -> dict[str, bytes]:
     node_ids = object_id("kapmonitor", node)
     out: dict[str, Any] = {}
 
+    limits = stale_limits(cfg)
     for bed in cfg.beds:
         bed_ids = object_id("kapmonitor", node, bed.id)
         components: dict[str, dict[str, Any]] = {}
+        vitals_topic = f"{base}/bed/{bed.id}/vitals"
         for metric in BED_METRICS:
             info = METRICS[metric]
             components[metric] = {
                 "platform": "sensor",
                 "unique_id": object_id(bed_ids, metric),
                 "name": info.label,
-                "state_topic": f"{base}/bed/{bed.id}/vitals",
+                "state_topic": vitals_topic,
                 "value_template": vital_template(metric),
+                "json_attributes_topic": vitals_topic,
+                "json_attributes_template": vital_attributes_template(metric),
                 "unit_of_measurement": _DISPLAY_UNIT.get(info.unit, info.unit),
                 "state_class": "measurement",
             }
+            if limits[bed.id] and not metric.startswith("nibp_"):
+                components[metric]["expire_after"] = math.ceil(limits[bed.id])
+        components["alarm_event"] = {
+            "platform": "event",
+            "unique_id": object_id(bed_ids, "alarm_event"),
+            "name": "Alarm event",
+            "state_topic": f"{base}/bed/{bed.id}/alert",
+            "value_template": ALERT_EVENT_TEMPLATE,
+            "event_types": list(ALERT_EVENT_TYPES),
+        }
+        if ha.controls:
+            for cid, name, command, body in CONTROLS:
+                components[cid] = {
+                    "platform": "button",
+                    "unique_id": object_id(bed_ids, cid),
+                    "name": name,
+                    "command_topic": f"{base}/bridge/request/{command}",
+                    "payload_press": json.dumps({"bed": bed.id, **body}),
+                    "retain": False,
+                }
         alarms_topic = f"{base}/bed/{bed.id}/alarms"
         session_topic = f"{base}/bed/{bed.id}/session"
         components["alarm"] = {

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kapmonitor.clock import Clock
+from kapmonitor.clock import Clock, iso_time
 from kapmonitor.drivers.base import DeviceState, Driver, Routed, Status
 from kapmonitor.logs import RetryLog
 from kapmonitor.model import Measurement, Reading
@@ -27,6 +27,9 @@ from kapmonitor.model import Measurement, Reading
 log = logging.getLogger("kapmonitor.supervisor")
 
 NIBP_PARTS = frozenset({"nibp_sys", "nibp_dia", "nibp_mean"})
+# While readings flow, the retained status is re-sent at most this often so that its
+# ``last_seen`` stays right (it is also sent with the first reading after a state change).
+LAST_SEEN_EVERY = 15.0
 
 
 @dataclass
@@ -68,7 +71,9 @@ class DeviceStatus:
             "state": self.state,
             "detail": self.detail,
             "since": self.since,
+            "since_iso": iso_time(self.since),
             "last_seen": self.last_seen,
+            "last_seen_iso": iso_time(self.last_seen) if self.last_seen is not None else None,
             "battery": self.battery,
             **self.info,
         }
@@ -111,6 +116,7 @@ class Supervisor:
         self._nibp_group: tuple[float, float, set[str]] | None = None
         self.sessions = 0
         self._on_restart = on_restart
+        self._published_seen: float | None = None  # last_seen in the last published status
         self.retry_log = RetryLog(log, f"device {self.device_id}", clock=clock.monotonic)
 
     # -- status --------------------------------------------------------------------------
@@ -131,6 +137,7 @@ class Supervisor:
 
     def _publish_status(self) -> None:
         self.status.bed = self._bed_of(self.device_id)
+        self._published_seen = self.status.last_seen
         self._on_status(self.status)
 
     def rebed(self) -> None:
@@ -241,6 +248,8 @@ class Supervisor:
         self.status.last_seen = now
         if self.status.state == "stale":
             self._set_state("connected", "")
+        elif self._published_seen is None or now - self._published_seen >= LAST_SEEN_EVERY:
+            self._publish_status()
         if (
             reading.metric == "battery"
             and reading.value is not None

@@ -46,7 +46,7 @@ def test_discovery_configs_are_complete_and_unique(tmp_path: Path) -> None:
         assert body["origin"]["name"] == "kapmonitor" and body["device"]["identifiers"]
         assert body["availability"][0]["topic"] == f"{BASE}/bridge/state"
         for cid, comp in body["components"].items():
-            assert comp["platform"] in ("sensor", "binary_sensor"), cid
+            assert comp["platform"] in ("sensor", "binary_sensor", "event"), cid
             assert comp["state_topic"].startswith(f"{BASE}/")
             unique_ids.append(comp["unique_id"])
     assert len(unique_ids) == len(set(unique_ids))
