@@ -22,6 +22,8 @@ from kapmonitor.clock import ManualClock
 from kapmonitor.drivers.base import DriverContext
 from kapmonitor.logs import RetryLog, setup_logging
 from kapmonitor.supervisor import Backoff, Supervisor
+from tests.helpers.daemon import clinic_config, running
+from tests.helpers.mqtt import free_port
 from tests.test_supervisor import ScriptConfig, ScriptDriver, spin
 
 ISO_LOCAL = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
@@ -153,3 +155,22 @@ async def test_a_missing_device_logs_a_few_lines_not_one_per_retry(
     assert "still failing, 32 attempts, next in" in warnings[-1].getMessage()
     assert lines[-1] == "device d1: recovered after 40 failed attempts"
 
+
+
+async def test_an_unreachable_broker_logs_a_few_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = clinic_config(tmp_path / "state", ("127.0.0.1", free_port()))
+    cfg["mqtt"]["reconnect_max"] = 0.2
+    caplog.set_level(logging.INFO, "kapmonitor.mqtt")
+    async with running(cfg, connected=False) as daemon:
+        assert daemon.mqtt is not None
+        await asyncio.sleep(4.0)
+    failures = [r for r in caplog.records
+                if r.name == "kapmonitor.mqtt" and r.levelno == logging.WARNING
+                and "broker 127.0.0.1:" in r.getMessage()]
+    assert failures, caplog.text
+    attempts = max(getattr(r, "attempts", 0) for r in failures)
+    assert attempts >= 16  # it kept trying…
+    assert len(failures) <= 6  # …and said so in a handful of lines
+    assert "still failing" in failures[-1].getMessage()
