@@ -50,6 +50,7 @@ class ClinicView:
     base: str
     beds: dict[str, BedView]
     bridge: dict[str, Any] = field(default_factory=dict)
+    health: dict[str, Any] = field(default_factory=dict)
     readings: int = 0
     last_alerts: list[str] = field(default_factory=list)
 
@@ -57,6 +58,8 @@ class ClinicView:
         parts = topic[len(self.base) + 1:].split("/")
         if parts[:2] == ["bridge", "state"] and isinstance(payload, dict):
             self.bridge = payload
+        elif parts[:2] == ["bridge", "health"] and isinstance(payload, dict):
+            self.health = payload
         elif len(parts) == 3 and parts[0] == "device" and parts[2] == "status":
             bed = self.beds.get(payload.get("bed", ""))
             for b in self.beds.values():
@@ -126,7 +129,7 @@ def render_rich(view: ClinicView, sim_minutes: float, info: BrokerInfo) -> Any:
     bridge = view.bridge
     footer = Text(
         f"broker {info.host}:{info.port} ({info.kind}) · bridge {bridge.get('state', '?')} · "
-        f"outbox {bridge.get('outbox', '?')} · readings seen {view.readings}"
+        f"outbox {view.health.get('outbox', '?')} · readings seen {view.readings}"
     )
     parts: list[Any] = [table, footer]
     if view.last_alerts:
@@ -136,7 +139,7 @@ def render_rich(view: ClinicView, sim_minutes: float, info: BrokerInfo) -> Any:
 
 def render_plain(view: ClinicView, sim_minutes: float) -> str:
     lines = [f"[t={sim_minutes:5.1f} min] readings={view.readings} "
-             f"outbox={view.bridge.get('outbox', '?')}"]
+             f"outbox={view.health.get('outbox', '?')}"]
     for bed_id, b in view.beds.items():
         v = b.vitals
         alarms = ",".join(a.get("rule", "?") for a in b.alarms) or "-"
