@@ -97,12 +97,13 @@ async def test_broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> No
         broker.stop()
         outage_start = time.time()
         await asyncio.sleep(3.0)
-        produced_during = daemon.seq
+        assert daemon.publisher is not None
+        produced_during = daemon.publisher.seq
         assert daemon.outbox is not None and daemon.outbox.depth() > 20  # backlog visible
         broker.start()
         restarted = time.time()
         # Wait until every seq produced so far has arrived.
-        target = daemon.seq + 5
+        target = daemon.publisher.seq + 5
 
         def complete(msgs: list) -> bool:
             seqs = {p["seq"] for _, p, _ in msgs}
@@ -137,7 +138,7 @@ async def test_commands_and_errors(broker: Broker, tmp_path: Path) -> None:
             t.endswith("bed/bed2/reading") and p["device"] == "ox1" for t, p, _ in m))
         await sub.wait_for(lambda m: any(
             t.endswith("device/ox1/status") and p["bed"] == "bed2" for t, p, _ in m))
-        assert daemon.bed_of["ox1"] == "bed2"
+        assert daemon.devices.bed_of("ox1") == "bed2"
 
         n = len(sub.messages)
         rep = await request(addr, BASE, "republish", {"transaction": 7})
@@ -150,7 +151,7 @@ async def test_commands_and_errors(broker: Broker, tmp_path: Path) -> None:
             ("device/assign", {"device": "ox1", "bed": "bed9"}, "unknown bed"),
             ("device/assign", {"device": "ox1", "bed": "bed1", "colour": 1},
              "colour: unknown field"),
-            ("device/assign", {"device": "ox1"}, "bed: Field required"),
+            ("device/assign", {"device": "ox1"}, "bed: required field is missing"),
             ("no/such", {}, "unknown command"),
             ("device/command", {"device": "ox1", "command": "fly"}, "does not support"),
         ]
@@ -177,7 +178,7 @@ async def test_device_command_reaches_driver(broker: Broker, tmp_path: Path) -> 
                               "args": {"kind": "sensor_off", "duration": 60}})
         assert resp["status"] == "ok" and resp["data"]["kind"] == "sensor_off"
         seen: list = []
-        daemon.reading_listeners.append(seen.append)
+        daemon.readings.subscribe(seen.append)
         for _ in range(100):
             if any(r.metric == "spo2" for r in seen):
                 break
@@ -205,7 +206,8 @@ async def test_outbox_survives_restart_without_broker(broker: Broker, tmp_path: 
     cfg = clinic_config(tmp_path / "state", broker.address)
     async with running(cfg, connected=False) as first:
         await asyncio.sleep(1.0)
-        queued = first.seq
+        assert first.publisher is not None
+        queued = first.publisher.seq
         first_boot = first.boot_id
     assert queued > 10
     broker.start()

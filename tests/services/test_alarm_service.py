@@ -133,7 +133,7 @@ async def test_bp_measure(broker: Broker, tmp_path: Path) -> None:
     cfg["devices"] = [d for d in cfg["devices"] if d["id"] != "cuff2"]
     async with running(cfg, clock=ScaledClock(SPEED)) as daemon:
         seen: list[Any] = []
-        daemon.reading_listeners.append(seen.append)
+        daemon.readings.subscribe(seen.append)
         await asyncio.sleep(0.5)
         seen.clear()
         ok = await request(addr, BASE, "bp/measure", {"bed": "bed1"})

@@ -16,7 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from kapmonitor import __version__
 from kapmonitor.config import ConfigError, parse_config
-from kapmonitor.homeassistant import BED_METRICS, discovery, object_id
+from kapmonitor.services.homeassistant import BED_METRICS, discovery, object_id
 from tests.helpers.daemon import clinic_config, running
 from tests.helpers.mqtt import Broker, request, subscribe
 
