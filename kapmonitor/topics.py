@@ -140,7 +140,7 @@ class Topics:
         self._ha_slash = discovery_prefix + "/device/"
         self._bed_cache: dict[tuple[str, BedChannel], str] = {}
         self.bridge_state = f"{base}/bridge/state"
-        self.requests = f"{base}/bridge/request/#"  # the subscription filter
+        self.everything = f"{base}/#"  # the filter for every topic under the base
 
     # -- building ----------------------------------------------------------------------------
     def request(self, command: str) -> str:
