@@ -2,12 +2,13 @@
 
 What lives here:
 
-* the pydantic argument model of every engine command (unknown fields are rejected, and the
-  field descriptions are the reference for docs/alarms.md);
+* the pydantic argument model of every engine command (unknown fields are rejected; the
+  bodies are documented in docs/alarms.md);
 * :data:`ENGINE_COMMANDS`, the one table from command name (the ``bridge/request/<name>``
-  suffix and the name a trace uses) to its model. The MQTT command table, the engine's
-  compatibility entry point :meth:`~kapmonitor.alerts.engine.AlarmEngine.command` and
-  ``kapmonitor replay`` all read it, so a name is spelled once;
+  suffix; ``kapmonitor replay`` maps its trace events onto these names) to its model. The
+  MQTT command table, the engine's compatibility entry point
+  :meth:`~kapmonitor.alerts.engine.AlarmEngine.command` and ``kapmonitor replay`` all read
+  it, so a name is spelled once;
 * :func:`parse_command`, the validation of a name and a body into a model, raising the one
   :class:`~kapmonitor.errors.CommandError` with the shared wording of validation errors.
 
