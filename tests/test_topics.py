@@ -3,9 +3,12 @@ rejected, and payloads are strict compact JSON."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import math
+import re
+from pathlib import Path
 
 import pytest
 from paho.mqtt.client import topic_matches_sub
@@ -13,6 +16,7 @@ from paho.mqtt.client import topic_matches_sub
 from kapmonitor.topics import MAX_TOPIC_BYTES, BedChannel, Kind, Topic, Topics, encode
 
 T = Topics("kapmonitor/t1")
+PACKAGE = Path(__file__).resolve().parents[1] / "kapmonitor"
 
 # One example of every kind, with the exact wire spelling (the public topic tree).
 EXAMPLES: dict[Kind, tuple[str | None, str]] = {
@@ -143,3 +147,41 @@ def test_non_finite_numbers_never_reach_a_payload(caplog: pytest.LogCaptureFixtu
     assert json.loads(data, parse_constant=no_constants) == {
         "a": None, "b": [1.0, None], "c": {"d": None}, "e": 2}
     assert "non-finite" in caplog.text
+
+
+# Pieces of the tree (with "{}" where an f-string puts a value); command names such as
+# "device/assign" are not topics.
+_TOPIC_TEXT = re.compile(r"bridge/(state|request/|response/)|(^|/)bed/[^/]*/(vitals|reading|"
+                         r"alert|alarms|session)|(^|/)device/[^/]*/(status|config)")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                ids.add(id(body[0].value))
+    return ids
+
+
+def test_no_module_but_topics_spells_a_topic() -> None:
+    """Every topic in kapmonitor/ comes from Topics: no f-string or literal spells one."""
+    found: list[str] = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "topics.py" and path.parent == PACKAGE:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr):
+                text = "{}".join(v.value for v in node.values
+                                 if isinstance(v, ast.Constant) and isinstance(v.value, str))
+            elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and id(node) not in skip):
+                text = node.value
+            else:
+                continue
+            if _TOPIC_TEXT.search(text) and "\n" not in text and " " not in text:
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {text!r}")
+    assert found == []
