@@ -185,3 +185,26 @@ def test_no_module_but_topics_spells_a_topic() -> None:
             if _TOPIC_TEXT.search(text) and "\n" not in text and " " not in text:
                 found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {text!r}")
     assert found == []
+
+
+def test_publishing_modules_encode_payloads_only_through_encode() -> None:
+    """The modules that publish (or hand payloads to the publisher) never call the json
+    module's encoders for a payload: topics.encode is the one encoder. (State files written
+    with ``path.write_text(json.dumps(...))`` are not payloads.)"""
+    publishing = [PACKAGE / "mqtt.py", PACKAGE / "pipeline.py", PACKAGE / "commands.py",
+                  PACKAGE / "daemon.py", *sorted((PACKAGE / "services").glob("*.py"))]
+    found: list[str] = []
+    for path in publishing:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        state_files = {
+            id(arg.func) for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "write_text"
+            for arg in node.args if isinstance(arg, ast.Call)
+        }
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id == "json" and node.attr in ("dumps", "JSONEncoder")
+                    and id(node) not in state_files):
+                found.append(f"{path.name}:{node.lineno}: json.{node.attr}")
+    assert found == []
