@@ -220,8 +220,10 @@ class Topics:
         if len(topic) > MAX_TOPIC_BYTES or len(topic.encode()) > MAX_TOPIC_BYTES:
             return None
         if topic.startswith(self._base_slash):
-            return self._parse_ours(topic[len(self._base_slash):])
-        if topic.startswith(self._ha_slash):
+            parsed = self._parse_ours(topic[len(self._base_slash):])
+            if parsed is not None:
+                return parsed
+        if topic.startswith(self._ha_slash):  # (the prefix may lie under the base topic)
             rest = topic[len(self._ha_slash):]
             object_id, sep, tail = rest.partition("/")
             if sep and tail == "config" and _OBJECT_ID.fullmatch(object_id):

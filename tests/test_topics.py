@@ -103,6 +103,12 @@ def test_foreign_or_malformed_topics_are_rejected(topic: str) -> None:
     assert T.parse(topic) is None
 
 
+def test_discovery_prefix_under_the_base_topic() -> None:
+    t = Topics("site/node", "site/node")
+    assert t.parse(t.discovery("x")) == Topic(Kind.HA_DISCOVERY, "x")
+    assert t.parse(t.device_status("x")) == Topic(Kind.DEVICE_STATUS, "x")
+
+
 def test_topics_longer_than_mqtt_allows_are_rejected() -> None:
     long_base = "k/" + "x" * 30000
     t = Topics(long_base)
