@@ -17,8 +17,11 @@ import sys
 import time
 from typing import Any
 
+from kapmonitor.topics import Kind, Topics
+
 EXIT_ONLINE, EXIT_OFFLINE, EXIT_CONFIG, EXIT_NO_ANSWER = 0, 1, 2, 3
-TOPICS = ("state", "info", "health", "devices")
+NAMES = {Kind.BRIDGE_STATE: "state", Kind.BRIDGE_INFO: "info", Kind.BRIDGE_HEALTH: "health",
+         Kind.BRIDGE_DEVICES: "devices"}
 
 
 async def collect(host: str, port: int, base: str, wait: float,
@@ -27,20 +30,23 @@ async def collect(host: str, port: int, base: str, wait: float,
     seconds)."""
     import aiomqtt
 
+    topics = Topics(base)
     got: dict[str, Any] = {}
     async with aiomqtt.Client(host, port, **client_args) as client:
-        await client.subscribe(f"{base}/bridge/+", qos=1)
+        for kind in NAMES:
+            await client.subscribe(topics.wildcard(kind), qos=1)
         try:
             async with asyncio.timeout(wait):
                 async for msg in client.messages:
-                    name = str(msg.topic).rsplit("/", 1)[-1]
-                    if name not in TOPICS or not msg.retain:
+                    parsed = topics.parse(str(msg.topic))
+                    name = NAMES.get(parsed.kind) if parsed is not None else None
+                    if name is None or not msg.retain:
                         continue
                     try:
                         got[name] = json.loads(bytes(msg.payload or b"{}"))
                     except ValueError:
                         continue
-                    if all(t in got for t in TOPICS):
+                    if all(n in got for n in NAMES.values()):
                         break
         except TimeoutError:
             pass

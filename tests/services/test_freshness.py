@@ -16,7 +16,8 @@ from kapmonitor.clock import ManualClock, with_iso_times
 from kapmonitor.config import parse_config
 from kapmonitor.daemon import Daemon
 from kapmonitor.drivers.base import DriverContext
-from kapmonitor.homeassistant import discovery
+from kapmonitor.model import Reading, measurement
+from kapmonitor.services.homeassistant import discovery
 from kapmonitor.supervisor import Backoff, DeviceStatus, Supervisor
 from tests.helpers.daemon import clinic_config, running
 from tests.helpers.mqtt import Broker, request, subscribe
@@ -65,21 +66,23 @@ async def test_last_seen_is_published_while_a_device_streams(tmp_path: Path) -> 
 def test_sweep_marks_quiet_continuous_values_but_not_nibp(tmp_path: Path) -> None:
     clock = ManualClock()
     cfg = parse_config(clinic_config(tmp_path, ("127.0.0.1", 1883)))  # ox1: stale_after 5
-    daemon = Daemon(cfg, clock=clock)
-    now = clock.now()
+    daemon = Daemon(cfg, clock=clock)  # no supervisors: the bed's devices give the limit
+    cache = daemon.vitals
     for metric, device in (("spo2", "ox1"), ("heart_rate", "mon7"), ("nibp_sys", "mon7")):
-        daemon.vitals["bed1"][metric] = {"value": 1, "device": device, "ts": now,
-                                         "stale": False}
-        daemon._vitals_seen[("bed1", metric)] = now
+        cache.update(Reading.from_measurement(measurement(metric, 90), bed="bed1",
+                                              device=device, received=clock.now()))
+    vitals = cache.vitals["bed1"]
     clock.advance(4.0)
-    daemon._mark_stale()
-    assert not any(e["stale"] for e in daemon.vitals["bed1"].values())
+    cache.mark_stale(clock.now())
+    assert not any(e["stale"] for e in vitals.values())
     clock.advance(2.0)
-    daemon._mark_stale()
+    cache.mark_stale(clock.now())
     # mon7 is not configured (a monitor behind a feed): the bed's largest stale_after applies.
-    assert daemon.vitals["bed1"]["spo2"]["stale"] and daemon.vitals["bed1"]["heart_rate"]["stale"]
-    assert not daemon.vitals["bed1"]["nibp_sys"]["stale"]
-    assert daemon.vitals["bed1"]["spo2"]["stale_since"] == clock.now()
+    assert vitals["spo2"]["stale"] and vitals["heart_rate"]["stale"]
+    assert not vitals["nibp_sys"]["stale"]
+    assert vitals["spo2"]["stale_since"] == clock.now()
+    cache.mark_stale(clock.now(), device="mon7")  # its link is lost: NIBP too
+    assert vitals["nibp_sys"]["stale"]
 
 
 async def test_retained_payloads_carry_iso_times(broker: Broker, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kapmonitor.bridge import redact
+from kapmonitor.services.bridge import redact
 from kapmonitor.status import render
 from tests.helpers.daemon import clinic_config, running
 from tests.helpers.mqtt import Broker, request, subscribe

@@ -1,9 +1,10 @@
-"""The node's own topics in the style zigbee2mqtt users know: ``bridge/info``,
-``bridge/devices``, ``bridge/health`` (retained) and ``bridge/event`` (not retained).
+"""The bridge service: the node's own topics in the style zigbee2mqtt users know,
+``bridge/info``, ``bridge/devices``, ``bridge/health`` (retained) and ``bridge/event`` (not
+retained, through the outbox).
 
-What belongs here: what a node says about itself, and when. Not here: ``bridge/state`` (the MQTT
-owner publishes it on connect and leaves its last will there; it changes only with the
-connection) and the request/response commands.
+What lives here: what a node says about itself, and when. What does not: ``bridge/state`` (the
+MQTT owner publishes it on connect and leaves its last will there; it changes only with the
+connection), the request/response commands, and the topic spelling (:mod:`kapmonitor.topics`).
 
 =====================  ========  =========================================================
 topic                  retained  published
@@ -28,8 +29,8 @@ Every time in these payloads is given twice: epoch seconds and ISO 8601 (``*_iso
 differs from the previous run's (its hash is kept in the state directory): kapmonitor reloads
 its configuration by restarting.
 
-The service receives narrow collaborators (publishers, a health callable, the device
-directory), never the daemon.
+The service receives narrow collaborators (the retained-state port, an event publisher, a
+health callable and the device statuses), never the daemon.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from kapmonitor import __version__
 from kapmonitor.clock import Clock, iso_time, system_clock_synchronized
 from kapmonitor.sdnotify import NodeHealth
 from kapmonitor.supervisor import DeviceStatus
+from kapmonitor.topics import Topics, encode
 
 log = logging.getLogger("kapmonitor.bridge")
 
@@ -55,13 +57,15 @@ CONNECTED = "connected"
 
 
 class RetainedState(Protocol):
-    def set_retained(self, suffix: str, body: dict[str, Any] | list[Any]) -> None:
-        """Publish retained state under the base topic now and after every reconnect."""
+    """The retained-state port, taking a JSON list too (``bridge/devices``)."""
+
+    def set_retained(self, topic: str, body: Mapping[str, Any] | list[Any] | bytes) -> None:
+        """Publish retained state now and again after every reconnect."""
 
 
-class DurablePublisher(Protocol):
-    def publish_durable(self, suffix: str, body: dict[str, Any]) -> None:
-        """Queue a non-retained message under the base topic through the outbox."""
+class EventPublish(Protocol):
+    def publish_event(self, topic: str, body: Mapping[str, Any]) -> None:
+        """Queue a non-retained message through the outbox (stamped, never dropped)."""
 
 
 def redact(value: Any) -> Any:
@@ -74,8 +78,16 @@ def redact(value: Any) -> Any:
     return value
 
 
+def _sorted(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
 def config_hash(summary: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(encode(_sorted(summary))).hexdigest()[:16]
 
 
 def stamped(body: dict[str, Any], key: str, t: float | None) -> None:
@@ -105,8 +117,9 @@ class BridgeService:
         config_summary: dict[str, Any],
         state_dir: Path,
         clock: Clock,
+        topics: Topics,
         retained: RetainedState,
-        events: DurablePublisher,
+        events: EventPublish,
         health: Callable[[], NodeHealth],
         devices: Callable[[], Iterable[DeviceStatus]],
         boot_id: str,
@@ -117,6 +130,7 @@ class BridgeService:
         self.summary = redact(config_summary)
         self.state_dir = state_dir
         self.clock = clock
+        self.topics = topics
         self.retained = retained
         self.events = events
         self._health = health
@@ -161,7 +175,7 @@ class BridgeService:
     def event(self, kind: str, data: dict[str, Any]) -> None:
         body: dict[str, Any] = {"type": kind, "data": data}
         stamped(body, "t", self.clock.now())
-        self.events.publish_durable("bridge/event", body)
+        self.events.publish_event(self.topics.bridge_event, body)
 
     def on_status(self, st: DeviceStatus) -> None:
         """A device status changed (the daemon's status listener)."""
@@ -203,7 +217,7 @@ class BridgeService:
 
     # -- running -------------------------------------------------------------------------
     def start(self) -> None:
-        self.retained.set_retained("bridge/info", self.info())
+        self.retained.set_retained(self.topics.bridge_info, self.info())
         self._config_event()
         self.event("started", {"version": __version__, "boot_id": self.boot_id})
         self.publish_devices()
@@ -211,7 +225,7 @@ class BridgeService:
 
     def publish_devices(self) -> None:
         self._devices_dirty = False
-        self.retained.set_retained("bridge/devices", self.devices())
+        self.retained.set_retained(self.topics.bridge_devices, self.devices())
 
     def publish_health(self, force: bool = False) -> None:
         """Publish ``bridge/health`` when the device counts or the clock state changed, or,
@@ -227,7 +241,7 @@ class BridgeService:
             or (body["outbox"] != last["outbox"] and mono - last["at"] >= self.health_every)
         ):
             self._last_health = {"key": key, "outbox": body["outbox"], "at": mono}
-            self.retained.set_retained("bridge/health", body)
+            self.retained.set_retained(self.topics.bridge_health, body)
 
     async def run(self) -> None:
         last_devices = self.clock.monotonic()
