@@ -23,11 +23,9 @@ get :class:`~kapmonitor.ports.ServicePorts`, never the daemon) and the connectio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -48,7 +46,7 @@ from kapmonitor.mqtt import BrokerSettings, MqttOwner, make_tls_context
 from kapmonitor.outbox import LANE_NAMES, Outbox
 from kapmonitor.pipeline import DurablePublisher, Listeners, ReadingPipeline, VitalsCache
 from kapmonitor.ports import ServicePorts
-from kapmonitor.sdnotify import NodeHealth, StatusNotifier
+from kapmonitor.sdnotify import NodeHealth, StatusNotifier, notify
 from kapmonitor.services.alarms import AlarmService
 from kapmonitor.services.alarms import attach as attach_alarms
 from kapmonitor.services.bridge import BridgeService
@@ -392,10 +390,4 @@ class Daemon:
 
 def sd_notify(message: str) -> None:
     """Tell systemd (Type=notify) about our state, when running under it."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.sendto(message.encode(), addr)
+    notify(message)
