@@ -67,7 +67,15 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _stop_before_start(signum: int, _frame: object) -> None:
+    """SIGTERM while the daemon is still loading (imports take a second or more on a Pi):
+    nothing has been started yet, so stopping is a clean exit, not death by signal."""
+    raise SystemExit(0)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    # Until the event loop installs its own handlers (which flush and say goodbye).
+    signal.signal(signal.SIGTERM, _stop_before_start)
     cfg = _load(args.config)
     if cfg is None:
         return EXIT_CONFIG
