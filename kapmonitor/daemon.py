@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kapmonitor import __version__
 from kapmonitor.alarm_service import AlarmService
 from kapmonitor.alarm_service import attach as attach_alarms
+from kapmonitor.ble.config import BleConfig
 from kapmonitor.clock import Clock, SystemClock
 from kapmonitor.config import Config
 from kapmonitor.drivers.base import CommandError as DriverCommandError
@@ -338,9 +339,8 @@ class Daemon:
             self.alarms = attach_alarms(self, cfg.alarms.rules)
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
-        ctx = DriverContext(
-            clock=self.clock, state_dir=self.state_dir, shared={"ble.config": cfg.ble}
-        )
+        ctx = DriverContext(clock=self.clock, state_dir=self.state_dir)
+        ctx.put(BleConfig, cfg.ble)
         registry = drivers()
         for dev in cfg.devices:
             if not dev.enabled:

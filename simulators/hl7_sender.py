@@ -1,13 +1,13 @@
 """A bedside monitor that pushes HL7 ORU^R01 vitals over MLLP, like a GE B-series (IHE PCD-01),
 a Philips Efficia (LAN export) or a Mindray gateway does (shared/reference/serial.md §2.6).
 
-It samples :class:`~simulators.physiology.Patient`, sends one report every ``interval`` seconds
-(NIBP measured every ``nibp_every`` seconds and repeated, with its measurement time in OBX-14,
-in every report until the next one, as PCD-01 monitors do), waits for the ACK and resends the
-same message (same MSH-10) when none comes within ``ack_timeout``; a lost connection is
+It samples :class:`~kapmonitor_simulators.physiology.Patient`, sends one report every ``interval``
+seconds (NIBP measured every ``nibp_every`` seconds and repeated, with its measurement time in
+OBX-14, in every report until the next one, as PCD-01 monitors do), waits for the ACK and resends
+the same message (same MSH-10) when none comes within ``ack_timeout``; a lost connection is
 re-opened. The wire format comes from :func:`kapmonitor.codecs.hl7.encode_oru`.
 
-Run: ``python -m simulators hl7 --port 2575 --style ge`` (see ``--help``).
+Run: ``python -m kapmonitor_simulators hl7 --port 2575 --style ge`` (see ``--help``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from kapmonitor_simulators.physiology import Patient, add_patient_arguments, patient_from_args
+
 from kapmonitor.clock import Clock, ScaledClock, SystemClock
 from kapmonitor.codecs import hl7
-from simulators.physiology import Patient, add_patient_arguments, patient_from_args
 
-log = logging.getLogger("simulators.hl7")
+log = logging.getLogger("kapmonitor_simulators.hl7")
 
 # Default identities per style (synthetic; the EUI-64s use a locally administered prefix).
 STYLE_IDENTITY: dict[hl7.VendorStyle, tuple[str, str]] = {
@@ -247,7 +248,9 @@ class Hl7Sender:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = parser or argparse.ArgumentParser(prog="python -m simulators hl7", description=__doc__)
+    p = parser or argparse.ArgumentParser(
+        prog="python -m kapmonitor_simulators hl7", description=__doc__
+    )
     p.add_argument("--host", default="127.0.0.1", help="listener address")
     p.add_argument("--port", type=int, default=2575, help="listener port (MLLP: 2575)")
     p.add_argument("--style", choices=hl7.VENDOR_STYLES, default="ge", help="vendor style")
@@ -264,7 +267,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Hook for the ``python -m simulators`` dispatcher."""
+    """Hook for the ``python -m kapmonitor_simulators`` dispatcher."""
     build_parser(parser)
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kapmonitor_simulators.hl7_sender import AckTimeout, Hl7Sender
+from kapmonitor_simulators.physiology import Patient
 from pydantic import ValidationError
 
 from kapmonitor.clock import ScaledClock, SystemClock
@@ -23,8 +25,6 @@ from kapmonitor.codecs import hl7
 from kapmonitor.drivers.base import DriverContext, DriverEvent, Routed, Status
 from kapmonitor.drivers.hl7_mllp import Hl7MllpConfig, Hl7MllpDriver
 from kapmonitor.drivers.registry import drivers
-from simulators.hl7_sender import AckTimeout, Hl7Sender
-from simulators.physiology import Patient
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,8 +17,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-
-from kapmonitor.broker import free_port
+from kapmonitor_simulators.broker import free_port
 
 __all__ = ["MOSQUITTO", "Broker", "Collector", "free_port", "request", "subscribe"]
 
