@@ -24,7 +24,7 @@ from kapmonitor.drivers.base import (
     DriverEvent,
     Status,
 )
-from kapmonitor.model import measurement
+from kapmonitor.model import measurement, nibp_measurements
 
 
 class SimEventConfig(BaseModel):
@@ -104,9 +104,8 @@ class SimDriver(Driver):
             if self.cfg.kind == "cuff":
                 if t >= next_nibp or self._measure_now:
                     self._measure_now = False
-                    sys_, dia, mean = self.patient.nibp(t)
-                    for name, val in (("nibp_sys", sys_), ("nibp_dia", dia), ("nibp_mean", mean)):
-                        yield measurement(name, val)
+                    for part in nibp_measurements(*self.patient.nibp(t)):
+                        yield part
                     next_nibp = t + self.cfg.nibp_every
                     yield measurement("battery", round(self._battery))
                 await clock.sleep(min(self.cfg.interval, max(0.05, next_nibp - t)))
