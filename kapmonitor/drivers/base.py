@@ -8,9 +8,14 @@ publication, stamping measurements into readings with bed and codes — belongs 
 :class:`~kapmonitor.supervisor.Supervisor`, the same for every driver.
 
 A driver module in ``kapmonitor.drivers`` registers itself by defining ``DRIVERS``: a list of
-Driver subclasses. Each subclass names its ``config_model``, a :class:`DeviceConfig` subclass
-whose ``driver`` field is a ``Literal`` of the driver's name; the configuration's device list is
-a discriminated union over all of them.
+Driver subclasses (drivers from other packages use the ``kapmonitor.drivers`` entry-point
+group, see :mod:`kapmonitor.drivers.registry`). Each subclass names its ``config_model``, a
+:class:`DeviceConfig` subclass whose ``driver`` field is a ``Literal`` of the driver's name; the
+configuration's device list is a discriminated union over all of them.
+
+What belongs here is only that contract: the config base, the events a session yields, the
+command error, and the :class:`DriverContext` a driver gets (clock, state directory, and typed
+per-daemon components it may share with other drivers).
 """
 
 from __future__ import annotations
