@@ -8,6 +8,8 @@ import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.paths import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -84,3 +86,10 @@ def test_the_simulators_plug_in_through_entry_points() -> None:
     assert radio_plugin("simulated") is PLUGIN
     (demo,) = entry_points(group="kapmonitor.commands", name="demo")
     assert demo.load() is demo_main
+
+
+def test_a_missing_radio_plug_in_is_named() -> None:
+    from kapmonitor.ble.radio import RadioUnavailable, radio_plugin
+
+    with pytest.raises(RadioUnavailable, match="'nonesuch' is not installed"):
+        radio_plugin("nonesuch")
