@@ -222,7 +222,10 @@ def cmd_plugin(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kapmonitor", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="kapmonitor",
+        description="Vitals bridge and alarm engine for ketamine-assisted psychotherapy sessions.",
+    )
     p.add_argument("--version", action="version", version=f"kapmonitor {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
