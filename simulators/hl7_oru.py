@@ -33,7 +33,7 @@ _CONTAINMENT = {
     "heart_rate": "1.5.1", "spo2": "1.3.1", "pulse_rate": "1.3.1", "perfusion_index": "1.3.1",
     "nibp_sys": "1.4.1", "nibp_dia": "1.4.1", "nibp_mean": "1.4.1", "resp_rate": "1.5.2",
 }
-# Philips Efficia MDIL: partition-term hex, label, unit code, unit label (serial.md §2.6.3).
+# Philips Efficia MDIL: partition-term hex, label, unit code, unit label (Efficia LAN export).
 _MDIL_CODES: dict[str, tuple[str, str, str, str]] = {
     "spo2": ("0002-4bb8", "SpO2", "0004-0220", "%"),
     "pulse_rate": ("0002-480a", "Pulse", "0004-0aa0", "bpm"),
