@@ -34,6 +34,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kapmonitor import __version__
+from kapmonitor.ble.config import BleConfig
 from kapmonitor.clock import Clock, SystemClock, iso_time, system_clock_synchronized
 from kapmonitor.commands import CommandRouter
 from kapmonitor.config import Config
@@ -295,9 +296,10 @@ class Daemon:
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         ctx = DriverContext(
-            clock=self.clock, state_dir=self.state_dir, shared={"ble.config": cfg.ble},
+            clock=self.clock, state_dir=self.state_dir,
             on_decode_error=lambda device: self.metrics.decode_errors.labels(device).inc(),
         )
+        ctx.put(BleConfig, cfg.ble)
         self.bridge = BridgeService(
             node=cfg.node.node_id, config_summary=cfg.model_dump(mode="json"),
             state_dir=self.state_dir, clock=self.clock, topics=self.topics,

@@ -29,10 +29,9 @@ from typing import Any, Generic, TypeVar
 
 from kapmonitor.clock import Clock
 from kapmonitor.metrics import Metrics
-from kapmonitor.model import Reading
+from kapmonitor.model import NIBP_METRICS, Reading
 from kapmonitor.outbox import LANE_ALERT, LANE_READING, Outbox
 from kapmonitor.ports import RetainedState
-from kapmonitor.supervisor import NIBP_PARTS
 from kapmonitor.topics import Topics, encode
 
 __all__ = ["DurablePublisher", "Listeners", "ReadingPipeline", "VitalsCache"]
@@ -139,7 +138,7 @@ class VitalsCache:
                 if device is not None:
                     if entry["device"] != device:
                         continue
-                elif (metric in NIBP_PARTS
+                elif (metric in NIBP_METRICS
                       or now - self._seen.get((bed, metric), now) < limit):
                     continue
                 entry["stale"] = True
