@@ -1,5 +1,11 @@
-"""Finding a broker for the demo: the configured one if it answers, else a local Mosquitto we
-start on a free loopback port, else an embedded amqtt broker in this process."""
+"""The demo's broker: the one named with ``--broker``, else a private one of its own, never a
+broker it happens to find (on a clinic Pi, 127.0.0.1:1883 is the production broker, and
+simulated patients must not appear there).
+
+The private broker is a Mosquitto on a free loopback port when one is installed, else an
+embedded amqtt broker in this process. A Mosquitto runs in its own session, so the Ctrl-C the
+terminal sends to the demo does not kill it before the daemon has said goodbye; ``alive``
+tells the demo whether it still runs."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +27,9 @@ log = logging.getLogger("kapmonitor_simulators.broker")
 class BrokerInfo:
     host: str
     port: int
-    kind: str  # "configured" | "mosquitto" | "amqtt"
+    kind: str  # "given" (--broker) | "mosquitto" | "amqtt" (private ones)
     protocol: str  # MQTT protocol version to use with it
+    alive: Callable[[], bool] = lambda: True  # False once a private broker has died
 
 
 def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -50,11 +57,13 @@ def mosquitto_binary() -> str | None:
 
 
 @contextlib.asynccontextmanager
-async def demo_broker(host: str, port: int, *, prefer_configured: bool = True
-                      ) -> AsyncIterator[BrokerInfo]:
-    """Yield a broker to use, starting one if needed, and stop what we started."""
-    if prefer_configured and reachable(host, port):
-        yield BrokerInfo(host, port, "configured", "5")
+async def demo_broker(given: tuple[str, int] | None = None) -> AsyncIterator[BrokerInfo]:
+    """Yield the broker to use: ``given`` (it must answer), else a private one that is
+    stopped again on exit."""
+    if given is not None:
+        if not reachable(*given):
+            raise RuntimeError(f"no broker answers at {given[0]}:{given[1]} (--broker)")
+        yield BrokerInfo(given[0], given[1], "given", "5")
         return
     binary = mosquitto_binary()
     if binary is not None:
@@ -72,7 +81,8 @@ async def _mosquitto(binary: str) -> AsyncIterator[BrokerInfo]:
         conf = Path(tmp) / "mosquitto.conf"
         conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
         proc = await asyncio.create_subprocess_exec(
-            binary, "-c", str(conf), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            binary, "-c", str(conf), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # the terminal's Ctrl-C is for the demo, which stops it
         )
         try:
             for _ in range(100):
@@ -83,7 +93,8 @@ async def _mosquitto(binary: str) -> AsyncIterator[BrokerInfo]:
                 await asyncio.sleep(0.05)
             else:
                 raise RuntimeError("mosquitto did not start")
-            yield BrokerInfo("127.0.0.1", port, "mosquitto", "5")
+            yield BrokerInfo("127.0.0.1", port, "mosquitto", "5",
+                             alive=lambda: proc.returncode is None)
         finally:
             if proc.returncode is None:
                 proc.terminate()

@@ -7,6 +7,11 @@ in :mod:`kapmonitor_simulators.broker`. The command reaches ``kapmonitor`` throu
 ``kapmonitor.commands`` entry-point group. It needs the ``demo`` extra (rich for the view,
 amqtt for the embedded broker): both are imported when this module loads, so without them the
 entry point fails to load and ``kapmonitor demo`` says to install the extra.
+
+Safety: the demo publishes only to its own private broker, unless ``--broker`` names one; its
+temporary folder (state, outbox, logs) is removed at the end unless ``--keep``; log records are
+printed through the live view's console, above the table; while the daemon cannot reach the
+broker the view shows an alarm line, and a private broker that died makes the exit code 1.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +73,8 @@ class ClinicView:
     health: dict[str, Any] = field(default_factory=dict)
     readings: int = 0
     last_alerts: list[str] = field(default_factory=list)
+    # Set by the demo while the daemon cannot reach the broker (shown as an alarm line).
+    broker_alarm: str | None = None
 
     def feed(self, topic: str, payload: Any) -> None:
         parts = topic[len(self.base) + 1:].split("/")
@@ -142,6 +150,8 @@ def render_rich(view: ClinicView, sim_minutes: float, info: BrokerInfo) -> Any:
         f"outbox {view.health.get('outbox', '?')} · readings seen {view.readings}"
     )
     parts: list[Any] = [table, footer]
+    if view.broker_alarm:
+        parts.append(Text(f"ALARM: {view.broker_alarm}", style="bold white on red"))
     if view.last_alerts:
         parts.append(Text("recent alerts:\n  " + "\n  ".join(view.last_alerts)))
     return Group(*parts)
@@ -150,6 +160,8 @@ def render_rich(view: ClinicView, sim_minutes: float, info: BrokerInfo) -> Any:
 def render_plain(view: ClinicView, sim_minutes: float) -> str:
     lines = [f"[t={sim_minutes:5.1f} min] readings={view.readings} "
              f"outbox={view.health.get('outbox', '?')}"]
+    if view.broker_alarm:
+        lines.append(f"  ALARM: {view.broker_alarm}")
     for bed_id, b in view.beds.items():
         v = b.vitals
         alarms = ",".join(a.get("rule", "?") for a in b.alarms) or "-"
@@ -257,15 +269,58 @@ def _load_demo_config(
 
 
 async def run_demo(args: argparse.Namespace) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="kapmonitor-demo-"))
+    try:
+        return await _run_in(args, workdir)
+    finally:
+        if args.keep:
+            print(f"kapmonitor demo: kept {workdir} (state, outbox, alarm log, simulator logs)")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def route_logs_to(console: Any) -> Callable[[], None]:
+    """Send log records through the live view's console (printed above the table instead of
+    over it) until the returned function restores the previous handlers."""
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    before = root.handlers[:]
+    handler = RichHandler(console=console, show_path=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    root.handlers[:] = [handler]
+
+    def restore() -> None:
+        root.handlers[:] = before
+
+    return restore
+
+
+def _broker_alarm(daemon: Any, info: BrokerInfo, view: ClinicView, lost_since: float | None,
+                  now: float) -> float | None:
+    """Raise or clear the view's broker alarm; returns since when the link is down."""
+    connected = daemon.mqtt is not None and daemon.mqtt.connected.is_set()
+    if connected:
+        view.broker_alarm = None
+        return None
+    lost_since = now if lost_since is None else lost_since
+    if now - lost_since >= 2.0:
+        what = "has STOPPED" if not info.alive() else "is unreachable"
+        depth = daemon.outbox.depth() if daemon.outbox is not None else "?"
+        view.broker_alarm = (f"the broker {info.host}:{info.port} {what} for "
+                             f"{now - lost_since:.0f} s; kapmonitor keeps {depth} messages in "
+                             "its outbox")
+    return lost_since
+
+
+async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
     from kapmonitor.daemon import Daemon
 
-    workdir = Path(tempfile.mkdtemp(prefix="kapmonitor-demo-"))
     cfg, procs = _load_demo_config(args, workdir)
     if cfg is None:
         return 2
-    host, port = args.broker or (cfg.mqtt.host, cfg.mqtt.port)
     interactive = sys.stdout.isatty() and not args.no_view
-    async with demo_broker(host, port, prefer_configured=True) as info, \
+    async with demo_broker(args.broker) as info, \
             sim_processes(procs, workdir) as start_sims:
         if info.protocol != cfg.mqtt.protocol:
             cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
@@ -305,23 +360,32 @@ async def run_demo(args: argparse.Namespace) -> int:
         live_ctx: Any = contextlib.nullcontext()
         if interactive:
             live_ctx = Live(render_rich(view, 0.0, info), refresh_per_second=4, screen=False)
+        broker_died = False
+        lost_since: float | None = None
         try:
             with live_ctx as live:
-                next_plain = 0.0
-                while not stop.is_set():
-                    elapsed = time.monotonic() - started
-                    if args.duration is not None and elapsed >= args.duration:
-                        break
-                    if daemon_task.done():
-                        break
-                    sim_minutes = (clock.now() - sim0) / 60
-                    if live is not None:
-                        live.update(render_rich(view, sim_minutes, info))
-                    elif elapsed >= next_plain:
-                        print(render_plain(view, sim_minutes), flush=True)
-                        next_plain = elapsed + 5.0
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 0.25)
+                restore_logs = route_logs_to(live.console) if live is not None else None
+                try:
+                    next_plain = 0.0
+                    while not stop.is_set():
+                        elapsed = time.monotonic() - started
+                        if args.duration is not None and elapsed >= args.duration:
+                            break
+                        if daemon_task.done():
+                            break
+                        lost_since = _broker_alarm(daemon, info, view, lost_since, elapsed)
+                        broker_died = broker_died or not info.alive()
+                        sim_minutes = (clock.now() - sim0) / 60
+                        if live is not None:
+                            live.update(render_rich(view, sim_minutes, info))
+                        elif elapsed >= next_plain:
+                            print(render_plain(view, sim_minutes), flush=True)
+                            next_plain = elapsed + 5.0
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 0.25)
+                finally:
+                    if restore_logs is not None:
+                        restore_logs()
         finally:
             clinician.cancel()  # no commands into a daemon that is shutting down
             with contextlib.suppress(asyncio.CancelledError):
@@ -341,6 +405,10 @@ async def run_demo(args: argparse.Namespace) -> int:
             print(f"kapmonitor demo: FAILED — the daemon stopped with an error: {daemon.fatal!r}",
                   file=sys.stderr)
             return 1
+        if broker_died:
+            print(f"kapmonitor demo: FAILED — the broker {info.host}:{info.port} stopped during "
+                  "the demo", file=sys.stderr)
+            return 1
         if published == 0 or view.readings == 0:
             print("kapmonitor demo: FAILED — nothing reached the broker", file=sys.stderr)
             return 1
@@ -358,7 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop by itself after this many real seconds")
     d.add_argument("--seed", type=int, default=1, help="seed of the virtual patients")
     d.add_argument("--config", help="use this config instead of the generated clinic")
-    d.add_argument("--broker", type=parse_hostport, help="HOST:PORT of a broker to use")
+    d.add_argument("--broker", type=parse_hostport,
+                   help="HOST:PORT of a broker to use; default: a private broker of the demo's "
+                   "own on a free port (never one it happens to find)")
+    d.add_argument("--keep", action="store_true",
+                   help="keep the demo's temporary folder (state, logs) and print its name")
     d.add_argument("--no-view", action="store_true", help="log instead of the live view")
     d.add_argument("--sim-only", action="store_true",
                    help="only in-process simulated devices (no serial/HL7 simulator processes)")

@@ -222,8 +222,10 @@ async def sim_processes(
                 p.wait_path.parent.mkdir(parents=True, exist_ok=True)
             log_path = log_dir / (p.name.split(" ")[0] + ".log")
             with log_path.open("ab") as logf:
+                # Own session: the terminal's Ctrl-C is for the demo, which stops them in order.
                 proc = await asyncio.create_subprocess_exec(
-                    *p.argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf)
+                    *p.argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
+                    start_new_session=True)
             running.append(proc)
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
