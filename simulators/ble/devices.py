@@ -113,6 +113,7 @@ class VirtualCuff(PatientDevice):
         patient: Patient,
         button_interval: float | None = None,
         first_press: float | None = None,
+        extra_presses: tuple[float, ...] = (),
         measure_duration: float = 35.0,
         advertise_for: float = 30.0,
         replay_all: bool = False,
@@ -147,6 +148,8 @@ class VirtualCuff(PatientDevice):
         )
         self.button_interval = button_interval
         self.first_press = first_press
+        # Further presses at these times after the start (a second baseline measurement).
+        self.extra_presses = extra_presses
         self.measure_duration = measure_duration
         self.advertise_for = advertise_for
         self.replay_all = replay_all
@@ -188,6 +191,8 @@ class VirtualCuff(PatientDevice):
         self.world.spawn(self.follow_patient(), f"{self.address} presence")
         if self.button_interval:
             self.world.spawn(self._nurse(), f"{self.address} nurse")
+        for n, at in enumerate(self.extra_presses):
+            self.world.spawn(self._press_at(at), f"{self.address} press {n}")
         while True:
             await self._presses.get()
             await self._measure()
@@ -201,6 +206,12 @@ class VirtualCuff(PatientDevice):
             if not self.measuring:
                 self.press_button()
             await self.world.clock.sleep(self.button_interval)
+
+    async def _press_at(self, at: float) -> None:
+        assert self.world is not None
+        await self.world.clock.sleep(at)
+        if not self.measuring:
+            self.press_button()
 
     async def _measure(self) -> None:
         assert self.world is not None

@@ -23,6 +23,10 @@ from kapmonitor.ble.matching import DeviceMatch
 # Seconds between simulated button presses on twin cuffs (a nurse measuring regularly).
 TWIN_CUFF_INTERVAL = 900.0
 TWIN_CUFF_FIRST = 45.0
+# A second pre-dose press, 5.5 min after the first: the baseline needs two NIBP measurements at
+# least 5 min apart before the dose ([baseline] in the rules), or every BLE-cuff bed raised
+# `baseline_incomplete` at the demo's dose.
+TWIN_CUFF_BASELINE = (TWIN_CUFF_FIRST + 330.0,)
 
 Factory = Callable[[str, str, Patient], Peripheral]
 
@@ -35,7 +39,8 @@ def _factories() -> dict[str, tuple[str, Factory]]:
         "ble-bps": (
             "BP Cuff",
             lambda a, n, p: d.VirtualCuff(
-                a, n, patient=p, button_interval=TWIN_CUFF_INTERVAL, first_press=TWIN_CUFF_FIRST
+                a, n, patient=p, button_interval=TWIN_CUFF_INTERVAL, first_press=TWIN_CUFF_FIRST,
+                extra_presses=TWIN_CUFF_BASELINE,
             ),
         ),
         "ble-hrs": ("HRM", lambda a, n, p: d.VirtualHeartRateSensor(a, n, patient=p)),

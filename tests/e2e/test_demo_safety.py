@@ -138,3 +138,29 @@ def test_log_records_go_through_the_live_view() -> None:
     assert "REMOTE START on cuff1" in buf.getvalue()
     handlers: Any = logging.getLogger().handlers
     assert not any(getattr(h, "console", None) is console for h in handlers)
+
+
+async def test_every_bed_has_a_complete_baseline_at_the_dose(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """Bed 1 (BLE cuff) and bed 2 (serial oximeter, BLE cuff) used to raise
+    baseline_incomplete at every dose: their cuffs measured only once before it."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))
+    async with subscribe(broker.address, "kapmonitor/demo/bed/+/#") as sub:
+        proc = await asyncio.to_thread(subprocess.run, [
+            sys.executable, "-m", "kapmonitor.cli", "demo", "--no-view", "--beds", "2",
+            "--speed", "60", "--for", "16", "--broker", f"{broker.host}:{broker.port}"],
+            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    dosed = {}
+    for topic, payload, _ in sub.messages:
+        if topic.endswith("/session") and payload.get("doses"):
+            dosed[payload["bed"]] = payload
+    assert set(dosed) == {"bed1", "bed2"}, proc.stdout
+    for bed, session in dosed.items():
+        assert session["baseline_complete"], (bed, session["baseline_missing"])
+    incomplete = [p for t, p, _ in sub.messages if t.endswith("/alert")
+                  and p.get("rule") == "baseline_incomplete"]
+    assert incomplete == []
