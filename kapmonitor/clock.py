@@ -92,14 +92,27 @@ class ScaledClock:
         self._real0 = time.monotonic()
         self._start = time.time() if start is None else start
 
+        self._mono0 = 0.0  # this clock's monotonic time at _real0
+
     def now(self) -> float:
-        return self._start + (time.monotonic() - self._real0) * self.speed
+        return self._start + self.monotonic()
 
     def monotonic(self) -> float:
-        return (time.monotonic() - self._real0) * self.speed
+        return self._mono0 + (time.monotonic() - self._real0) * self.speed
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speed)
+
+    def set_speed(self, speed: float) -> None:
+        """Change the speed from now on; time stays continuous (the demo fast-forwards
+        through the start of its sessions this way). Sleeps already begun keep the speed
+        they started with."""
+        if speed <= 0:
+            raise ValueError("speed must be > 0")
+        mono = self.monotonic()
+        self._real0 = time.monotonic()
+        self._mono0 = mono
+        self.speed = speed
 
 
 class ManualClock:

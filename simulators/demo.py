@@ -39,6 +39,7 @@ from kapmonitor_simulators.demo_clinic import (
     DOSE_AT,
     SimProcess,
     demo_layout,
+    process_only_beds,
     sim_processes,
     simulators_for,
 )
@@ -75,6 +76,7 @@ class ClinicView:
     last_alerts: list[str] = field(default_factory=list)
     # Set by the demo while the daemon cannot reach the broker (shown as an alarm line).
     broker_alarm: str | None = None
+    fast_forward: bool = False  # the demo is fast-forwarding through the sessions' start
 
     def feed(self, topic: str, payload: Any) -> None:
         parts = topic[len(self.base) + 1:].split("/")
@@ -125,8 +127,10 @@ def _fmt(vitals: dict[str, dict[str, Any]], name: str, digits: int = 0) -> str:
 
 
 def render_rich(view: ClinicView, sim_minutes: float, info: BrokerInfo) -> Any:
-    table = Table(title=f"kapmonitor virtual clinic — simulated time {sim_minutes:5.1f} min",
-                  expand=True)
+    title = f"kapmonitor virtual clinic — simulated time {sim_minutes:5.1f} min"
+    if view.fast_forward:
+        title += " (fast-forwarding to the dose)"
+    table = Table(title=title, expand=True)
     for col in ("Bed", "Phase", "SpO2 %", "PR /min", "HR /min", "NIBP mmHg", "RR /min",
                 "NEWS2", "Alarms", "Devices"):
         table.add_column(col)
@@ -192,13 +196,19 @@ async def _watch(info: BrokerInfo, view: ClinicView, ready: asyncio.Event) -> No
             await asyncio.sleep(0.5)
 
 
-async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> None:
+async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float,
+                             begins: dict[str, float] | None = None) -> None:
     """What the provider does in the demo, through the same command path as a nurse tablet:
-    start a session on every bed, take two baseline blood pressures 5 minutes apart, give the
-    dose when the virtual patients get it, and answer every "BP due" prompt with ``bp/measure``
-    (beds whose cuff cannot be started remotely keep the prompt: someone must press the
-    button). A patient whose blood pressure alarms complains of a headache, which the clinician
-    enters (``session/symptom``) and clears once the BP alarms are gone."""
+    start a session on every bed, take a baseline blood pressure every 2.5 minutes until the
+    dose (asking again soon when a cuff is still connecting), give the dose when the
+    virtual patients get it, and answer every "BP due" prompt with ``bp/measure`` (beds whose
+    cuff cannot be started remotely keep the prompt: someone must press the button). A patient
+    whose blood pressure alarms complains of a headache, which the clinician enters
+    (``session/symptom``) and clears once the BP alarms are gone.
+
+    ``begins`` gives a bed's session start in simulated seconds (default 0): the beds fed by
+    simulator processes begin when the fast-forward is over, since those processes cannot
+    fast-forward with the rest of the clinic."""
 
     async def say(command: str, body: dict[str, Any]) -> bool:
         reply = await daemon.router.handle(command, json.dumps(body).encode(), False)
@@ -210,26 +220,36 @@ async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> No
         return clock.now() - sim0
 
     beds = list(daemon.beds)
-    for n, bed in enumerate(beds, 1):
-        profile = "esketamine" if n % 3 == 0 else "ketamine"
-        flags = ["hypertension"] if n % 4 == 0 else []
-        await say("session/start", {"bed": bed, "profile": profile,
-                                    "route": "in" if profile == "esketamine" else "im",
-                                    "risk_flags": flags})
-        await say("bp/measure", {"bed": bed})
+    begins = begins or {}
+    started: set[str] = set()
+    last_bp: dict[str, float] = {}  # bed → when its last baseline BP was started
+    tried: dict[str, float] = {}
+    dosed: set[str] = set()
     answered: set[tuple[str, str, float]] = set()
     headache: set[str] = set()
-    second_baseline = dosed = False
     while True:
-        await asyncio.sleep(0.5)
-        if not second_baseline and sim_t() >= 330:
-            second_baseline = True
-            for bed in beds:
-                await say("bp/measure", {"bed": bed})
-        if not dosed and sim_t() >= DOSE_AT:
-            dosed = True
-            for n, bed in enumerate(beds, 1):
+        for n, bed in enumerate(beds, 1):
+            t = sim_t() - begins.get(bed, 0.0)  # this bed's session time
+            if t < 0:
+                continue
+            if bed not in started:
+                started.add(bed)
+                profile = "esketamine" if n % 3 == 0 else "ketamine"
+                await say("session/start", {
+                    "bed": bed, "profile": profile,
+                    "route": "in" if profile == "esketamine" else "im",
+                    "risk_flags": ["hypertension"] if n % 4 == 0 else []})
+            # Baseline: a BP every 2.5 min before the dose (again 20 s later when the cuff is
+            # not ready yet), so that two measurements ≥5 min apart arrive even when one fails.
+            wait = 150.0 if bed in last_bp else 20.0
+            if t < DOSE_AT - 30 and t - tried.get(bed, -1e9) >= wait:
+                tried[bed] = t
+                if await say("bp/measure", {"bed": bed}):
+                    last_bp[bed] = t
+            if bed not in dosed and t >= DOSE_AT:
+                dosed.add(bed)
                 await say("session/dose", {"bed": bed, "dose_mg": 56.0 if n % 3 == 0 else 50.0})
+        await asyncio.sleep(0.1 if clock.speed > 20 else 0.5)
         if daemon.alarms is None:
             continue
         for bed in beds:
@@ -251,6 +271,35 @@ async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> No
                     await say("bp/measure", {"bed": bed})
 
 
+# Speed of the fast-forward through the start of the sessions (start, two baseline BPs, dose).
+WARP = 100.0
+
+
+def fast_forward_target(args: argparse.Namespace) -> float:
+    """Simulated seconds the demo fast-forwards through before the view starts (0: none)."""
+    if args.start_at is None or args.start_at < 0:
+        return 0.0
+    return DOSE_AT + 60.0 * args.start_at
+
+
+def fast_forward_plan(args: argparse.Namespace, cfg: Config
+                      ) -> tuple[dict[str, float], dict[str, float]]:
+    """Per bed, when its session begins (simulated seconds) and how far its patient's
+    timeline is ahead of a simulator process's clock (which runs at --speed from its start and
+    cannot fast-forward). Beds with an in-process device fast-forward: their session begins at
+    0 and their simulator processes are told the patient is already that far ahead. Beds fed
+    only by simulator processes begin when the fast-forward is over, with baseline and dose
+    still to come, their patients' timelines starting then."""
+    target = fast_forward_target(args)
+    if not target or args.speed >= WARP:
+        return {}, {}
+    behind = args.speed * target / WARP  # a process's own time when the fast-forward ends
+    late = process_only_beds(cfg)
+    begins = {bed: target for bed in late}
+    ahead = {b.id: (-behind if b.id in late else target - behind) for b in cfg.beds}
+    return begins, ahead
+
+
 def _load_demo_config(
     args: argparse.Namespace, workdir: Path
 ) -> tuple[Config | None, list[SimProcess]]:
@@ -265,7 +314,8 @@ def _load_demo_config(
         layout = demo_layout(args.beds, args.seed, str(workdir / "state"), workdir,
                              sim_only=args.sim_only)
         cfg = parse_config(layout, "<demo>")
-    return cfg, simulators_for(cfg, args.seed, args.speed, [workdir, DEMO_DIR])
+    _, ahead = fast_forward_plan(args, cfg)
+    return cfg, simulators_for(cfg, args.seed, args.speed, [workdir, DEMO_DIR], ahead)
 
 
 async def run_demo(args: argparse.Namespace) -> int:
@@ -330,8 +380,13 @@ async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
         print(f"watch the topics:  mosquitto_sub -h {info.host} -p {info.port} "
               f"-t '{cfg.base_topic}/#' -v")
         sys.stdout.flush()
-        clock = ScaledClock(args.speed)
+        target = fast_forward_target(args)
+        warping = bool(target) and args.speed < WARP
+        clock = ScaledClock(WARP if warping else args.speed)
         sim0 = clock.now()
+        if warping:
+            print(f"fast-forwarding x{WARP:g} through the start of the sessions (baseline BPs, "
+                  f"dose) to {args.start_at:g} min after the dose", flush=True)
         daemon = Daemon(cfg, clock=clock, broker=(info.host, info.port))
         view = ClinicView(cfg.base_topic,
                           {b.id: BedView(b.label or b.id) for b in cfg.beds})
@@ -355,7 +410,8 @@ async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
                 raise RuntimeError(f"the daemon did not start: {daemon_task.exception()}")
             raise RuntimeError("the daemon did not start within 15 s")
         await start_sims(True)
-        clinician = asyncio.create_task(_virtual_clinician(daemon, clock, sim0))
+        begins, _ = fast_forward_plan(args, cfg)
+        clinician = asyncio.create_task(_virtual_clinician(daemon, clock, sim0, begins))
         started = time.monotonic()
         live_ctx: Any = contextlib.nullcontext()
         if interactive:
@@ -369,10 +425,19 @@ async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
                     next_plain = 0.0
                     while not stop.is_set():
                         elapsed = time.monotonic() - started
-                        if args.duration is not None and elapsed >= args.duration:
+                        if (args.duration is not None and elapsed >= args.duration
+                                and not warping):
                             break
                         if daemon_task.done():
                             break
+                        if warping and clock.now() - sim0 >= target:
+                            clock.set_speed(args.speed)
+                            warping = False
+                            started = time.monotonic()  # --for counts from here
+                            if live is None:
+                                print(f"now {args.start_at:g} min after the dose; speed "
+                                      f"x{args.speed:g}", flush=True)
+                        view.fast_forward = warping
                         lost_since = _broker_alarm(daemon, info, view, lost_since, elapsed)
                         broker_died = broker_died or not info.alive()
                         sim_minutes = (clock.now() - sim0) / 60
@@ -429,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--broker", type=parse_hostport,
                    help="HOST:PORT of a broker to use; default: a private broker of the demo's "
                    "own on a free port (never one it happens to find)")
+    d.add_argument("--start-at", type=float, default=3.0, metavar="MIN",
+                   help="begin the view this many simulated minutes after the dose, "
+                   "fast-forwarding through session start, baseline BPs and dose (default 3; "
+                   "-1: watch everything from the start)")
     d.add_argument("--keep", action="store_true",
                    help="keep the demo's temporary folder (state, logs) and print its name")
     d.add_argument("--no-view", action="store_true", help="log instead of the live view")

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,11 @@ from kapmonitor.config import Config
 DEMO_DIR = Path("/tmp/kapmonitor-demo")  # where config/demo.toml's pty links live
 DOSE_AT = 600.0  # simulated seconds after start when every virtual patient gets the dose
 
-# Scripted events per bed (seconds of simulated time after start; the dose is at 600 s): bed 1
-# is a typical session, the others each get one event the alarm engine must catch.
+# Scripted events per bed (seconds of simulated time after start; the dose is at 600 s): each
+# bed gets one event the alarm engine must catch. Bed 1's desaturation comes 4 min after the
+# dose, inside the first half minute of a demo that starts (by default) 3 min after the dose.
 DEMO_EVENTS: list[list[dict[str, Any]]] = [
-    [],
+    [{"kind": "desaturation", "at": 830, "duration": 240}],
     [{"kind": "desaturation", "at": 1500, "duration": 180}],
     [{"kind": "artifact", "at": 900, "duration": 180}],
     [{"kind": "surge", "at": 2100, "duration": 900}],
@@ -153,12 +154,31 @@ class SimProcess:
     after_daemon: bool = False  # senders that connect to the daemon start after it
 
 
-def _patient_args(bed_index: int, seed: int, speed: float) -> list[str]:
+def _patient_args(bed_index: int, seed: int, speed: float, ahead: float = 0.0) -> list[str]:
+    """A simulator process's patient; ``ahead`` seconds of the patient's timeline are already
+    over when the process starts (the demo fast-forwards its in-process clinic that far while
+    these processes run at ``speed``)."""
     p = patient_of(bed_index, seed)
-    out = ["--seed", str(p["seed"]), "--dose-at", f"{DOSE_AT:g}", "--speed", f"{speed:g}"]
+    out = ["--seed", str(p["seed"]), "--dose-at", f"{DOSE_AT - ahead:g}", "--speed",
+           f"{speed:g}"]
     for e in p["events"]:
-        out += ["--event", f"{e['kind']}:{e['at']}:{e.get('duration', 300)}"]
+        start, end = e["at"] - ahead, e["at"] - ahead + e.get("duration", 300)
+        if end > 0:
+            out += ["--event", f"{e['kind']}:{max(0.0, start):g}:{end - max(0.0, start):g}"]
     return out
+
+
+def in_process(driver: str) -> bool:
+    """Devices the demo simulates in its own process (on its clock, which can fast-forward):
+    the ``sim`` driver and BLE devices (their simulated radio)."""
+    return driver == "sim" or driver.startswith("ble-")
+
+
+def process_only_beds(cfg: Config) -> set[str]:
+    """Beds whose every device is a simulator process (IntelliVue, HL7 feed, ser2net)."""
+    mixed = {b for d in cfg.devices if d.enabled and in_process(d.driver)
+             for b in d.referenced_beds()}
+    return {b.id for b in cfg.beds} - mixed
 
 
 def _loopback_port(port: str) -> int | None:
@@ -168,9 +188,11 @@ def _loopback_port(port: str) -> int | None:
     return None
 
 
-def simulators_for(cfg: Config, seed: int, speed: float, demo_dirs: list[Path]
-                   ) -> list[SimProcess]:
-    """Simulator processes for the devices of ``cfg`` that point at the demo's own places."""
+def simulators_for(cfg: Config, seed: int, speed: float, demo_dirs: list[Path],
+                   ahead: Mapping[str, float] | None = None) -> list[SimProcess]:
+    """Simulator processes for the devices of ``cfg`` that point at the demo's own places
+    (``ahead``: per bed, see :func:`_patient_args`)."""
+    ahead = ahead or {}
     py = [sys.executable, "-m", "kapmonitor_simulators"]
     index = {b.id: n for n, b in enumerate(cfg.beds, 1)}
     procs: list[SimProcess] = []
@@ -178,7 +200,7 @@ def simulators_for(cfg: Config, seed: int, speed: float, demo_dirs: list[Path]
         if not dev.enabled:
             continue
         i = index[dev.bed]
-        patient = _patient_args(i, seed, speed)
+        patient = _patient_args(i, seed, speed, ahead.get(dev.bed, 0.0))
         port = str(getattr(dev, "port", ""))
         tcp = _loopback_port(port)
         in_demo_dir = any(Path(port).parent == d for d in demo_dirs)
@@ -202,7 +224,9 @@ def simulators_for(cfg: Config, seed: int, speed: float, demo_dirs: list[Path]
                     f"{route.device or route.bed} (HL7 monitor)",
                     [*py, "hl7", "--port", str(dev.port), "--style", "ge",  # type: ignore[attr-defined]
                      "--equipment-id", route.equipment_id, "--interval", "30",
-                     "--nibp-every", "300", *_patient_args(index[route.bed], seed, speed)],
+                     "--nibp-every", "300",
+                     *_patient_args(index[route.bed], seed, speed,
+                                    ahead.get(route.bed, 0.0))],
                     after_daemon=True))
     return procs
 

@@ -34,7 +34,7 @@ def demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, TMPDIR=str(tmp), PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, "-m", "kapmonitor.cli", "demo", "--no-view", "--sim-only",
-         "--speed", "30", "--beds", "2", *args],
+         "--speed", "30", "--beds", "2", "--start-at", "-1", *args],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         start_new_session=True,
     )
@@ -164,3 +164,21 @@ async def test_every_bed_has_a_complete_baseline_at_the_dose(
     incomplete = [p for t, p, _ in sub.messages if t.endswith("/alert")
                   and p.get("rule") == "baseline_incomplete"]
     assert incomplete == []
+
+
+def test_a_30_second_demo_shows_phases_and_an_alarm(tmp_path: Path) -> None:
+    """At the defaults the demo fast-forwards to 3 min after the dose, so half a minute is
+    enough to see post-dose phases and the first alarm (bed 1 desaturates)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))
+    proc = subprocess.run(
+        [sys.executable, "-m", "kapmonitor.cli", "demo", "--no-view", "--beds", "2",
+         "--for", "30"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=150)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "fast-forwarding" in out and "now 3 min after the dose" in out
+    final = out[out.rindex("[t="):]
+    assert "phase=onset" in final or "phase=peak" in final, final
+    assert "spo2_below_88" in out or "spo2_at_or_below_91" in out, final
+    assert "baseline_incomplete" not in out, final
