@@ -257,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, module, func, text in (
         ("replay", "kapmonitor.replay", "main", "run the alarm engine over a CSV trace"),
-        ("scan", "kapmonitor.ble.cli", "scan_main", "list nearby BLE devices we can handle"),
-        ("pair", "kapmonitor.ble.cli", "pair_main", "bond with a BLE device"),
+        ("scan", "kapmonitor.cli_ble", "scan_main", "list nearby BLE devices we can handle"),
+        ("pair", "kapmonitor.cli_ble", "pair_main", "bond with a BLE device"),
     ):
         s = sub.add_parser(name, help=text, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)

@@ -177,7 +177,7 @@ async def _watch(info: BrokerInfo, view: ClinicView, ready: asyncio.Event) -> No
             await asyncio.sleep(0.5)
 
 
-async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> None:
+async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> None:  # noqa: C901
     """What the provider does in the demo, through the same command path as a nurse tablet:
     start a session on every bed, take two baseline blood pressures 5 minutes apart, give the
     dose when the virtual patients get it, and answer every "BP due" prompt with ``bp/measure``

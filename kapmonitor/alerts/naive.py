@@ -140,7 +140,7 @@ class NaiveDetector:
             float(c.term_sign[ti]),
         )
 
-    def _bed_step(self, bi: int, bed: _Bed, t: float, row: Row) -> list[Transition]:
+    def _bed_step(self, bi: int, bed: _Bed, t: float, row: Row) -> list[Transition]:  # noqa: C901
         c = self.c
         x = self._signals(bed, row)
         # artefact suspicion per value column
