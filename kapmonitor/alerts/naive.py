@@ -60,6 +60,7 @@ class _Bed:
         self.crun = [0.0] * r
         self.area = [0.0] * r
         self.count = [0] * r
+        self.gap = [0] * r
         self.last_qual_t = [NAN] * r
         self.prev_value = [NAN] * self.n_values
         self.last_spike_t = [-math.inf] * self.n_values
@@ -174,20 +175,30 @@ class NaiveDetector:
             )
             active = bed.active[r]
             event = None
+            # a short gap in the rule's signal that decides nothing holds the state
+            gc = int(c.gap_col[r])
+            miss = gc >= 0 and _isnan(x[gc])
+            bed.gap[r] = bed.gap[r] + 1 if miss else 0
+            held = (miss and bed.gap[r] <= c.gap_ticks[r] and not cond and not clear_ok
+                    and enabled)
             # continuous persistence (computed for every rule, as the vectorized code does)
             factor = 1.0
             ac = int(c.art_col[r])
             if c.gated[r] and ac >= 0 and art[ac]:
                 factor = c.delay_factor
-            bed.run[r] = (bed.run[r] + self.dt if bed.cond_prev[r] else 0.0) if cond else 0.0
+            if not held:
+                bed.run[r] = (bed.run[r] + self.dt if bed.cond_prev[r] else 0.0) if cond else 0.0
             at = int(c.area_term[r])
-            if at >= 0:
+            if at < 0:
+                bed.area[r] = 0.0
+            elif not held:
                 depth = abs(x[int(c.term_col[at])] - limits[at])
                 bed.area[r] = bed.area[r] + depth * self.dt if cond else 0.0
-            else:
-                bed.area[r] = 0.0
             clearing = active and not cond and clear_ok
-            bed.crun[r] = (bed.crun[r] + self.dt if bed.clear_prev[r] else 0.0) if clearing else 0.0
+            if not held:
+                bed.crun[r] = (
+                    (bed.crun[r] + self.dt if bed.clear_prev[r] else 0.0) if clearing else 0.0
+                )
             if c.continuous[r]:
                 declared = (
                     bed.run[r] >= c.delay[r] * factor
@@ -218,8 +229,9 @@ class NaiveDetector:
                 bed.active[r] = True
             elif event == "off":
                 bed.active[r] = False
-            bed.cond_prev[r] = cond
-            bed.clear_prev[r] = clearing
+            if not held:
+                bed.cond_prev[r] = cond
+                bed.clear_prev[r] = clearing
             if event:
                 events[r] = event
         for r in range(c.n_rules):
