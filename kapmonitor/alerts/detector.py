@@ -18,9 +18,9 @@ current run of ticks without a value of the rule's signal. A tick on which that 
 missing and neither the condition nor the clear holds is *held* while the run is at most the
 rule's ``gap_ticks``: persistence, area, hysteresis and the previous-tick state stay as they
 were (neither advance nor reset); a longer gap resets them as a false condition does. Missing
-data alone therefore never raises or clears. State per (signal,
-bed): the previous sample and the last spike time (artefact gating), and per trend signal a ring
-buffer with exact running sums (windowed least-squares slope, values quantised to 0.1 so every
+data alone therefore never raises or clears. State per (signal, bed): the last sample with a
+value and the last spike time (artefact gating), and per trend signal a ring buffer with exact
+running sums (windowed least-squares slope, values quantised to 0.1 so every
 sum is an exact integer and the result does not depend on summation order).
 """
 
@@ -201,7 +201,8 @@ class VectorDetector:
             cols = self.spike_cols
             spike = np.abs(vals[cols] - self.prev_value[cols]) >= self.spike_jump  # NaN → False
             self.last_spike_t[cols] = np.where(spike, t, self.last_spike_t[cols])
-        self.prev_value[:] = vals
+        # a missing sample keeps the last value, so a jump across a gap is still a spike
+        self.prev_value = np.where(np.isnan(vals), self.prev_value, vals)
         poor = X[NV + 2 : NV + 3 * NV : 3] > 0
         return poor | ((t - self.last_spike_t) <= self.c.artefact_hold)
 

@@ -260,7 +260,8 @@ class AlarmEngine:
             if ev:
                 out += ev
                 self._push_context(bed)
-                out += self._reprioritise(bed, t)
+        for bed in sorted(self.book.open):  # a phase (by time or by a dose) raised a priority
+            out += self._reprioritise(bed, t)
         out += self._take_nibp(t)
         value, age, off, poor = self.sampler.sample(t)
         inp = TickInput(t, value, age, off, poor, self._nibp_now)
@@ -275,7 +276,7 @@ class AlarmEngine:
         for bed in sorted(self._advisory_due):  # symptoms restored after a restart
             out += self._symptom_advisory(bed, t)
         self._advisory_due.clear()
-        out += self.book.ack_step(t, self._current_value)
+        out += self.book.ack_step(t, self._current_value, self._describe)
         timed = self.book.tick(t)
         out += timed
         out += self._remeasure_after_escalation(t, timed)
@@ -305,6 +306,15 @@ class AlarmEngine:
         else:
             return None
         return None if math.isnan(v) else v
+
+    def _describe(self, a: Alert) -> str | None:
+        """A rule alert's text for its current value (an acknowledged alarm sounding again)."""
+        ri = self.compiled.rule_ids.index(a.channel) if a.channel in self._rules_by_id else -1
+        if ri < 0 or a.watch is None:
+            return None
+        rule = self._rules_by_id[a.channel]
+        b = self.bed_index[a.bed]
+        return self._text(rule.title, a.watch, a.metric, a.current, b, a.bed, ri)
 
     def _remeasure_after_escalation(self, t: float, events: Sequence[AlertEvent]
                                     ) -> list[Event]:

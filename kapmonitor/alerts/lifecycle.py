@@ -196,12 +196,14 @@ class AlertBook:
         a.acked_value = None
         a.audio_paused_until = None
 
-    def ack_step(self, t: float, current: Callable[[Alert], float | None]) -> list[AlertEvent]:
+    def ack_step(self, t: float, current: Callable[[Alert], float | None],
+                 describe: Callable[[Alert], str | None] | None = None) -> list[AlertEvent]:
         """Time-limited acknowledgement of high physiological alarms (see the module doc).
 
         ``current(alert)`` is the latest value of the alert's ``watch`` signal (None: no new
         value this tick); it is recorded for every open high physiological alert so that an
-        acknowledgement knows the value it was given at."""
+        acknowledgement knows the value it was given at. ``describe(alert)`` gives the text
+        for the current value when the alert sounds again (None: keep the text)."""
         cfg = self.cfg
         out: list[AlertEvent] = []
         for bed in sorted(self.open):
@@ -227,6 +229,9 @@ class AlertBook:
                     continue
                 if a.current is not None:
                     a.value = a.current
+                text = describe(a) if describe is not None and value is not None else None
+                if text:
+                    a.text = text
                 self._unacknowledge(a)
                 self._schedule_escalation(a, t)
                 out.append(self._event(t, a, "resounded", reason=reason))

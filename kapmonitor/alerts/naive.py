@@ -149,7 +149,8 @@ class NaiveDetector:
         for col, jump in c.spike_jump.items():
             if abs(x[col] - bed.prev_value[col]) >= jump:
                 bed.last_spike_t[col] = t
-        bed.prev_value = x[:nv]
+        bed.prev_value = [p if _isnan(v) else v for v, p in zip(x[:nv], bed.prev_value,
+                                                                strict=True)]
         art = [
             x[nv + 3 * i + 2] > 0 or (t - bed.last_spike_t[i]) <= c.artefact_hold
             for i in range(nv)

@@ -80,7 +80,7 @@ def base_signal(signal: str) -> str:
     return signal
 
 
-_PLACEHOLDER = re.compile(r"\{([a-z_]+)(?:\.([1-9]))?\}")
+_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)(?:\.([1-9]))?\}")
 
 
 def title_placeholders(title: str) -> list[tuple[str, int]]:

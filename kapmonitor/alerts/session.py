@@ -248,14 +248,14 @@ class Session:
         symptoms: list[str] | None = None,
     ) -> list[SessionEvent]:
         d = rules.discharge
-        if self.phase != "recovery":
-            self.spo2_ok_since = None
-            return []
-        if not math.isnan(spo2) and spo2 > d.spo2_above:
+        # "SpO2 above the limit for 5 min" looks back across the phase change into recovery
+        if self.t0 is not None and not math.isnan(spo2) and spo2 > d.spo2_above:
             if self.spo2_ok_since is None:
                 self.spo2_ok_since = now
         else:
             self.spo2_ok_since = None
+        if self.phase != "recovery":
+            return []
         unmet: list[str] = []
         until = self.observation_until(rules)
         if until is None or now < until:
