@@ -318,3 +318,12 @@ def test_kapmonitor_replay_command_runs_the_new_traces() -> None:
     events = [json.loads(line) for line in p.stdout.splitlines()]
     assert [e["bed"] for e in events if e.get("rule") == "spo2_sensor_off"
             and e["event"] == "raised"] == ["bed1", "bed2"]
+
+
+def test_docs_disclose_the_new_channels_and_defaults() -> None:
+    doc = (ROOT / "docs/alarms.md").read_text()
+    for text in ("`signal_dropouts`", "`news2_urgent`", "`resounded`", "hold_ticks",
+                 "gap_ticks", "dropout_share", "zero_is_off", "ack_resound_after_s",
+                 "ack_worsen_step", "after_alarm_every_s", "symptoms_block", "kapmonitor default"):
+        assert text in doc, text
+
