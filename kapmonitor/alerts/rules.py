@@ -545,8 +545,9 @@ class News2Rule(_Model):
     the last NIBP systolic (at most ``nibp_fresh_s`` old). Consciousness and temperature are not
     measured by the devices, so the score is partial (a lower bound) and says which parameters
     are missing. The score is in the session state and a ``news2`` session event reports each
-    change. In ``phases``: a total at or above ``total_at_or_above`` raises ``news2_total``; a 3
-    in any single parameter raises ``news2_parameter``.
+    change. In ``phases``: a total at or above ``total_at_or_above`` raises ``news2_total``; a
+    total from ``urgent_at_or_above`` up to that raises ``news2_urgent`` (NEWS2 "urgent
+    response", 5–6); a 3 in any single parameter raises ``news2_parameter``.
     """
 
     enabled: bool = Field(default=True, description="Set false to stop computing NEWS2.")

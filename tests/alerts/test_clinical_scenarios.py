@@ -9,7 +9,11 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from kapmonitor.alerts import RuleSet
+from kapmonitor.alerts.rules import parse_rules
 from tests.alerts.test_scenarios import RULES, alerts, dose_times, replay, rows, rule
 from tests.helpers.alerts import Clinic
 from tests.helpers.paths import ROOT, TRACES
@@ -327,3 +331,24 @@ def test_docs_disclose_the_new_channels_and_defaults() -> None:
                  "ack_worsen_step", "after_alarm_every_s", "symptoms_block", "kapmonitor default"):
         assert text in doc, text
 
+
+
+def test_a_title_placeholder_must_name_a_value_term_of_the_rule() -> None:
+    data = RULES.model_dump()
+    spo2 = next(r for r in data["rules"] if r["id"] == "spo2_below_88")
+    spo2["title"] = "SpO2 below {hr} %"
+    with pytest.raises(ValidationError, match="placeholder"):
+        parse_rules(data)
+    spo2["title"] = "SpO2 below {spo2.2} %"
+    with pytest.raises(ValidationError, match="placeholder"):
+        parse_rules(data)
+
+
+def test_stale_text_states_the_phase_limit() -> None:
+    c = Clinic(beds=("bed1",))
+    c.cmd("session/start", bed="bed1", profile="ketamine")
+    c.run(5, spo2=97.0, pulse_rate=72.0)
+    c.cmd("session/dose", bed="bed1")
+    c.run(40)
+    (stale,) = c.alerts(rule="vitals_stale", event="raised")
+    assert "more than 30 s" in stale["text"]  # the onset limit, not the 60 s of other phases
