@@ -390,7 +390,8 @@ class AlarmEngine:
                               for p in names)
             out += self.book.condition_on(
                 t, bed, "signal_dropouts", rule="signal_dropouts", kind="technical",
-                priority=cfg.dropout_priority, metric=names[0], value=round(100 * worst, 1),
+                priority=cfg.dropout_priority, metric=self._metric_name(names[0], b, t),
+                value=round(100 * worst, 1),
                 text=f"Frequent dropouts during an alarm condition: {parts} of the last "
                      f"{cfg.dropout_window_s:g} s without a value",
                 latch=False,

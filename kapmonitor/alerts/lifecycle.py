@@ -136,6 +136,7 @@ class AlertBook:
         a = self.get(bed, channel)
         if a is not None:
             if PRIORITIES.index(priority) > PRIORITIES.index(a.priority):
+                a.condition = True  # the condition holds (again), at a higher priority
                 return self.raise_priority(t, bed, channel, priority, value=value, text=text)
             if a.condition:
                 return []
@@ -180,7 +181,6 @@ class AlertBook:
         if a is None or PRIORITIES.index(priority) <= PRIORITIES.index(a.priority):
             return []
         a.priority = priority
-        a.condition = True
         if value is not None:
             a.value = a.current = value
         if text:
