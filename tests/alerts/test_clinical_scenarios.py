@@ -352,3 +352,25 @@ def test_stale_text_states_the_phase_limit() -> None:
     c.run(40)
     (stale,) = c.alerts(rule="vitals_stale", event="raised")
     assert "more than 30 s" in stale["text"]  # the onset limit, not the 60 s of other phases
+
+
+def test_worsening_steps_for_heart_rate_and_systolic_pressure() -> None:
+    c = Clinic(beds=("bed1",))
+    c.cmd("session/start", bed="bed1", profile="ketamine")
+    c.run(60, spo2=97.0, pulse_rate=145.0)
+    assert c.alerts(rule="hr_at_or_above_140", event="raised")
+    c.cmd("alert/ack", bed="bed1", alert_id="hr_at_or_above_140")
+    step = RULES.lifecycle.ack_worsen_step
+    c.run(20, spo2=97.0, pulse_rate=145.0 + step["hr"] - 1)
+    assert not c.alerts(event="resounded")
+    c.run(2, spo2=97.0, pulse_rate=145.0 + step["hr"])
+    (hr,) = c.alerts(event="resounded")
+    assert (hr["rule"], hr["reason"], hr["value"]) == ("hr_at_or_above_140", "worsened", 165.0)
+    c.nibp(206, 118)
+    c.run(2, spo2=97.0, pulse_rate=80.0)
+    c.cmd("alert/ack", bed="bed1", alert_id="bp_crisis")
+    c.run(60, spo2=97.0, pulse_rate=80.0)
+    c.nibp(206 + step["nibp_sys"], 118)
+    c.run(2, spo2=97.0, pulse_rate=80.0)
+    (bp,) = c.alerts(rule="bp_crisis", event="resounded")
+    assert (bp["reason"], bp["value"]) == ("worsened", 226.0) and "226/118" in bp["text"]
