@@ -1,4 +1,10 @@
-"""The ``kapmonitor`` command line."""
+"""The ``kapmonitor`` command line: argument parsing and the subcommands' entry points.
+
+What belongs here is the dispatch (and the small subcommands ``check-config`` and ``decode``);
+larger subcommands live in their own modules and are imported only when run. Subcommands that
+ship in another distribution (``demo``, from the simulators) are found through the
+``kapmonitor.commands`` entry-point group, never imported by name.
+"""
 
 from __future__ import annotations
 
@@ -117,21 +123,18 @@ def _lines_of_file_or_self(item: str) -> list[str]:
         return fh.read().splitlines()
 
 
-def cmd_decode(args: argparse.Namespace) -> int:
-    from kapmonitor.codecs.base import Note, Problem
-    from kapmonitor.codecs.registry import protocols
-    from kapmonitor.model import Measurement
+class _DecodeOutput:
+    """Prints decoder output: one JSON object per reading on stdout, other content as
+    ``{"note": …}``, problems as one stderr line each (which make the exit code 1)."""
 
-    table = protocols()
-    spec = table.get(args.protocol)
-    if spec is None:
-        print(f"unknown protocol {args.protocol!r}; known: {', '.join(table)}", file=sys.stderr)
-        return 2
-    decoder = spec.make()
-    failed = False
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+        self.failed = False
 
-    def emit(outputs: Sequence[object]) -> None:
-        nonlocal failed
+    def emit(self, outputs: Sequence[object]) -> None:
+        from kapmonitor.codecs.base import Note, Problem
+        from kapmonitor.model import Measurement
+
         for out in outputs:
             if isinstance(out, Measurement):
                 print(json.dumps(out.to_json(), default=str))
@@ -140,43 +143,58 @@ def cmd_decode(args: argparse.Namespace) -> int:
                 # "one JSON object per reading" can skip it.
                 print(json.dumps({"note": out.data}, default=str))
             elif isinstance(out, Problem):
-                print(f"{args.protocol}: {out.message}", file=sys.stderr)
-                failed = True
+                self.problem(out.message)
+
+    def problem(self, message: str) -> None:
+        print(f"{self.protocol}: {message}", file=sys.stderr)
+        self.failed = True
+
+
+def _hex_chunk(item: str, n: int, out: _DecodeOutput) -> bytes | None:
+    """One hex argument or line as bytes; None (reported) when it is not hex or empty."""
+    text = "".join(item.split())
+    if text.lower().startswith("0x"):
+        text = text[2:]
+    if not text:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        out.problem(f"chunk {n}: not hex: {item.strip()[:60]!r}")
+        return None
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from kapmonitor.codecs.registry import protocols
+
+    table = protocols()
+    spec = table.get(args.protocol)
+    if spec is None:
+        print(f"unknown protocol {args.protocol!r}; known: {', '.join(table)}", file=sys.stderr)
+        return 2
+    decoder = spec.make()
+    out = _DecodeOutput(args.protocol)
 
     if spec.input == "text":
-        chunks_text = args.data or []
-        if not chunks_text:
-            chunks_text = [sys.stdin.read()]
-        for item in chunks_text:
+        for item in args.data or [sys.stdin.read()]:
             if os.path.isfile(item):
                 with open(item, "rb") as fh:
-                    emit(decoder.feed(fh.read()))
+                    out.emit(decoder.feed(fh.read()))
             else:
-                emit(decoder.feed(item.encode("utf-8", "surrogateescape")))
-        emit(decoder.close())
-        return 1 if failed else 0
+                out.emit(decoder.feed(item.encode("utf-8", "surrogateescape")))
+        out.emit(decoder.close())
+        return 1 if out.failed else 0
 
     items: list[str] = list(args.data) if args.data else [ln.rstrip("\r\n") for ln in sys.stdin]
     # A file argument (a saved capture) stands for its lines, as if piped to stdin.
     items = [line for item in items for line in _lines_of_file_or_self(item)]
     for n, item in enumerate(items, 1):
         if spec.input == "line":
-            emit(decoder.feed(item.encode("latin-1", "replace")))
-            continue
-        text = "".join(item.split())
-        if text.lower().startswith("0x"):
-            text = text[2:]
-        if not text:
-            continue
-        try:
-            chunk = bytes.fromhex(text)
-        except ValueError:
-            print(f"{args.protocol}: chunk {n}: not hex: {item.strip()[:60]!r}", file=sys.stderr)
-            failed = True
-            continue
-        emit(decoder.feed(chunk))
-    emit(decoder.close())
-    return 1 if failed else 0
+            out.emit(decoder.feed(item.encode("latin-1", "replace")))
+        elif (chunk := _hex_chunk(item, n, out)) is not None:
+            out.emit(decoder.feed(chunk))
+    out.emit(decoder.close())
+    return 1 if out.failed else 0
 
 
 # -- delegated subcommands -----------------------------------------------------------------
@@ -188,14 +206,38 @@ def _delegate(module: str, func: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from kapmonitor.demo import main as demo_main
+# -- plug-in subcommands -----------------------------------------------------------------
+COMMANDS_GROUP = "kapmonitor.commands"
+# Subcommands that other distributions provide, with the extra that installs them.
+PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("run a virtual clinic with a live view", "demo"),
+}
 
-    return demo_main(args)
+
+def cmd_plugin(args: argparse.Namespace) -> int:
+    """Run a subcommand registered in the ``kapmonitor.commands`` entry-point group; without
+    it (or without the dependencies of its extra) say what to install and exit 2."""
+    from importlib.metadata import entry_points
+
+    extra = PLUGIN_COMMANDS[args.command][1]
+    hint = (f"kapmonitor {args.command} needs the {extra!r} extra: "
+            f"pip install 'kapmonitor[{extra}]'")
+    for ep in entry_points(group=COMMANDS_GROUP, name=args.command):
+        try:
+            func = ep.load()
+        except ImportError as exc:
+            print(f"{hint} ({exc.name or exc} is not installed)", file=sys.stderr)
+            return EXIT_CONFIG
+        return int(func(args.rest))
+    print(hint, file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kapmonitor", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="kapmonitor",
+        description="Vitals bridge and alarm engine for ketamine-assisted psychotherapy sessions.",
+    )
     p.add_argument("--version", action="version", version=f"kapmonitor {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -207,19 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", "-c", required=True, help="TOML config file")
     r.add_argument("--broker", type=parse_hostport, help="HOST:PORT, overrides [mqtt]")
     r.set_defaults(func=cmd_run)
-
-    d = sub.add_parser("demo", help="run a virtual clinic with a live view")
-    d.add_argument("--beds", type=int, default=4, help="number of beds (default 4)")
-    d.add_argument("--speed", type=float, default=10.0, help="time acceleration (default 10)")
-    d.add_argument("--for", dest="duration", type=float, default=None,
-                   help="stop by itself after this many real seconds")
-    d.add_argument("--seed", type=int, default=1, help="seed of the virtual patients")
-    d.add_argument("--config", help="use this config instead of the generated clinic")
-    d.add_argument("--broker", type=parse_hostport, help="HOST:PORT of a broker to use")
-    d.add_argument("--no-view", action="store_true", help="log instead of the live view")
-    d.add_argument("--sim-only", action="store_true",
-                   help="only in-process simulated devices (no serial/HL7 simulator processes)")
-    d.set_defaults(func=cmd_demo)
 
     dec = sub.add_parser("decode", help="decode device bytes or lines to readings (JSON lines)")
     dec.add_argument("protocol", help="protocol name (see `kapmonitor decode list`)")
@@ -234,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)
         s.set_defaults(func=_delegate(module, func))
+    for name, (text, _extra) in PLUGIN_COMMANDS.items():
+        s = sub.add_parser(name, help=text, add_help=False)
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+        s.set_defaults(func=cmd_plugin)
     return p
 
 
@@ -245,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, spec in protocols().items():
             print(f"{name:16} {spec.input:11} {spec.summary}")
         return 0
-    delegated = argv[:1] in (["replay"], ["scan"], ["pair"])
+    delegated = argv[:1] in (["replay"], ["scan"], ["pair"], *([c] for c in PLUGIN_COMMANDS))
     # argparse.REMAINDER rejects options that come first (`scan --timeout 5`): delegated
     # subcommands get their arguments untouched.
     args = build_parser().parse_args(argv[:1] if delegated else argv)

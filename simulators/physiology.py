@@ -4,10 +4,10 @@ Pure and deterministic: ``Patient.vitals(t)`` depends only on the seed, the conf
 ``t`` (seconds since the simulation started), so any simulator, in-process or over a serial line,
 can sample it at whatever rate and clock speed it likes and get the same patient.
 
-The ketamine response follows shared/reference/alarms.md §1.1: systolic/diastolic/heart-rate rise
-of about +16/+11 mmHg and +11 /min on average, peaking about 40 minutes after the dose and
-returning during recovery (esketamine: same peak, slower return). About 1 % of sessions rise
-severely; ``severe=True`` models that.
+The ketamine response follows docs/sources.md [S6]: systolic/diastolic rise of about +16/+11
+mmHg on average (the +11 /min heart-rate rise is a simulator choice), peaking about 40 minutes
+after the dose and returning during recovery (esketamine [S2]: same peak, slower return). About
+1 % of sessions rise severely; ``severe=True`` models that.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ EventKind = Literal[
 ]
 EVENT_KINDS: tuple[str, ...] = EventKind.__args__  # type: ignore[attr-defined]
 
-PEAK_MIN = 40.0  # minutes after dose where BP/HR rise peaks (alarms.md §1.1)
+PEAK_MIN = 40.0  # minutes after dose where BP/HR rise peaks (BP: [S6])
 
 _MASK64 = (1 << 64) - 1
 
@@ -163,7 +163,7 @@ class Patient:
                 rr=round(14 + 1.5 * _gauss(s, 5, 0), 1),
                 pi=round(3.0 + 0.8 * _gauss(s, 6, 0), 2),
             )
-        # Per-patient peak of the ketamine response (alarms.md §1.1: mean +16/+11 mmHg, HR +11).
+        # Per-patient peak of the ketamine response ([S6]: mean +16/+11 mmHg; HR +11 is ours).
         scale = 3.0 if self.severe else 1.0
         self.rise_sys = scale * min(25.0, max(8.0, 17 + 4 * _gauss(s, 7, 0)))
         self.rise_dia = scale * min(16.0, max(5.0, 10.5 + 2.5 * _gauss(s, 8, 0)))

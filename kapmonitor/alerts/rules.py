@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kapmonitor.model import NIBP_GROUP
+
 Phase = Literal["idle", "pre_dose", "onset", "peak", "recovery", "ended"]
 PHASES: tuple[Phase, ...] = ("idle", "pre_dose", "onset", "peak", "recovery", "ended")
 SESSION_PHASES: tuple[Phase, ...] = ("pre_dose", "onset", "peak", "recovery")
@@ -47,7 +49,7 @@ CONTINUOUS_METRICS: tuple[str, ...] = (
     "perfusion_index",
     "battery",
 )
-NIBP_SIGNALS: tuple[str, ...] = ("nibp_sys", "nibp_dia", "nibp_mean")
+NIBP_SIGNALS: tuple[str, ...] = NIBP_GROUP
 # Signals with a pre-dose baseline (relative terms may only use these).
 BASELINE_SIGNALS: tuple[str, ...] = ("spo2", "hr", "resp_rate", *NIBP_SIGNALS)
 # The physiological parameter a signal belongs to (multi-parameter escalation counts these).
@@ -507,7 +509,7 @@ class RiskFlag(_Model):
 
 
 class Symptoms(_Model):
-    """Rule §6.3 #3: a staff-entered symptom together with a raised blood pressure.
+    """``bp_with_symptom``: a staff-entered symptom together with a raised blood pressure.
 
     A dissociated patient may not report a hypertensive emergency by themselves; staff enter
     what they observe or hear (``session/symptom``). The engine raises ``bp_with_symptom`` when
@@ -538,7 +540,7 @@ class Symptoms(_Model):
 
 
 class News2Rule(_Model):
-    """Rule §6.3 #16: NEWS2 computed on the fly (room air, SpO2 scale 1) as a secondary
+    """NEWS2 channels: NEWS2 computed on the fly (room air, SpO2 scale 1) as a secondary
     composite (``kapmonitor/alerts/news2.py``).
 
     Every ``every_s`` during a session the engine scores the current SpO2, HR (pulse), RR and

@@ -2,7 +2,7 @@
 
 bleak's BlueZ backend calls ``Device1.Pair`` but registers no agent, so any device that wants
 confirmation or a passkey fails with "AuthenticationFailed" / "No agent available"
-(shared/reference/ble.md §4.3). :func:`pair_device` registers this agent (capability
+(docs/sources.md [P8]). :func:`pair_device` registers this agent (capability
 KeyboardDisplay), finds the device, connects, pairs and trusts it, then unregisters.
 """
 

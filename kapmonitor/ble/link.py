@@ -2,7 +2,7 @@
 time limits, and dead-link detection that does not rely on bleak's disconnect callback.
 
 BlueZ reports a vanished peer only after the supervision timeout (seconds, sometimes 20 s or
-more) and occasionally never (shared/reference/ble.md §0.6, §4.3). So :meth:`GattLink.receive`
+more) and occasionally never (docs/sources.md [P8]). So :meth:`GattLink.receive`
 treats a stream that has gone silent for ``silence`` seconds as a dead link and raises
 :class:`LinkLost`, whatever ``is_connected`` says.
 """

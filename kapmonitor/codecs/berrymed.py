@@ -1,7 +1,7 @@
 """BerryMed "BCI" pulse-oximeter stream (BM1000 family and rebadges): decoder and encoder.
 
-The device streams 5-byte packets at 100 Hz (vendor "BCI Protocol V1.2", shared/reference/ble.md
-§3.2). Only the first byte of a packet has bit 7 set, which is the only framing there is: no
+The device streams 5-byte packets at 100 Hz (vendor "BCI Protocol V1.2", docs/sources.md
+[P5]). Only the first byte of a packet has bit 7 set, which is the only framing there is: no
 length, no checksum. The same stream arrives over BLE (transparent-UART notifications, which split
 and merge packets freely) and over a serial port, so one codec serves both transports.
 

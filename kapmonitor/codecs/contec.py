@@ -1,6 +1,6 @@
 """Contec CMS50D+/E/F fingertip oximeters: the old 5-byte and the new 9-byte ("V7.0") protocol.
 
-shared/reference/serial.md §2.4. Both are consumer-grade devices; neither has a checksum.
+Sources: docs/sources.md [P14]. Both are consumer-grade devices; neither has a checksum.
 
 **contec-5** (firmware before 4.6, many OEM boards; 19200 8O1 through the CP210x cable, some
 boards 4800): the device streams ~60 packets/s of 5 bytes without being asked. Only byte 1 has

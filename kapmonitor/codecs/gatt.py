@@ -2,13 +2,13 @@
 
 Covers Blood Pressure (0x2A35, 0x2A36, 0x2A49), Heart Rate (0x2A37), Pulse Oximeter (0x2A5E,
 0x2A5F, 0x2A60), Record Access Control Point (0x2A52), Battery Level (0x2A19) and the time
-characteristics (0x2A08 Date Time, 0x2A2B Current Time). Layouts: shared/reference/ble.md §1.
+characteristics (0x2A08 Date Time, 0x2A2B Current Time). Layouts: docs/sources.md [P1].
 
 Each ``decode_*`` returns a frozen dataclass holding every field the message carries (flags,
 status bits, user id, timestamps; SFLOAT fields are ``float`` or a :class:`Special`), each record
 has ``encode()`` (used by the BLE simulator) and, where it carries vitals, ``to_measurements()``.
 Malformed input raises :class:`DecodeError` naming the problem; reserved flag bits are kept, not
-rejected (a real cuff sets them, ble.md §2 vector 6).
+rejected (a real cuff sets them: [P3] vector #6).
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ from kapmonitor.codecs.ieee11073 import (
     sfloat_bytes,
     sfloat_from,
 )
-from kapmonitor.model import Measurement, measurement
-
-# mm[Hg] per kPa: 1 mmHg = 133.322387415 Pa (conventional millimetre of mercury).
-KPA_TO_MMHG = 1000 / 133.322387415
+from kapmonitor.model import NIBP_GROUP, Measurement, kpa_to_mmhg, measurement, new_group_id
 
 UUID_BASE = "0000{:04x}-0000-1000-8000-00805f9b34fb"
 
@@ -151,7 +148,7 @@ def _reserved_bits(value: int, names: Mapping[int, str], width: int) -> int:
 class DateTime:
     """Date Time (0x2A08): the 7-byte timestamp inside BPM and PLX records. No time zone.
 
-    0 in year/month/day means "unknown" (ble.md §1.4). Out-of-range fields are kept as received
+    0 in year/month/day means "unknown" [P1]. Out-of-range fields are kept as received
     (a wrong clock must not throw away a blood pressure); :meth:`to_datetime` is None for them.
     """
 
@@ -281,6 +278,7 @@ def _value_measurement(
     convert: Callable[[float], float] | None = None,
     unit_raw: str | None = None,
     force_none: str | None = None,
+    group: str | None = None,
 ) -> Measurement:
     """One measurement from a decoded number; specials (and ``force_none``) give value None."""
     st = dict(status)
@@ -301,11 +299,7 @@ def _value_measurement(
             st.setdefault("raw_value", value)
             st["no_value_reason"] = force_none
             out = None
-    return measurement(metric_name, out, flags, device_time, st)
-
-
-def _kpa_to_mmhg(kpa: float) -> float:
-    return round(kpa * KPA_TO_MMHG, 1)
+    return measurement(metric_name, out, flags, device_time, st, group)
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,16 +446,17 @@ class BloodPressureMeasurement:
             self.kpa, self.user_id, self.measurement_status, self.reserved_flags
         )
         device_time = _device_time_status(self.timestamp, status)
-        convert = _kpa_to_mmhg if self.kpa else None
+        convert = kpa_to_mmhg if self.kpa else None
+        group = new_group_id()
         out = [
             _value_measurement(
                 name, value, flags=flags, device_time=device_time, status=status,
-                convert=convert, unit_raw="kPa" if self.kpa else None,
+                convert=convert, unit_raw="kPa" if self.kpa else None, group=group,
             )
-            for name, value in (
-                ("nibp_sys", self.systolic),
-                ("nibp_dia", self.diastolic),
-                ("nibp_mean", self.mean_arterial_pressure),
+            for name, value in zip(
+                NIBP_GROUP,
+                (self.systolic, self.diastolic, self.mean_arterial_pressure),
+                strict=True,
             )
         ]
         if self.pulse_rate is not None:
@@ -529,7 +524,7 @@ class IntermediateCuffPressure:
         return [
             _value_measurement(
                 "cuff_pressure", self.cuff_pressure, flags=flags, device_time=device_time,
-                status=status, convert=_kpa_to_mmhg if self.kpa else None,
+                status=status, convert=kpa_to_mmhg if self.kpa else None,
                 unit_raw="kPa" if self.kpa else None,
             )
         ]

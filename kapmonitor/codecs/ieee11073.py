@@ -1,7 +1,7 @@
 """IEEE 11073-20601 SFLOAT (16-bit) and FLOAT (32-bit) numbers, as used by the GATT health profiles.
 
 value = mantissa × 10^exponent, both fields *signed two's complement* (a common bug is to read
-the exponent nibble as offset binary; see shared/reference/ble.md §1.3). Five raw values with
+the exponent nibble as offset binary; see docs/sources.md [P2]). Five raw values with
 exponent 0 are reserved; they decode to a :class:`Special`, never to a number.
 
 Encoding picks an exact representation (no rounding: a vital sign must arrive as sent) or raises

@@ -1,7 +1,7 @@
 """Masimo serial "ASCII 1" output (Rad-8, Radical-7 and its rainbow variant).
 
 One text record per second: a ``MM/DD/YY HH:MM:SS`` stamp, then space-separated ``KEY=VALUE``
-tokens (shared/reference/serial.md §2.2). Field sets differ by model and installed parameters,
+tokens (docs/sources.md [P12]). Field sets differ by model and installed parameters,
 so fields are read **by key**, never by position. Any run of ``-`` (``---%``, ``--.--``,
 ``+--``) means "no value". ``EXC`` is a hex bit field of exceptions (Rad-8 manual p. 4-24),
 mapped to quality flags; ``ALARM`` bit meanings are proprietary, so any non-zero value only
@@ -144,7 +144,7 @@ def decode_line(line: str) -> list[Output]:
         if value is not None and not lo <= value <= hi:
             out.append(Problem(f"{key}={raw} outside {lo:g}..{hi:g}; dropped (line noise?)"))
             value = None
-        # The device clock drifts and ignores DST (serial.md §2.2): keep it as metadata only,
+        # The device clock drifts and ignores DST [P12]: keep it as metadata only,
         # so readings are stamped with host time.
         out.append(measurement(name, value, flags, None, status))
     return out
@@ -167,7 +167,7 @@ class MasimoRecord:
 
 
 def encode_line(rec: MasimoRecord, layout: Layout = "rad8", eol: bytes = b"\r\n") -> bytes:
-    """One record in the exact field layout of the given model (serial.md §2.2.2)."""
+    """One record in the exact field layout of the given model [P12]."""
     stamp = rec.time.strftime("%m/%d/%y %H:%M:%S")
     sn = "-" * 10 if rec.sn is None else rec.sn
     spo2 = "---" if rec.spo2 is None else f"{rec.spo2:03d}"

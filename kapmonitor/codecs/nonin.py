@@ -1,4 +1,4 @@
-"""Nonin pulse oximeter outputs (shared/reference/serial.md §2.3).
+"""Nonin pulse oximeter outputs (docs/sources.md [P13]).
 
 Two unrelated families:
 
@@ -135,7 +135,7 @@ def encode_ascii(
 
 
 def _looks_like_header(text: str) -> bool:
-    """The power-up banner names the model and gives date and time (serial.md §2.3.1): letters
+    """The power-up banner names the model and gives date and time [P13]: letters
     and digits, no ``=``. Anything else that fails to parse is garbage, not a banner."""
     return (
         "=" not in text

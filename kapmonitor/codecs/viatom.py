@@ -1,7 +1,7 @@
 """Viatom / Wellue / Lepu BLE frames: the "oxy" oximeter protocol (O2Ring class) and the Lepu
 protocol V2 used by the BP2 / LP-BP2W blood-pressure monitor. Decoders, encoders, deframer.
 
-Both families share one GATT service (shared/reference/ble.md §3.3) and a 7-byte header with the
+Both families share one GATT service (docs/sources.md [P6], [P7]) and a 7-byte header with the
 payload length at offset 5, followed by the payload and a CRC-8 (poly 0x07, init 0) over
 everything before it:
 
@@ -13,7 +13,7 @@ can only be interpreted with the request it answers: :class:`ViatomStreamDecoder
 (a driver calls :meth:`ViatomStreamDecoder.expect`; in a captured stream the request frame does
 it). Lepu V2 frames carry their command and are self-describing.
 
-Layout checks against public code (ble.md §3.3 marks the BP2 layout as one reverse-engineering
+Layout checks against public code ([P7]: the BP2 layout rests on one reverse-engineering
 document, so it was verified):
 
 * oxy framing, the legacy 0x17 sensor payload and CRC: home-health-hub/viatom-o2ring-ble
@@ -42,7 +42,7 @@ from typing import Any
 from kapmonitor.codecs.base import DecodeError, Note, Output, Problem, ProtocolSpec
 from kapmonitor.codecs.gatt import DateTime
 from kapmonitor.codecs.ieee11073 import EncodeError
-from kapmonitor.model import Measurement, measurement
+from kapmonitor.model import NIBP_GROUP, NIBP_METRICS, Measurement, measurement, new_group_id
 
 SERVICE_UUID = "14839ac4-7d7e-415c-9a42-167340cf2339"
 WRITE_UUID = "8b00ace7-eb0b-49b0-bbe9-9aee0a26e1a3"
@@ -94,7 +94,7 @@ class LepuCmd(enum.IntEnum):
     GET_INFO = 0x00
     GET_CONFIG = 0x06
     RT_DATA = 0x08
-    # Both inflate the cuff on the patient's arm (ble.md §1.9): only the remote-start driver,
+    # Both inflate the cuff on the patient's arm [P7]: only the remote-start driver,
     # under an explicit schedule/command and allow_remote_start, may build them.
     START_MEASUREMENT = 0x09
     START_MEASUREMENT_ALT = 0x0A
@@ -613,15 +613,15 @@ class Bp2RtData:
             st = {**status, "state": f["state"], "diagnostic": f["diagnostic"]}
             failed = f["systolic"] == 0 and f["diastolic"] == 0
             flags = {"measurement_error"} if failed else set()
-            for name, key in (
-                ("nibp_sys", "systolic"), ("nibp_dia", "diastolic"), ("nibp_mean", "mean"),
-                ("pulse_rate", "pulse_rate"),
-            ):
+            group = new_group_id()
+            for name, key in (*zip(NIBP_GROUP, ("systolic", "diastolic", "mean"), strict=True),
+                              ("pulse_rate", "pulse_rate")):
                 raw = f[key]
                 # 0 is never a blood pressure or pulse: the device's "no result".
                 value = None if raw == 0 else float(raw)
                 extra = {"raw_value": raw, "no_value_reason": "zero"} if value is None else {}
-                out.append(measurement(name, value, flags, None, {**st, **extra}))
+                out.append(measurement(name, value, flags, None, {**st, **extra},
+                                       group if name in NIBP_METRICS else None))
         out.append(
             measurement(
                 "battery", float(self.battery_level), (), None,

@@ -1,7 +1,7 @@
 """``ble-berrymed``: BerryMed BM1000-family fingertip oximeters (BCI stream).
 
 The oximeter streams 5-byte BCI packets at 100 Hz over the Microchip transparent-UART service
-(shared/reference/ble.md §3.2); notifications split and merge packets freely, the stream decoder
+(docs/sources.md [P5]); notifications split and merge packets freely, the stream decoder
 resynchronises on the sync bit. Vitals are decimated to one report per ``report_interval``
 (the newest packet wins). The UART service is shared by unrelated gadgets, so the default match
 also wants "BerryMed" in the advertised name.

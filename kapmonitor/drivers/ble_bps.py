@@ -2,7 +2,7 @@
 
 A standard cuff cannot be started remotely. Each measurement begins with a button press; the
 cuff then advertises briefly, a central connects and subscribes, the cuff indicates its stored
-and new records (0x2A35) and hangs up (shared/reference/ble.md §1.9). So one ``session()`` is
+and new records (0x2A35) and hangs up (docs/sources.md [P4]). So one ``session()`` is
 one such cycle: wait for a *fresh* advertisement, connect, collect, and return normally when
 the cuff disconnects — that is the normal end, not an error.
 

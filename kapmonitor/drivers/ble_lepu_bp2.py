@@ -1,6 +1,6 @@
 """``ble-lepu-bp2``: Viatom/Lepu BP2 (LP-BP2W) blood-pressure monitor, with remote start.
 
-The BP2 speaks Lepu protocol V2 on the Viatom service (shared/reference/ble.md §3.3). The
+The BP2 speaks Lepu protocol V2 on the Viatom service (docs/sources.md [P7]). The
 driver keeps a connection and polls RT_DATA (0x08) every ``poll_interval``: during a
 measurement that gives the cuff pressure, afterwards the result (published once per
 measurement). A poll left unanswered for ``response_timeout`` means the link is dead.

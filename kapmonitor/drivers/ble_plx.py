@@ -13,12 +13,12 @@ the session raises so the supervisor reconnects.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from kapmonitor.ble.driver import BatteryPoll, BleDriver
-from kapmonitor.ble.link import LinkLost
+from kapmonitor.ble.link import GattLink, LinkLost
 from kapmonitor.ble.seen import SeenRecords
 from kapmonitor.codecs.base import DecodeError
 from kapmonitor.codecs.gatt import (
@@ -67,23 +67,8 @@ class PlxDriver(BleDriver):
         cfg = self.cfg
         sighting = await self.find()
         async with self.link(sighting) as link:
-            extra = {}
-            if link.has(Uuid.PLX_FEATURES.uuid):
-                try:
-                    extra["plx_features"] = decode_plx_features(
-                        await link.read(Uuid.PLX_FEATURES.uuid)
-                    ).names
-                except DecodeError as exc:
-                    self.log.warning("bad PLX features: %s", exc)
-            yield self.connected_status(sighting, **extra)
-            continuous = link.has(Uuid.PLX_CONTINUOUS.uuid)
-            if continuous:
-                await link.subscribe(Uuid.PLX_CONTINUOUS.uuid)
-            if link.has(Uuid.PLX_SPOT_CHECK.uuid):
-                await link.subscribe(Uuid.PLX_SPOT_CHECK.uuid)
-            if cfg.fetch_stored and link.has(Uuid.RECORD_ACCESS_CONTROL_POINT.uuid):
-                await link.subscribe(Uuid.RECORD_ACCESS_CONTROL_POINT.uuid)
-                await link.write(Uuid.RECORD_ACCESS_CONTROL_POINT.uuid, racp_report_all_records())
+            yield self.connected_status(sighting, **await self._features(link))
+            continuous = await self._subscribe(link)
             battery = BatteryPoll(self, cfg.battery_interval)
             while True:
                 for ev in await battery.due(link):
@@ -99,24 +84,53 @@ class PlxDriver(BleDriver):
                         raise LinkLost("the oximeter disconnected")
                     return
                 try:
-                    if note.char_uuid == Uuid.PLX_CONTINUOUS.uuid:
-                        for m in decode_plx_continuous(note.data).to_measurements():
-                            yield m
-                    elif note.char_uuid == Uuid.PLX_SPOT_CHECK.uuid:
-                        rec = decode_plx_spot_check(note.data)
-                        key = spot_key(rec)
-                        if key is not None and key in self.seen:
-                            continue
-                        for m in rec.to_measurements():
-                            yield m
-                        if key is not None:
-                            self.seen.add([key])
-                    elif note.char_uuid == Uuid.RECORD_ACCESS_CONTROL_POINT.uuid:
-                        msg = decode_racp(note.data)
-                        if isinstance(msg, RacpResponseCode | RacpNumberOfRecords):
-                            yield Status(None, info={"stored_records": _racp_text(msg)})
+                    events, seen_key = self._decode(note.char_uuid, note.data)
+                    for ev in events:
+                        yield ev
+                    if seen_key is not None:
+                        self.seen.add([seen_key])  # only once every part has been passed on
                 except DecodeError as exc:
                     yield Status(None, f"bad PLX message: {exc}")
+
+    async def _features(self, link: GattLink) -> dict[str, Any]:
+        """The PLX Features as extra status info (empty when absent or malformed)."""
+        if not link.has(Uuid.PLX_FEATURES.uuid):
+            return {}
+        try:
+            raw = await link.read(Uuid.PLX_FEATURES.uuid)
+            return {"plx_features": decode_plx_features(raw).names}
+        except DecodeError as exc:
+            self.log.warning("bad PLX features: %s", exc)
+            return {}
+
+    async def _subscribe(self, link: GattLink) -> bool:
+        """Subscribe to what the device offers, ask for stored records; True when it streams."""
+        continuous = link.has(Uuid.PLX_CONTINUOUS.uuid)
+        if continuous:
+            await link.subscribe(Uuid.PLX_CONTINUOUS.uuid)
+        if link.has(Uuid.PLX_SPOT_CHECK.uuid):
+            await link.subscribe(Uuid.PLX_SPOT_CHECK.uuid)
+        if self.cfg.fetch_stored and link.has(Uuid.RECORD_ACCESS_CONTROL_POINT.uuid):
+            await link.subscribe(Uuid.RECORD_ACCESS_CONTROL_POINT.uuid)
+            await link.write(Uuid.RECORD_ACCESS_CONTROL_POINT.uuid, racp_report_all_records())
+        return continuous
+
+    def _decode(self, char_uuid: str, data: bytes) -> tuple[list[DriverEvent], str | None]:
+        """One notification → its events and the stored record's de-duplication key (None
+        unless a new stored record); raises DecodeError on malformed data."""
+        if char_uuid == Uuid.PLX_CONTINUOUS.uuid:
+            return list(decode_plx_continuous(data).to_measurements()), None
+        if char_uuid == Uuid.PLX_SPOT_CHECK.uuid:
+            rec = decode_plx_spot_check(data)
+            key = spot_key(rec)
+            if key is not None and key in self.seen:
+                return [], None
+            return list(rec.to_measurements()), key
+        if char_uuid == Uuid.RECORD_ACCESS_CONTROL_POINT.uuid:
+            msg = decode_racp(data)
+            if isinstance(msg, RacpResponseCode | RacpNumberOfRecords):
+                return [Status(None, info={"stored_records": _racp_text(msg)})], None
+        return [], None
 
 
 def _racp_text(msg: RacpResponseCode | RacpNumberOfRecords) -> str:

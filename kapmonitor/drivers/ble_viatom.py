@@ -2,7 +2,7 @@
 
 The host polls: one request frame per ``poll_interval`` (RT_DATA 0x1B on current firmware,
 READ_SENSORS 0x17 on older units), written in 20-byte pieces; the response arrives in several
-notifications and is reassembled and CRC-checked by the codec (shared/reference/ble.md §3.3).
+notifications and is reassembled and CRC-checked by the codec (docs/sources.md [P6]).
 A poll left unanswered for ``response_timeout`` means the link is dead.
 """
 

@@ -1,6 +1,6 @@
 """``serial-contec``: Contec CMS50D+/E/F fingertip oximeters (consumer grade).
 
-Two incompatible protocols exist, chosen by firmware (serial.md §2.4): the old one streams
+Two incompatible protocols exist, chosen by firmware (docs/sources.md [P14]): the old one streams
 5-byte packets unasked at 19200 8O1; the new "V7.0" one (firmware 4.6+) runs at 115200 8N1 and
 streams only after a start-real-time command, and only while the host sends a keep-alive every
 few seconds. With ``protocol = "auto"`` each session probes: new protocol first (send start,

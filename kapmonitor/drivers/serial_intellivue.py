@@ -1,7 +1,7 @@
 """``serial-intellivue``: Philips IntelliVue MP/MX monitors over the MIB/RS-232 data export port.
 
 Set the monitor's MIB/RS-232 port to "data export" at 115200 (or 19200) baud in configuration
-mode (shared/reference/serial.md §2.1.1). The monitor says nothing until a host associates, and
+mode (docs/sources.md [P10]). The monitor says nothing until a host associates, and
 drops the association when the host goes quiet, so one session is:
 
 1. open the port and send an association request (repeated every ``associate_retry`` s until
@@ -59,7 +59,6 @@ from kapmonitor.codecs.intellivue.messages import (
     find_attribute,
 )
 from kapmonitor.codecs.intellivue.numerics import (
-    NIBP_METRICS,
     NOM_ATTR_ID_BED_LABEL,
     NOM_ATTR_TIME_ABS,
     NibpEpisodes,
@@ -67,7 +66,7 @@ from kapmonitor.codecs.intellivue.numerics import (
     poll_measurements,
 )
 from kapmonitor.drivers.base import DeviceConfig, Driver, DriverContext, DriverEvent, Status
-from kapmonitor.model import Measurement
+from kapmonitor.model import NIBP_METRICS, Measurement
 from kapmonitor.transport.serial import ByteStream, LinkSettings, SerialPortConfig, open_serial
 
 DEFAULTS = LinkSettings(baudrate=115200)

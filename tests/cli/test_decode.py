@@ -18,11 +18,11 @@ from kapmonitor.codecs.nonin import NoninSample, encode_packet
 from kapmonitor.codecs.viatom import oxy_read_sensors_request, oxy_response
 from kapmonitor.model import METRICS
 
-MASIMO_RAD8 = (  # captured Rad-8 line, yahnatan/pulseox README.md (serial.md §2.2)
+MASIMO_RAD8 = (  # captured Rad-8 line, yahnatan/pulseox README.md [P12]
     "02/22/16 22:47:45 SN=0000056661 SPO2=098% BPM=097 PI=03.60% SPCO=--.-% SPMET=--.-% "
     "DESAT=-- PIDELTA=+-- ALARM=0000 EXC=000800"
 )
-PUFFERFISH_FMT2 = (  # pez-globo/pufferfish-software TestPacketReceiver.cpp (serial.md §2.3.2)
+PUFFERFISH_FMT2 = (  # pez-globo/pufferfish-software TestPacketReceiver.cpp [P13]
     "01 81 01 00 83  01 80 01 48 CA  01 80 01 61 E3  01 80 01 30 B2  01 80 01 00 82"
     "01 80 01 00 82  01 80 01 00 82  01 80 01 00 82  01 80 01 61 E3  01 80 01 61 E3"
     "01 80 01 61 E3  01 80 01 00 82  01 80 01 00 82  01 80 01 00 82  01 80 01 48 CA"
@@ -33,9 +33,9 @@ PUFFERFISH_FMT2 = (  # pez-globo/pufferfish-software TestPacketReceiver.cpp (ser
 # o2r/o2state.py (SpO2 98, HR 66, battery 97).
 VIATOM = (oxy_read_sensors_request() + oxy_response(bytes.fromhex("624200000000006100920a0100")))
 
-# protocol -> (chunks, expected values by metric). Sources: ble.md §2.2 (#1 Nordic
+# protocol -> (chunks, expected values by metric). Sources (docs/sources.md): [P3] (#1 Nordic
 # BloodPressureMeasurementDataCallbackTest _full, #7 Nordic ICP _full, #13 SmartGattLib
-# HeartRateMeasurementTest, #16/#18 StanfordSpezi PLXTests.swift); serial.md §3 (Nonin #8 and
+# HeartRateMeasurementTest, #16/#18 StanfordSpezi PLXTests.swift); [P13], [P5], [P14] (Nonin #8 and
 # BerryMed computed from the specs, Contec new protocol captured in headrotor/contec_data
 # stream_data.py). No published vector exists for Nonin #7 or the old Contec protocol: those
 # two come from our encoders, whose known-answer tests live in the codec test files.

@@ -1,8 +1,8 @@
 """BerryMed BCI stream codec: layout known answers, resync, split streams, round trips, fuzzing.
 
-No public raw capture of BCI bytes was found (shared/reference/ble.md §2 has none), so the
+No public raw capture of BCI bytes was found (none among the [P3] sources either), so the
 known-answer packets below are built by hand from the published layout: vendor document
-zh2x/BCI_Protocol "BCI Protocol V1.2.pdf" (ble.md §3.2) and the field extraction in
+zh2x/BCI_Protocol "BCI Protocol V1.2.pdf" (docs/sources.md [P5]) and the field extraction in
 adafruit/Adafruit_CircuitPython_BLE_BerryMed_Pulse_Oximeter
 adafruit_ble_berrymed_pulse_oximeter/__init__.py (PR high bit in byte 3 bit 6, SpO2 127 invalid).
 """

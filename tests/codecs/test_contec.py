@@ -28,7 +28,7 @@ from tests.helpers.serial import (
     values,
 )
 
-# headrotor/contec_data stream_data.py docstring: bytes captured from a CMS50D+ (serial.md §2.4.2).
+# headrotor/contec_data stream_data.py docstring: bytes captured from a CMS50D+ [P14].
 CAPTURED_START = bytes.fromhex("7D 81 A1 80 80 80 80 80 80")
 CAPTURED_REALTIME = bytes.fromhex("01 E0 85 B3 96 C1 E1 FF FF")
 
@@ -140,7 +140,7 @@ def test_fuzz_new_protocol(data: bytes) -> None:
 
 
 def test_old_protocol_computed_examples() -> None:
-    # serial.md §2.4.1 (computed from the atbrask LiveDataPoint layout).
+    # [P14] old protocol (computed from the atbrask LiveDataPoint layout).
     out = run(Contec5Decoder(), [bytes.fromhex("85 33 06 48 61  85 33 46 16 61")])
     assert ok(out) == [("spo2", 97), ("pulse_rate", 72), ("spo2", 97), ("pulse_rate", 150)]
     assert encode_packet5(ContecSample(97, 72, signal=5, pleth=0x33, bar=6)) == bytes.fromhex(

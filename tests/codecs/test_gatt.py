@@ -1,4 +1,4 @@
-"""GATT health characteristics: the known-answer vectors of shared/reference/ble.md §2.2 (each
+"""GATT health characteristics: the known-answer vectors of docs/sources.md [P3] (each
 test names its public source), SFLOAT specials in every field, encoder→decoder round trips over
 all flag combinations, and random-bytes fuzzing."""
 
@@ -66,7 +66,7 @@ def check_vocabulary(ms: list[Measurement]) -> None:
 
 
 def test_bpm_vector1_nordic_full() -> None:
-    """ble.md §2.2 #1.
+    """[P3] vector #1.
 
     Source: NordicSemiconductor/Android-BLE-Common-Library ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/bps/BloodPressureMeasurementDataCallbackTest.java
     (onBloodPressureMeasurementReceived_full).
@@ -92,7 +92,7 @@ def test_bpm_vector1_nordic_full() -> None:
 
 
 def test_bpm_vector2_nordic_some_kpa() -> None:
-    """ble.md §2.2 #2.
+    """[P3] vector #2.
 
     Source: NordicSemiconductor/Android-BLE-Common-Library ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/bps/BloodPressureMeasurementDataCallbackTest.java (_some).
     """
@@ -114,7 +114,7 @@ def test_bpm_vector2_nordic_some_kpa() -> None:
 
 
 def test_bpm_vector3_nordic_minimal() -> None:
-    """ble.md §2.2 #3.
+    """[P3] vector #3.
 
     Source: NordicSemiconductor/Android-BLE-Common-Library ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/bps/BloodPressureMeasurementDataCallbackTest.java
     (_minimal): mmHg flag with kPa-looking numbers, taken as mmHg.
@@ -129,8 +129,8 @@ def test_bpm_vector3_nordic_minimal() -> None:
 @pytest.mark.parametrize(
     ("hexdata", "why"),
     [
-        ("01 02 03 04 05 06", "too short"),  # ble.md §2.2 #4, Nordic BPM invalid
-        ("03 02 03 04 05 06 07", "timestamp"),  # ble.md §2.2 #5, Nordic BPM timestamp absent
+        ("01 02 03 04 05 06", "too short"),  # [P3] vector #4, Nordic BPM invalid
+        ("03 02 03 04 05 06 07", "timestamp"),  # [P3] vector #5, Nordic BPM timestamp absent
         ("", "flags"),
         ("00 78 00 50 00 60 00 00", "trailing"),
         ("04 78 00 50 00 60 00 3C", "pulse rate"),
@@ -147,7 +147,7 @@ def test_bpm_invalid_nordic(hexdata: str, why: str) -> None:
 
 
 def test_bpm_vector6_real_device_map_nan() -> None:
-    """ble.md §2.2 #6.
+    """[P3] vector #6.
 
     Source: real-device bytes from a Q&A thread
     (coderapp.vercel.app/answer/78176577, copy of Stack Overflow question 78176577).
@@ -170,7 +170,7 @@ def test_bpm_vector6_real_device_map_nan() -> None:
 
 
 def test_icp_vector7_nordic_full() -> None:
-    """ble.md §2.2 #7.
+    """[P3] vector #7.
 
     Source: NordicSemiconductor/Android-BLE-Common-Library ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/bps/IntermediateCuffPressureDataCallbackTest.java (_full).
     """
@@ -197,7 +197,7 @@ def test_icp_kpa_converts() -> None:
 
 
 def test_hrm_nordic_vectors_8_to_11() -> None:
-    """ble.md §2.2 #8-#11.
+    """[P3] vector #8-#11.
 
     Source: NordicSemiconductor/Android-BLE-Common-Library ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/hr/HeartRateMeasurementDataCallbackTest.java.
     """
@@ -227,7 +227,7 @@ def test_hrm_nordic_vectors_8_to_11() -> None:
 
 
 def test_hrm_vector12_too_short_nordic() -> None:
-    """ble.md §2.2 #12.
+    """[P3] vector #12.
 
     Source: NordicSemiconductor/Android-BLE-Common-Library ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/hr/HeartRateMeasurementDataCallbackTest.java.
     """
@@ -236,7 +236,7 @@ def test_hrm_vector12_too_short_nordic() -> None:
 
 
 def test_hrm_vector13_smartgattlib() -> None:
-    """ble.md §2.2 #13.
+    """[P3] vector #13.
 
     Source: movisens/SmartGattLib src/test/java/HeartRateMeasurementTest.java.
     """
@@ -248,7 +248,7 @@ def test_hrm_vector13_smartgattlib() -> None:
 
 
 def test_hrm_vector14_opentracks() -> None:
-    """ble.md §2.2 #14.
+    """[P3] vector #14.
 
     Source: OpenTracksApp/OpenTracks src/androidTest/java/de/dennisguse/
     opentracks/sensors/BluetoothConnectionManagerHeartRateTest.java.
@@ -270,7 +270,7 @@ def test_hrm_invalid(hexdata: str) -> None:
 
 
 def test_plx_cont_vector15_spezi() -> None:
-    """ble.md §2.2 #15.
+    """[P3] vector #15.
 
     Source: StanfordSpezi/SpeziBluetooth Tests/SpeziBluetoothServicesTests/PLXTests.swift (exponent −1 and exponent 0 encodings).
     """
@@ -283,7 +283,7 @@ def test_plx_cont_vector15_spezi() -> None:
 
 
 def test_plx_cont_vector16_spezi() -> None:
-    """ble.md §2.2 #16.
+    """[P3] vector #16.
 
     Source: StanfordSpezi/SpeziBluetooth Tests/SpeziBluetoothServicesTests/PLXTests.swift.
     """
@@ -300,7 +300,7 @@ def test_plx_cont_vector16_spezi() -> None:
 
 
 def test_plx_cont_vector17_spezi() -> None:
-    """ble.md §2.2 #17.
+    """[P3] vector #17.
 
     Source: StanfordSpezi/SpeziBluetooth Tests/SpeziBluetoothServicesTests/PLXTests.swift.
     """
@@ -319,7 +319,7 @@ def test_plx_cont_vector17_spezi() -> None:
 
 
 def test_plx_spot_vector18_spezi() -> None:
-    """ble.md §2.2 #18.
+    """[P3] vector #18.
 
     Source: StanfordSpezi/SpeziBluetooth Tests/SpeziBluetoothServicesTests/PLXTests.swift.
     """
@@ -338,7 +338,7 @@ def test_plx_spot_vector18_spezi() -> None:
 
 
 def test_plx_features_vector19_spezi() -> None:
-    """ble.md §2.2 #19.
+    """[P3] vector #19.
 
     Source: StanfordSpezi/SpeziBluetooth Tests/SpeziBluetoothServicesTests/PLXTests.swift.
     """
@@ -386,7 +386,7 @@ def test_plx_from_storage_is_historical() -> None:
 
 
 def test_date_time_nordic_vectors_20_to_22() -> None:
-    """ble.md §2.2 #20-#22.
+    """[P3] vector #20-#22.
 
     Source: NordicSemiconductor/Android-BLE-Common-Library ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/DateTimeDataCallbackTest.java.
     """
@@ -413,7 +413,7 @@ def test_current_time_round_trip() -> None:
 
 
 def test_battery_nordic_vectors_23_24() -> None:
-    """ble.md §2.2 #23-#24.
+    """[P3] vector #23-#24.
 
     Source: NordicSemiconductor/Android-BLE-Common-Library ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/battery/BatteryLevelDataCallbackTest.java.
     """
@@ -442,7 +442,7 @@ def test_bp_feature() -> None:
 
 
 def test_racp_nordic_vectors_25_to_29() -> None:
-    """ble.md §2.2 #25-#29.
+    """[P3] vector #25-#29.
 
     Source: NordicSemiconductor/Android-BLE-Common-Library ble-common/src/test/java/no/nordicsemi/android/ble/common/callback/RecordAccessControlPointDataCallbackTest.java.
     """
@@ -678,7 +678,7 @@ def test_current_time_round_trip_all(dt: DateTime, dow: int, frac: int, reason: 
 
 
 def test_bpm_each_flag_combination_has_exact_length() -> None:
-    """Expected length = 7 + 7·ts + 2·pr + 1·uid + 2·status (ble.md §1.5) for all 32 combos."""
+    """Expected length = 7 + 7·ts + 2·pr + 1·uid + 2·status [P1] for all 32 combos."""
     for flags in range(32):
         rec = BloodPressureMeasurement(
             120.0, 80.0, 93.0, bool(flags & 1),

@@ -1,7 +1,7 @@
 """HL7 v2 ORU^R01 codec: MLLP framing, ER7 parsing, OBX code/unit mapping, ACKs, encoder.
 
-Vendor-style messages below are built to the layouts the team reference quotes
-(shared/reference/serial.md §2.6, alarms.md §5.3); which public document each follows is said
+Vendor-style messages below are built to the published layouts (docs/sources.md [P15],
+[P16]); which public document each follows is said
 at each one. Values are ours, not captures: no public capture of these exports exists.
 """
 
@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kapmonitor_simulators import hl7_oru
 
 from kapmonitor.codecs import hl7
 from kapmonitor.codecs.base import DecodeError, Note, Problem
@@ -26,7 +27,7 @@ PCD01_MSH = (
     "|2.6|||AL|NE||UNICODE UTF-8|||IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO"
 )
 
-# GE B40, IHE PCD-01 (GE B40 manual pp. 20-21 as quoted in serial.md §2.6.2): the MDS header OBX
+# GE B40, IHE PCD-01 (GE B40 manual pp. 20-21 [P16]): the MDS header OBX
 # with status X and the manual's own heart-rate OBX line, byte for byte, plus NIBP and SpO2 lines
 # in the same layout.
 GE_B40 = "\r".join(
@@ -51,8 +52,8 @@ GE_B40 = "\r".join(
     ]
 ) + "\r"
 
-# Philips Efficia CM, LAN ORU export v2.4 (Efficia CM Data Export Guide pp. 2-7, 3-10, 3-18 as
-# quoted in serial.md §2.6.3): MDIL "partition-term" codes and units, NBP time in OBX-14, an
+# Philips Efficia CM, LAN ORU export v2.4 (Efficia CM Data Export Guide pp. 2-7, 3-10, 3-18,
+# [P16]): MDIL "partition-term" codes and units, NBP time in OBX-14, an
 # invalid SpO2 ("?" on screen) as empty OBX-5 with OBX-11 = X, and an alarm TX line.
 PHILIPS_EFFICIA = "\r".join(
     [
@@ -73,8 +74,8 @@ PHILIPS_EFFICIA = "\r".join(
 
 # Mindray gateway, IHE PCD-01 v2.6. Layout as in public integration code handling Mindray
 # eGateway output (MSH-3 name^EUI-64^EUI-64, 4-digit fractional seconds with a +HHMM offset,
-# PV1-3 with an empty room, OBX-18 only on the first OBX, vendor codes in 99MNDRY); serial.md
-# §2.6.3 notes Mindray's own code list is not public, hence the configurable code map. Our
+# PV1-3 with an empty room, OBX-18 only on the first OBX, vendor codes in 99MNDRY); [P16]
+# notes Mindray's own code list is not public, hence the configurable code map. Our
 # values; LF segment ends as a file copied through an editor would have them.
 MINDRAY = "\n".join(
     [
@@ -187,7 +188,7 @@ def one(obx3: str, value: str = "88", units: str = "", status: str = "F") -> hl7
         ("149530^MDC_PULS_OXIM_PULS_RATE^MDC", "pulse_rate"),
         ("151562^MDC_RESP_RATE^MDC", "resp_rate"),
         ("150488^MDC_BLD_PERF_INDEX^MDC", "perfusion_index"),
-        # cuff-pressure aliases some monitors emit (alarms.md §5.1)
+        # cuff-pressure aliases some monitors emit ([S39]; 150302/150303 unverified)
         ("150301^MDC_PRESS_CUFF_SYS^MDC", "nibp_sys"),
         ("150302^MDC_PRESS_CUFF_DIA^MDC", "nibp_dia"),
         ("150303^MDC_PRESS_CUFF_MEAN^MDC", "nibp_mean"),
@@ -197,7 +198,7 @@ def one(obx3: str, value: str = "88", units: str = "", status: str = "F") -> hl7
         # IntelliVue/MDIL partition-term hex: 2 * 65536 + 0x4bb8 = 150456
         ("0002-4BB8^SpO2^MDIL", "spo2"),
         ("0002-4822^PLETH PR^MDIL", "pulse_rate"),
-        # LOINC (alarms.md §5.1), also as the alternate coding of a local code
+        # LOINC [P18], also as the alternate coding of a local code
         ("8480-6^Systolic blood pressure^LN", "nibp_sys"),
         ("8462-4^Diastolic blood pressure^LN", "nibp_dia"),
         ("8478-0^Mean blood pressure^LN", "nibp_mean"),
@@ -218,7 +219,7 @@ def test_observation_codes(obx3: str, metric: str) -> None:
 
 
 def test_mdc_arithmetic_matches_table() -> None:
-    # partition 2 (SCADA) x 65536 + term code: the codes the reference checks by arithmetic.
+    # partition 2 (SCADA) x 65536 + term code [P17]: codes checked by arithmetic.
     for term, code in ((0x4BB8, 150456), (0x4182, 147842), (0x4A05, 150021), (0x500A, 151562)):
         assert hl7.mdc32(2, term) == code and code in hl7.OBSERVATION_CODES
     for term, code in ((0x0220, 262688), (0x0AA0, 264864), (0x0F20, 266016), (0x0AE0, 264928)):
@@ -539,10 +540,10 @@ TZ = timezone(timedelta(hours=2))
 
 
 @st.composite
-def reports(draw: st.DrawFn) -> tuple[str, list[hl7.OutObservation], str, str]:
-    style = draw(st.sampled_from(hl7.VENDOR_STYLES))
+def reports(draw: st.DrawFn) -> tuple[str, list[hl7_oru.OutObservation], str, str]:
+    style = draw(st.sampled_from(hl7_oru.VENDOR_STYLES))
     metrics = draw(
-        st.lists(st.sampled_from(sorted(hl7.ENCODABLE_METRICS[style])), unique=True, min_size=1)
+        st.lists(st.sampled_from(sorted(hl7_oru.ENCODABLE_METRICS[style])), unique=True, min_size=1)
     )
     obs = []
     for m in metrics:
@@ -551,7 +552,7 @@ def reports(draw: st.DrawFn) -> tuple[str, list[hl7.OutObservation], str, str]:
                      | st.decimals(lo, hi, places=2).map(float))
         when = draw(st.none() | st.datetimes(datetime(2000, 1, 1), datetime(2099, 1, 1)).map(
             lambda t: t.replace(microsecond=0, tzinfo=TZ)))
-        obs.append(hl7.OutObservation(m, value, when))
+        obs.append(hl7_oru.OutObservation(m, value, when))
     control = draw(st.text(alphabet="AZ09|^~\\&-. ", min_size=1, max_size=12).filter(str.strip))
     app = draw(st.text(alphabet="ABC_|^&~\\x", min_size=1, max_size=10).filter(str.strip))
     return style, obs, control.strip(), app.strip()
@@ -559,10 +560,12 @@ def reports(draw: st.DrawFn) -> tuple[str, list[hl7.OutObservation], str, str]:
 
 @settings(max_examples=150)
 @given(reports())
-def test_encoder_parser_round_trip(case: tuple[str, list[hl7.OutObservation], str, str]) -> None:
+def test_encoder_parser_round_trip(
+    case: tuple[str, list[hl7_oru.OutObservation], str, str],
+) -> None:
     style, obs, control, app = case
     codes = {"99MNDRY:9001": "perfusion_index"}
-    msg = hl7.encode_oru(
+    msg = hl7_oru.encode_oru(
         style,  # type: ignore[arg-type]
         obs,
         control_id=control,

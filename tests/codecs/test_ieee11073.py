@@ -1,4 +1,4 @@
-"""IEEE 11073-20601 SFLOAT / FLOAT: known answers (shared/reference/ble.md §1.3), specials, round
+"""IEEE 11073-20601 SFLOAT / FLOAT: known answers (docs/sources.md [P2], [P3]), specials, round
 trips."""
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from kapmonitor.codecs.ieee11073 import (
     value_or_none,
 )
 
-# ble.md §1.3 worked values. Sources: Nordic Android-BLE-Common-Library BPS tests (0xF0BD, kPa),
-# the real-cuff Q&A vector (0xF488), StanfordSpezi/SpeziBluetooth
+# Worked values. Sources: Nordic Android-BLE-Common-Library BPS tests (0xF0BD, kPa),
+# the real-cuff Q&A vector (0xF488, [P3] #6), StanfordSpezi/SpeziBluetooth
 # Tests/SpeziBluetoothServicesTests/PLXTests.swift (0xF3E8, 0xE37A); 0x8078 is the bytes
 # RonanB96/bluetooth-sig-python tests/gatt/characteristics/test_blood_pressure_measurement.py
 # uses for "120 mmHg" (its exponent is offset binary, which is wrong).
@@ -54,7 +54,7 @@ def test_sfloat_known_values_ble_md_1_3(raw: int, value: float) -> None:
 
 
 def test_sfloat_wire_order_is_little_endian() -> None:
-    # Real cuff sends 116.0 mmHg as 88 F4 (ble.md §0 item 2).
+    # Real cuff sends 116.0 mmHg as 88 F4 ([P3] vector #6).
     assert sfloat_from(bytes.fromhex("88F4"), 0) == 116.0
     assert sfloat_bytes(116.0, exponent=-1) == bytes.fromhex("88F4")
     assert sfloat_bytes(120) == bytes.fromhex("7800")

@@ -27,14 +27,14 @@ from tests.helpers.serial import (
     values,
 )
 
-# Captured Rad-8 output: yahnatan/pulseox README.md (serial.md §2.2.2; blank line between records).
+# Captured Rad-8 output: yahnatan/pulseox README.md ([P12]; blank line between records).
 CAPTURED = [
     "02/22/16 22:47:45 SN=0000056661 SPO2=098% BPM=097 PI=03.60% SPCO=--.-% SPMET=--.-% "
     "DESAT=-- PIDELTA=+-- ALARM=0000 EXC=000800",
     "02/22/16 22:47:46 SN=0000056661 SPO2=098% BPM=096 PI=03.95% SPCO=--.-% SPMET=--.-% "
     "DESAT=-- PIDELTA=+-- ALARM=0000 EXC=000800",
 ]
-# Radical-7 layouts quoted in remkolems/masimo-datacapture masimo-capture.py (serial.md §2.2.2).
+# Radical-7 layouts quoted in remkolems/masimo-datacapture masimo-capture.py [P12].
 RADICAL7_BLUE = (
     "05/15/07 08:12:21 SN=0000070986 SPO2=---% BPM=--- PI=--.--% SPCO=--.-% SPMET=--.-% "
     "DESAT=-- PIDELTA=+-- PVI=--- ALARM=0000 EXC=000000"

@@ -120,7 +120,7 @@ def test_fmt7_low_battery_from_stat2() -> None:
 
 
 def test_fmt7_hr_above_127_uses_the_msb_frame() -> None:
-    # HR MSB frame carries bits 8..7 in bits 1..0 (and not 0x18 as in a known bug, §1.4).
+    # HR MSB frame carries bits 8..7 in bits 1..0 (not 0x18: pufferfish get_hr_data's bug, [P13]).
     out = run(NoninPacketDecoder(7), [encode_packet(7, NoninSample(300, 90))])
     assert ok(out) == [("spo2", 90.0), ("pulse_rate", 300.0)]
 
@@ -199,7 +199,7 @@ def test_fuzz_corrupted_packets_never_yield_out_of_range_values(data: st.DataObj
 
 
 def test_fmt8_computed_vectors_from_the_9560_spec_layout() -> None:
-    # serial.md §2.3.2 (computed from the Nonin 9560 spec): HR 72 SpO2 97; HR 150; finger out.
+    # [P13] (computed from the Nonin 9560 spec): HR 72 SpO2 97; HR 150; finger out.
     out = run(NoninFmt8Decoder(), [bytes.fromhex("80 48 61 00 81 16 61 00 83 7F 7F 08")])
     assert values(out) == [
         ("spo2", 97.0, frozenset()), ("pulse_rate", 72.0, frozenset()),
@@ -244,7 +244,7 @@ def test_fuzz_fmt8(data: bytes) -> None:
 
 
 def test_ascii_records_from_the_operator_manuals() -> None:
-    # Nonin 7500FO / Avant 9600 / 8600V manuals (serial.md §2.3.1): record, missing data,
+    # Nonin 7500FO / Avant 9600 / 8600V manuals [P13]: record, missing data,
     # fast-responding suffix, event marker, 8600V time prefix; a power-up header line.
     stream = (
         b"=072\r\n"  # partial first line

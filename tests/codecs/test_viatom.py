@@ -177,7 +177,7 @@ def _sdk_rt_payload(data_type: int, data: bytes, wave_samples: int | None = 0) -
 
 
 def test_bp2_rt_layout_follows_vendor_sdk_not_protocol_md() -> None:
-    """(verify) ble.md §3.3 BP2 RT_DATA. chalimov/viatom_bp2_ha LP-BP2W_PROTOCOL.md §10 puts the
+    """(verify) [P7] BP2 RT_DATA. chalimov/viatom_bp2_ha LP-BP2W_PROTOCOL.md §10 puts the
     data type at offset 0 and cuff pressure at 3; the vendor SDK (LepuBle Bp2Response.RtData /
     RtParam / DataBping / DataBpResult) has a 9-byte RtParam first. The document's own command
     table gives RT_DATA as 32 bytes = 9 + 1 + 20 + 2 (wave length 0), which only the SDK layout
@@ -448,3 +448,13 @@ def test_protocol_table() -> None:
     stream = conversation()
     out = dec.feed(stream[:10]) + dec.feed(stream[10:]) + dec.close()
     assert summarize(out) == EXPECTED
+
+
+def test_bp2_result_parts_share_a_group_and_the_pulse_has_none() -> None:
+    result = _sdk_rt_payload(1, bp2_result_data(131, 84, 99, 67, state=0, diagnostic=0))
+    first = decode_bp2_rt_data(result).to_measurements()
+    second = decode_bp2_rt_data(result).to_measurements()
+    groups = {m.metric: m.group for m in first}
+    assert groups["nibp_sys"] is not None and groups["pulse_rate"] is None
+    assert groups["nibp_sys"] == groups["nibp_dia"] == groups["nibp_mean"]
+    assert groups["nibp_sys"] != {m.metric: m.group for m in second}["nibp_sys"]

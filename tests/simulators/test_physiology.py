@@ -5,8 +5,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
-
-from simulators.physiology import Patient, SimEvent
+from kapmonitor_simulators.physiology import Patient, SimEvent
 
 DOSE = 600.0
 
@@ -31,7 +30,7 @@ def test_ketamine_rise_peaks_near_40_minutes(seed: int) -> None:
 
 
 def test_rise_magnitude_matches_the_literature() -> None:
-    """Mean rise about +16/+11 mmHg and HR about +11 (alarms.md §1.1), with spread."""
+    """Mean rise about +16/+11 mmHg and HR about +11 ([S6]; HR is ours), with spread."""
     sys_r, dia_r, hr_r = [], [], []
     for seed in range(200):
         p = Patient(seed=seed, dose_at=DOSE)

@@ -1,4 +1,4 @@
-"""Philips IntelliVue MIB/RS-232 data export (shared/reference/serial.md §2.1).
+"""Philips IntelliVue MIB/RS-232 data export (docs/sources.md [P10]).
 
 Layers, each a pure module: :mod:`.framing` (C0/C1 frames, 7D escaping, CRC-16/X-25 FCS),
 :mod:`.messages` (association control and ROSE/CMIP data export messages, encoders and

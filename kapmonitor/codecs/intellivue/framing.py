@@ -1,4 +1,4 @@
-"""IntelliVue MIB/RS-232 frame layer (shared/reference/serial.md §2.1.2).
+"""IntelliVue MIB/RS-232 frame layer (docs/sources.md [P10], FCS [P11]).
 
 On the wire a frame is ``C0 | escaped(11 01 LL LL | user data | FCS_lo FCS_hi) | C1``. The header
 (protocol id 0x11 = data export, message type 0x01, big-endian user-data length) and the user data

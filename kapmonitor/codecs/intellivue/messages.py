@@ -1,4 +1,4 @@
-"""IntelliVue data export messages inside a frame's user data (shared/reference/serial.md §2.1.3–7).
+"""IntelliVue data export messages inside a frame's user data (docs/sources.md [P10]).
 
 Two families share the user-data space:
 
@@ -13,7 +13,7 @@ Two families share the user-data space:
 All integers are big-endian. ``encode_message`` and ``decode_message`` are exact inverses for
 every message type here; decoding raises :class:`~kapmonitor.codecs.base.DecodeError` only.
 The fixed ASN.1 blobs are protocol constants as sent by hosts that real monitors accept
-(VSCaptureMP ``DataConstants``; mdpnp ``association/impl``); see the reference note.
+(VSCaptureMP ``DataConstants``; mdpnp ``association/impl``); see [P10].
 """
 
 from __future__ import annotations
@@ -628,6 +628,12 @@ def encode_message(m: Message) -> bytes:
             return _spdu(Spdu.DISCONNECT, b"", _PRES_RELEASE_RSP)
         case Abort():
             return _spdu(Spdu.ABORT, _SESSION_ABORT, _PRES_ABORT)
+    return _encode_data_export(m)
+
+
+def _encode_data_export(m: Message) -> bytes:
+    """The ROSE-level (data export) messages of :func:`encode_message`."""
+    match m:
         case MdsCreateEvent():
             create = m.mds.encode() + encode_attribute_list(m.attributes)
             arg = (m.source.encode() + _u32(m.event_time) + _u16(NOM_NOTI_MDS_CREAT)

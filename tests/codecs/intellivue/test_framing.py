@@ -1,12 +1,12 @@
 """IntelliVue frame layer: CRC-16/X-25 FCS, 7D escaping, frame decoding and resynchronisation.
 
-Vectors and their sources (see shared/reference/serial.md §2.1.2, §2.1.6, §3):
+Vectors and their sources (docs/sources.md [P10], [P11]):
 * "123456789" → 0x906E: the catalogued check value of CRC-16/X-25; residue 0xF0B8 (RFC 1662 §C.2,
   also mindleaving/patient-monitor-datalogger ``CrcFcsAlgorithmTest.cs``).
 * ``3A 71`` → FCS ``9B 26`` and ``3A 91`` → ``95 C1`` (sent ``95 7D E1``): mdpnp/mdpnp
   ``interop-lab/demo-devices/.../intellivue/TestFCSOutputStream.java``.
-* The framed single poll request, MDS-create result and constructed poll result: the reference's
-  computed frames (§2.1.6), built from VSCaptureMP ``DataConstants`` byte arrays.
+* The framed single poll request, MDS-create result and constructed poll result: frames computed
+  for kapmonitor from the [P10] layout, built from VSCaptureMP ``DataConstants`` byte arrays.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Known-answer byte arrays are the requests hosts send to real monitors, from xeon
 ``Class3.cs`` ``DataConstants`` (``aarq_msg``, ``poll_request_msg``, ``ext_poll_request_msg``,
 ``ext_poll_request_msg5``, ``keep_alive_msg``, ``mds_create_resp_msg``, ``rlrq_msg``,
 ``rlrq_resp_msg``, ``assoc_abort_resp_msg``); the accept's presentation header is mdpnp/mdpnp
-``AssociationAcceptImpl.java``. The constructed poll result is shared/reference/serial.md §2.1.6.
+``AssociationAcceptImpl.java``. The constructed poll result is our own, computed from [P10].
 """
 
 from __future__ import annotations

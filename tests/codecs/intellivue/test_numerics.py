@@ -3,7 +3,7 @@
 FLOAT-Type known answers are the Philips Data Export Interface Programming Guide examples as
 encoded in mindleaving/patient-monitor-datalogger ``IntellivueFloatTest.cs``
 (CanReadExamplesFromDevelopmentManual); special mantissas from the same project's
-``IntellivueFloat.cs`` and VSCaptureMP ``DataConstants`` (shared/reference/serial.md §2.1.6).
+``IntellivueFloat.cs`` and VSCaptureMP ``DataConstants`` (docs/sources.md [P10]).
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def test_states_map_to_values_and_flags() -> None:
 
 
 def test_reference_poll_result_gives_spo2_and_nibp() -> None:
-    # The constructed extended poll result of shared/reference/serial.md §2.1.6 (computed there
-    # from the VSCaptureMP/mindleaving layouts, not by our encoder): SpO2 97 %, NIBP 120/80/93.
+    # A constructed extended poll result (computed by hand for kapmonitor from the [P10]
+    # VSCaptureMP/mindleaving layouts, not by our encoder): SpO2 97 %, NIBP 120/80/93.
     wire = bytes.fromhex(
         "e1 00 00 02 00 02 00 70 00 04 00 07 00 6a 00 21 00 00 00 00 f1 3b 00 60 00 01 00 01 "
         "00 01 23 45 ff ff ff ff ff ff ff ff 00 01 00 06 08 03 00 01 00 46 00 00 00 02 00 40 "
@@ -224,7 +224,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_decode_hex_arguments_and_a_capture_file(tmp_path: Path) -> None:
-    # The reference's framed MDS-create result (serial.md §2.1.6), split over two lines.
+    # A framed MDS-create result computed from the [P10] layout, split over two lines.
     lines = ["c0 11 01 00 1c e1 00 00 02 00 02 00 14 00 01 00 01 00 0e",
              "00 21 00 00 00 00 00 00 00 00 0d 06 00 00 c3 09 c1"]
     capture = tmp_path / "capture.hex"
