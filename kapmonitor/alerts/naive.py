@@ -141,7 +141,7 @@ class NaiveDetector:
             float(c.term_sign[ti]),
         )
 
-    def _bed_step(self, bi: int, bed: _Bed, t: float, row: Row) -> list[Transition]:  # noqa: C901
+    def _bed_step(self, bi: int, bed: _Bed, t: float, row: Row) -> list[Transition]:
         c = self.c
         x = self._signals(bed, row)
         art = self._artefact(bed, x, t)
