@@ -238,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, module, func, text in (
         ("replay", "kapmonitor.replay", "main", "run the alarm engine over a CSV trace"),
-        ("scan", "kapmonitor.ble.cli", "scan_main", "list nearby BLE devices we can handle"),
-        ("pair", "kapmonitor.ble.cli", "pair_main", "bond with a BLE device"),
+        ("scan", "kapmonitor.cli_ble", "scan_main", "list nearby BLE devices we can handle"),
+        ("pair", "kapmonitor.cli_ble", "pair_main", "bond with a BLE device"),
         ("install-service", "kapmonitor.install", "main",
          "install the systemd unit, the service user and /etc/kapmonitor (as root)"),
         ("status", "kapmonitor.status", "main", "show a node's health from its bridge topics"),

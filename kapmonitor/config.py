@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from kapmonitor.ble.config import BleConfig
-from kapmonitor.drivers.base import ID_PATTERN, DeviceConfig
+from kapmonitor.driver_api import ID_PATTERN, DeviceConfig
 from kapmonitor.drivers.registry import drivers
 from kapmonitor.errors import KapmonitorError, error_field, error_message, validation_problems
 

@@ -39,7 +39,7 @@ from kapmonitor.clock import Clock, SystemClock, iso_time, system_clock_synchron
 from kapmonitor.commands import CommandRouter
 from kapmonitor.config import Config
 from kapmonitor.devices import Devices
-from kapmonitor.drivers.base import DriverContext
+from kapmonitor.driver_api import DriverContext
 from kapmonitor.drivers.registry import drivers
 from kapmonitor.metrics import Metrics
 from kapmonitor.model import Reading

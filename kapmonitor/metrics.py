@@ -50,7 +50,7 @@ from prometheus_client import (
 
 from kapmonitor import __version__
 from kapmonitor.alerts.rules import PRIORITIES
-from kapmonitor.drivers.base import DEVICE_STATES
+from kapmonitor.driver_api import DEVICE_STATES
 from kapmonitor.supervisor import RESTART_REASONS
 
 log = logging.getLogger("kapmonitor.metrics")

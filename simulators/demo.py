@@ -196,7 +196,7 @@ async def _watch(info: BrokerInfo, view: ClinicView, ready: asyncio.Event) -> No
             await asyncio.sleep(0.5)
 
 
-async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float,
+async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float,  # noqa: C901
                              begins: dict[str, float] | None = None) -> None:
     """What the provider does in the demo, through the same command path as a nurse tablet:
     start a session on every bed, take a baseline blood pressure every 2.5 minutes until the
@@ -363,6 +363,49 @@ def _broker_alarm(daemon: Any, info: BrokerInfo, view: ClinicView, lost_since: f
     return lost_since
 
 
+
+async def _view(args: argparse.Namespace, interactive: bool, daemon: Any,
+                daemon_task: asyncio.Task[Any], clock: ScaledClock, sim0: float, target: float,
+                warping: bool, info: BrokerInfo, view: ClinicView, stop: asyncio.Event) -> bool:
+    """Show the clinic until --for, Ctrl-C or the daemon's end; ends the fast-forward when its
+    target is reached; returns whether the private broker died meanwhile."""
+    live_ctx: Any = contextlib.nullcontext()
+    if interactive:
+        live_ctx = Live(render_rich(view, 0.0, info), refresh_per_second=4, screen=False)
+    broker_died = False
+    lost_since: float | None = None
+    started = time.monotonic()
+    with live_ctx as live:
+        restore_logs = route_logs_to(live.console) if live is not None else None
+        try:
+            next_plain = 0.0
+            while not stop.is_set() and not daemon_task.done():
+                elapsed = time.monotonic() - started
+                if args.duration is not None and elapsed >= args.duration and not warping:
+                    break
+                if warping and clock.now() - sim0 >= target:
+                    clock.set_speed(args.speed)
+                    warping = False
+                    started = time.monotonic()  # --for counts from here
+                    if live is None:
+                        print(f"now {args.start_at:g} min after the dose; speed "
+                              f"x{args.speed:g}", flush=True)
+                view.fast_forward = warping
+                lost_since = _broker_alarm(daemon, info, view, lost_since, elapsed)
+                broker_died = broker_died or not info.alive()
+                sim_minutes = (clock.now() - sim0) / 60
+                if live is not None:
+                    live.update(render_rich(view, sim_minutes, info))
+                elif elapsed >= next_plain:
+                    print(render_plain(view, sim_minutes), flush=True)
+                    next_plain = elapsed + 5.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.25)
+        finally:
+            if restore_logs is not None:
+                restore_logs()
+    return broker_died
+
 async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
     from kapmonitor.daemon import Daemon
 
@@ -412,45 +455,10 @@ async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
         await start_sims(True)
         begins, _ = fast_forward_plan(args, cfg)
         clinician = asyncio.create_task(_virtual_clinician(daemon, clock, sim0, begins))
-        started = time.monotonic()
-        live_ctx: Any = contextlib.nullcontext()
-        if interactive:
-            live_ctx = Live(render_rich(view, 0.0, info), refresh_per_second=4, screen=False)
         broker_died = False
-        lost_since: float | None = None
         try:
-            with live_ctx as live:
-                restore_logs = route_logs_to(live.console) if live is not None else None
-                try:
-                    next_plain = 0.0
-                    while not stop.is_set():
-                        elapsed = time.monotonic() - started
-                        if (args.duration is not None and elapsed >= args.duration
-                                and not warping):
-                            break
-                        if daemon_task.done():
-                            break
-                        if warping and clock.now() - sim0 >= target:
-                            clock.set_speed(args.speed)
-                            warping = False
-                            started = time.monotonic()  # --for counts from here
-                            if live is None:
-                                print(f"now {args.start_at:g} min after the dose; speed "
-                                      f"x{args.speed:g}", flush=True)
-                        view.fast_forward = warping
-                        lost_since = _broker_alarm(daemon, info, view, lost_since, elapsed)
-                        broker_died = broker_died or not info.alive()
-                        sim_minutes = (clock.now() - sim0) / 60
-                        if live is not None:
-                            live.update(render_rich(view, sim_minutes, info))
-                        elif elapsed >= next_plain:
-                            print(render_plain(view, sim_minutes), flush=True)
-                            next_plain = elapsed + 5.0
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), 0.25)
-                finally:
-                    if restore_logs is not None:
-                        restore_logs()
+            broker_died = await _view(args, interactive, daemon, daemon_task, clock, sim0,
+                                      target, warping, info, view, stop)
         finally:
             clinician.cancel()  # no commands into a daemon that is shutting down
             with contextlib.suppress(asyncio.CancelledError):
