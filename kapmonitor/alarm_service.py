@@ -2,7 +2,11 @@
 
 The engine (:mod:`kapmonitor.alerts`) is pure; everything with I/O is here:
 
-- readings and device status changes go into the engine as they arrive;
+- device status changes go into the engine as they arrive; readings are held until the tick
+  they belong to: before the tick at time *k* the engine gets exactly the readings received at
+  or before *k* (in arrival order), so a reading that arrives while a late tick is due does not
+  count for it. That is how ``kapmonitor replay`` feeds a trace, so replaying a recorded session
+  (``kapmonitor report``'s CSV) gives the alerts the daemon raised;
 - a task ticks it once per second of the daemon's clock;
 - every event goes through the durable outbox to ``bed/<id>/alert`` (QoS 1, not retained) and
   into the append-only alarm log ``alarm-log.jsonl`` in the state directory;
@@ -15,7 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +39,7 @@ from kapmonitor.alerts.engine import (
     SymptomClearArgs,
 )
 from kapmonitor.drivers.base import CommandError as DriverCommandError
+from kapmonitor.model import Reading
 from kapmonitor.mqtt import CommandError
 from kapmonitor.supervisor import DeviceStatus
 
@@ -66,8 +73,12 @@ class AlarmService:
         self._log_file = self.log_path.open("a", encoding="utf-8")
         self._dirty = False
         self._last_save = 0.0
+        self._held: deque[Reading] = deque()  # received, not yet given to the engine
+        self.log_max_bytes = 0  # rotate alarm-log.jsonl above this size (0: never)
+        self.log_keep = 5  # rotated logs kept (alarm-log.jsonl.1 … .N)
+        self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._restore()
-        daemon.reading_listeners.append(self.engine.on_reading)
+        daemon.reading_listeners.append(self._held.append)
         daemon.status_listeners.append(self._on_status)
         self._register_commands()
 
@@ -113,10 +124,50 @@ class AlarmService:
             if not self._log_file.closed:  # closed only at shutdown
                 self._log_file.write(json.dumps(body, separators=(",", ":")) + "\n")
             beds.add(e.bed)
+            for listener in self.event_listeners:
+                listener(body)
         if beds and not self._log_file.closed:
             self._log_file.flush()
+            if self.log_max_bytes and self._log_file.tell() > self.log_max_bytes:
+                self._rotate_log()
             self._dirty = True
             self.publish_snapshots(beds)
+
+    def _rotate_log(self) -> None:
+        """alarm-log.jsonl → .1 → .2 … (the oldest beyond ``log_keep`` is removed)."""
+        self._log_file.close()
+        name = self.log_path.name
+        for i in range(self.log_keep - 1, 0, -1):
+            older = self.log_path.with_name(f"{name}.{i}")
+            if older.exists():
+                older.replace(self.log_path.with_name(f"{name}.{i + 1}"))
+        self.log_path.replace(self.log_path.with_name(f"{name}.1"))
+        self._log_file = self.log_path.open("a", encoding="utf-8")
+        log.info("alarm log rotated (over %d bytes; %d kept)", self.log_max_bytes, self.log_keep)
+
+    def _feed(self, upto: float) -> None:
+        """Give the engine the held readings received at or before ``upto``."""
+        held, on_reading = self._held, self.engine.on_reading
+        while held and held[0].received <= upto:
+            on_reading(held.popleft())
+
+    def _tick(self, now: float) -> list[Event]:
+        """Run the ticks due up to ``now`` one at a time, each after the readings it covers."""
+        engine = self.engine
+        events: list[Event] = []
+        if engine.tick_k is not None:
+            dt = engine.dt
+            limit = engine.catch_up_limit_s
+            if limit is not None and now - engine.tick_k * dt > limit:
+                self._feed(now)  # a stall: the engine skips ahead; keep the data anyway
+                return engine.tick(now)
+            while engine.tick_k * dt <= now:
+                k_t = engine.tick_k * dt
+                self._feed(k_t)
+                events += engine.tick(k_t)
+            return events
+        self._feed(math.ceil(now / engine.dt - 1e-9) * engine.dt)
+        return engine.tick(now)
 
     def publish_snapshots(self, beds: Iterable[str] | None = None) -> None:
         for bed in self.daemon.beds if beds is None else beds:
@@ -139,7 +190,7 @@ class AlarmService:
         last_snapshot = self.clock.monotonic()
         while True:
             await self.clock.sleep(1.0)
-            self._emit(self.engine.tick(self.clock.now()))
+            self._emit(self._tick(self.clock.now()))
             mono = self.clock.monotonic()
             if mono - last_snapshot >= SNAPSHOT_EVERY:
                 self.publish_snapshots()
@@ -167,6 +218,7 @@ class AlarmService:
 
     def _engine_command(self, name: str) -> Callable[[BaseModel], Awaitable[dict[str, Any]]]:
         async def handle(args: BaseModel) -> dict[str, Any]:
+            self._feed(math.inf)  # everything received before the command (as replay does)
             result = self.engine.command(
                 name, args.model_dump(exclude_unset=True), self.clock.now()
             )

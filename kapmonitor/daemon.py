@@ -41,6 +41,8 @@ from kapmonitor.config import Config
 from kapmonitor.drivers.base import CommandError as DriverCommandError
 from kapmonitor.drivers.base import DriverContext
 from kapmonitor.drivers.registry import drivers
+from kapmonitor.history.service import CommandFailed, HistoryService
+from kapmonitor.history.store import HistoryStore
 from kapmonitor.homeassistant import discovery
 from kapmonitor.metrics import Metrics
 from kapmonitor.model import Reading
@@ -103,6 +105,9 @@ class Daemon:
         self.reading_listeners: list[Callable[[Reading], None]] = []
         self._reading_counters: dict[tuple[str, str], Any] = {}
         self.status_listeners: list[Callable[[DeviceStatus], None]] = []
+        # (lane, body) of every message put into the outbox (the session history)
+        self.durable_listeners: list[Callable[[int, dict[str, Any]], None]] = []
+        self.history: HistoryService | None = None
         self.router = CommandRouter()
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock_fd: int | None = None
@@ -178,6 +183,8 @@ class Daemon:
             _COMPACT_JSON.encode(body).encode(),
             r.received,
         )
+        for durable in self.durable_listeners:
+            durable(LANE_READING, body)
         bed = self.vitals.setdefault(r.bed, {})
         prev = bed.get(r.metric)
         if prev is None or prev["ts"] <= r.ts:  # stored records replayed by a cuff are older
@@ -204,6 +211,8 @@ class Daemon:
             json.dumps(body, separators=(",", ":")).encode(),
             self.clock.now(),
         )
+        for durable in self.durable_listeners:
+            durable(LANE_ALERT, body)
 
     def set_retained(self, suffix: str, body: dict[str, Any]) -> None:
         """Publish retained state (e.g. ``bed/<id>/alarms``) now and after every reconnect."""
@@ -303,6 +312,8 @@ class Daemon:
         if self.outbox.depth():
             log.info("outbox holds %d messages from before; they will be replayed",
                      self.outbox.depth())
+        if cfg.history.enabled:
+            self._attach_history()
         tls = None
         if cfg.mqtt.tls.active:
             t = cfg.mqtt.tls
@@ -336,6 +347,8 @@ class Daemon:
         if cfg.alarms.enabled:
             # Before any driver runs, so the engine sees every reading.
             self.alarms = attach_alarms(self, cfg.alarms.rules)
+            self.alarms.log_max_bytes = cfg.alarms.log_max_bytes
+            self.alarms.log_keep = cfg.alarms.log_keep
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         ctx = DriverContext(
@@ -360,6 +373,41 @@ class Daemon:
             "kapmonitor %s started: node %s, %d beds, %d devices, broker %s:%d",
             __version__, cfg.node.node_id, len(self.beds), len(self.supervisors), *self.broker,
         )
+
+    def _attach_history(self) -> None:
+        """Open the history, store what a crash left in the outbox, and record from now on."""
+        assert self.outbox is not None
+        cfg = self.cfg.history
+        store = HistoryStore(self.state_dir / "history.sqlite3")
+        recovered = store.recover(_outbox_bodies(self.outbox))
+        if recovered:
+            log.info("history: %d messages recovered from the outbox", recovered)
+        hist = HistoryService(
+            store, clock=self.clock, beds=list(self.beds), gate=self.outbox,
+            flush_interval=cfg.flush_interval, retention_days=cfg.retention_days,
+            prune_every=cfg.prune_every,
+            report_dir=cfg.report_dir or self.state_dir / "reports",
+            report_on_end=cfg.report_on_end, lead_in=cfg.lead_in,
+            rules_path=self.cfg.alarms.rules,
+        )
+        self.history = hist
+        self.durable_listeners.append(hist.on_durable)
+        self.status_listeners.append(
+            lambda st: hist.on_status(self.clock.now(), st.device, st.bed, st.state))
+        self.router.observers.append(hist.on_command)
+
+        def add(name: str, model: type[BaseModel], handler: Callable[[Any], Awaitable[Any]]
+                ) -> None:
+            async def run(args: Any) -> Any:
+                try:
+                    return await handler(args)
+                except CommandFailed as exc:
+                    raise CommandError(str(exc)) from None
+
+            self.add_command(name, model, run)
+
+        hist.register(add)
+        self.spawn(hist.run(), "history")
 
     def _home_assistant_discovery(self) -> None:
         """Publish HA discovery (when enabled) and remove what an earlier config published
@@ -411,6 +459,14 @@ class Daemon:
                 await asyncio.wait(producers, timeout=1.0)
         if self.alarms is not None:
             self.alarms.close()
+        if self.history is not None:
+            # Everything recorded goes to disk before the outbox's last acks are committed.
+            hist_tasks = [t for t in self._tasks if t.get_name() == "history"]
+            for t in hist_tasks:
+                t.cancel()
+            if hist_tasks:
+                await asyncio.wait(hist_tasks, timeout=5.0)
+            await asyncio.to_thread(self.history.close)
         if self.mqtt is not None:
             await self.mqtt.shutdown(flush_for=2.0)
         for t in self._tasks:
@@ -431,6 +487,21 @@ class Daemon:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def _outbox_bodies(outbox: Outbox) -> Any:
+    """(lane, JSON body) of every message in the outbox, oldest first per lane."""
+    for lane in (LANE_ALERT, LANE_READING):
+        after = 0
+        while rows := outbox.fetch(lane, after, 1000):
+            for row in rows:
+                after = row.id
+                try:
+                    body = json.loads(row.payload)
+                except ValueError:
+                    continue
+                if isinstance(body, dict):
+                    yield lane, body
 
 
 def sd_notify(message: str) -> None:

@@ -67,6 +67,8 @@ class CommandRouter:
 
     def __init__(self) -> None:
         self._routes: dict[str, tuple[type[BaseModel], Handler]] = {}
+        # Called with (name, request body, response) after every request (the history).
+        self.observers: list[Callable[[str, dict[str, Any], dict[str, Any]], None]] = []
 
     def add(self, name: str, model: type[BaseModel], handler: Handler) -> None:
         self._routes[name] = (model, handler)
@@ -77,6 +79,7 @@ class CommandRouter:
 
     async def handle(self, name: str, payload: bytes, retained: bool) -> dict[str, Any]:
         transaction: Any = None
+        body: Any = None
         try:
             try:
                 body = json.loads(payload.decode("utf-8")) if payload.strip() else {}
@@ -104,6 +107,16 @@ class CommandRouter:
             out = {"status": "error", "error": f"internal error: {type(exc).__name__}: {exc}"}
         if transaction is not None:
             out["transaction"] = transaction
+        if self.observers:
+            request = dict(body) if isinstance(body, dict) else {"raw": payload[:200].decode(
+                "utf-8", "replace")}
+            if transaction is not None:
+                request["transaction"] = transaction
+            for observe in self.observers:
+                try:
+                    observe(name, request, out)
+                except Exception:
+                    log.exception("command observer failed for %s", name)
         return out
 
 
