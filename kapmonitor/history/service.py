@@ -185,6 +185,10 @@ class HistoryService:
     async def run(self) -> None:
         """Flush every ``flush_interval``; prune every ``prune_every`` (daemon clock)."""
         last_prune = -math.inf
+        if self.report_on_end:
+            # Sessions that ended while the daemon was stopping or down get their report now.
+            loop = asyncio.get_running_loop()
+            self._ended += await loop.run_in_executor(self._reporter, self._reports_due)
         while True:
             await asyncio.sleep(self.flush_interval)
             await self.flush()
@@ -203,6 +207,20 @@ class HistoryService:
                     log.info("history: pruned %d rows older than %.0f days", n,
                              self.retention_s / 86400)
 
+    def _reports_due(self) -> list[str]:
+        since = self.clock.now() - 86400.0
+        try:
+            with self.store.reader() as r:
+                ended = [s.session_id for s in r.sessions(None, since, None)
+                         if s.ended is not None]
+        except Exception:
+            log.exception("history: cannot list the sessions that need a report")
+            return []
+        from kapmonitor.history.report import report_dir
+
+        return [sid for sid in ended
+                if not (report_dir(self.report_dir, sid) / "report.pdf").exists()]
+
     def close(self) -> None:
         """Store everything still pending (synchronously: called at shutdown)."""
         if self.closed:
@@ -211,7 +229,8 @@ class HistoryService:
         fut = self._writer.submit(self._write, batch)
         if fut.result() and self.gate is not None:
             self.gate.release(puts)
-        self._reporter.shutdown(wait=True)
+        # A report being written finishes; queued ones are written after the next start.
+        self._reporter.shutdown(wait=True, cancel_futures=True)
         self._writer.shutdown(wait=True)
         self.store.close()
         self.closed = True
