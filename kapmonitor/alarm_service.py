@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kapmonitor.alarms")
 
+_NIBP = frozenset({"nibp_sys", "nibp_dia", "nibp_mean"})
 SAVE_EVERY = 5.0  # seconds of daemon time between state saves while events flow
 SNAPSHOT_EVERY = 10.0  # refresh retained alarms/session (timers in them move)
 
@@ -146,10 +147,18 @@ class AlarmService:
         log.info("alarm log rotated (over %d bytes; %d kept)", self.log_max_bytes, self.log_keep)
 
     def _feed(self, upto: float) -> None:
-        """Give the engine the held readings received at or before ``upto``."""
+        """Give the engine the held readings received at or before ``upto``, and the rest of
+        an NIBP measurement whose first part is among them (its parts arrive one after the
+        other; they are one measurement, which a tick must not split)."""
         held, on_reading = self._held, self.engine.on_reading
+        last: Reading | None = None
         while held and held[0].received <= upto:
-            on_reading(held.popleft())
+            last = held.popleft()
+            on_reading(last)
+        if last is not None and last.metric in _NIBP:
+            while held and held[0].metric in _NIBP and (held[0].device, held[0].ts) == (
+                    last.device, last.ts):
+                on_reading(held.popleft())
 
     def _tick(self, now: float) -> list[Event]:
         """Run the ticks due up to ``now`` one at a time, each after the readings it covers."""
@@ -218,10 +227,12 @@ class AlarmService:
 
     def _engine_command(self, name: str) -> Callable[[BaseModel], Awaitable[dict[str, Any]]]:
         async def handle(args: BaseModel) -> dict[str, Any]:
-            self._feed(math.inf)  # everything received before the command (as replay does)
-            result = self.engine.command(
-                name, args.model_dump(exclude_unset=True), self.clock.now()
-            )
+            # The command acts at `now` on an engine that has seen every tick and reading up
+            # to `now` (as in replay), even when the ticker is late.
+            now = self.clock.now()
+            self._emit(self._tick(now))
+            self._feed(now)
+            result = self.engine.command(name, args.model_dump(exclude_unset=True), now)
             if not result.ok:
                 raise CommandError(str(result.response.get("error", "refused")))
             self._emit(result.events)

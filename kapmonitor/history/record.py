@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,12 @@ class SessionRecord:
     def discharge_ready_at(self) -> float | None:
         ready = [d["t"] for d in self.discharge if d["event"] == "discharge_ready"]
         return float(ready[-1]) if ready else None
+
+
+def report_dir(out_dir: Path, session_id: str) -> Path:
+    """Where a session's report goes: ``<out_dir>/<session id, made safe as a file name>``."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in session_id)
+    return out_dir / (safe.lstrip(".") or "session")
 
 
 def utc(t: float, seconds: bool = True) -> str:

@@ -28,18 +28,19 @@ from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+matplotlib.use("Agg")  # no display; figures are built without pyplot (thread-safe use)
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from kapmonitor.history import fhir, trace  # noqa: E402
-from kapmonitor.history.record import SessionRecord, load, utc  # noqa: E402
+from kapmonitor.history.record import SessionRecord, load, report_dir, utc  # noqa: E402
 from kapmonitor.history.store import HistoryReader, SessionInfo  # noqa: E402
 
 log = logging.getLogger("kapmonitor.report")
+# The standard 14 fonts have no "normal" weight entry; matplotlib says so on every report.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 matplotlib.rcParams.update({
     # The PDF uses the standard 14 fonts (Helvetica, Courier): nothing to embed or subset
@@ -136,7 +137,7 @@ def _trend(ax: Axes, rec: SessionRecord, metric: str, colour: str, label: str) -
 
 def _chart_page(rec: SessionRecord, band: tuple[float, float, float]) -> Figure:
     bp_frac, hr_frac, spo2_level = band
-    fig = plt.figure(figsize=A4)
+    fig = Figure(figsize=A4)
     heights = [1.0, 2.2, 2.2, 2.6, 1.4, 1.0, max(1.2, 0.22 * len(rec.alarms) + 0.6)]
     gs = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.35,
                           left=0.09, right=0.97, top=0.97, bottom=0.04)
@@ -329,7 +330,7 @@ def _table_pages(rec: SessionRecord) -> list[Figure]:
         lines.append(("m", "none recorded"))
     pages: list[Figure] = []
     for start in range(0, len(lines), TABLE_ROWS_PER_PAGE):
-        fig = plt.figure(figsize=A4)
+        fig = Figure(figsize=A4)
         y = 0.97
         for st, block in _blocks(lines[start:start + TABLE_ROWS_PER_PAGE]):
             if st == "h":
@@ -347,21 +348,24 @@ def _table_pages(rec: SessionRecord) -> list[Figure]:
 
 # -- writing ----------------------------------------------------------------------------------
 def render(rec: SessionRecord, out: Path, rules_path: Path | None = None) -> ReportFiles:
+    """Write the CSV trace, the FHIR Bundle, the PNG pages and, last (renamed into place, so
+    its presence means the report is complete), the PDF."""
     out.mkdir(parents=True, exist_ok=True)
+    csv_path = trace.write(rec, out / "trace.csv")
+    fhir_path = out / "fhir-bundle.json"
+    fhir_path.write_text(json.dumps(fhir.bundle(rec), separators=(",", ":")), encoding="utf-8")
     figs = [_chart_page(rec, _band(rules_path)), *_table_pages(rec)]
     pdf = out / "report.pdf"
+    tmp = out / "report.pdf.tmp"
     pngs: list[Path] = []
-    with PdfPages(pdf, metadata={"Title": f"kapmonitor session {rec.session_id}",
+    with PdfPages(tmp, metadata={"Title": f"kapmonitor session {rec.session_id}",
                                  "Subject": f"bed {rec.bed}", "Creator": "kapmonitor"}) as pp:
         for i, fig in enumerate(figs, 1):
             pp.savefig(fig)
             png = out / f"page-{i}.png"
             fig.savefig(png, dpi=PNG_DPI)
             pngs.append(png)
-            plt.close(fig)
-    csv_path = trace.write(rec, out / "trace.csv")
-    fhir_path = out / "fhir-bundle.json"
-    fhir_path.write_text(json.dumps(fhir.bundle(rec), separators=(",", ":")), encoding="utf-8")
+    tmp.replace(pdf)
     return ReportFiles(rec.session_id, rec.bed, pdf, pngs, csv_path, fhir_path)
 
 
@@ -389,12 +393,6 @@ def write_reports(db: Path, out_dir: Path, *, session_id: str | None = None,
         infos = select(reader, session_id=session_id, bed=bed, start=start, end=end)
         records = [load(reader, info, lead_in) for info in infos]
     return [render(rec, report_dir(out_dir, rec.session_id), rules_path) for rec in records]
-
-
-def report_dir(out_dir: Path, session_id: str) -> Path:
-    """Where a session's report goes: ``<out_dir>/<session id, made safe as a file name>``."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in session_id)
-    return out_dir / (safe.lstrip(".") or "session")
 
 
 # -- kapmonitor report --------------------------------------------------------------------------

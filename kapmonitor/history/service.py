@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kapmonitor.clock import Clock
+from kapmonitor.history.record import report_dir
 from kapmonitor.history.store import Batch, HistoryStore
 
 log = logging.getLogger("kapmonitor.history")
@@ -114,6 +115,7 @@ class HistoryService:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, "kap-history")
         self._reporter = concurrent.futures.ThreadPoolExecutor(1, "kap-report")
         self._ended: list[str] = []  # sessions whose automatic report is due
+        self._batch_ended: list[str] = []  # sessions that ended in the batch being collected
         self._last_status: dict[str, tuple[str, str]] = {}
         self.failed_writes = 0
         self.closed = False
@@ -127,7 +129,8 @@ class HistoryService:
             self._batch.events.append(body)
             if (body.get("type") == "session" and body.get("event") == "ended"
                     and self.report_on_end and body.get("session_id")):
-                self._ended.append(str(body["session_id"]))
+                # reported once this batch (with the end) is stored
+                self._batch_ended.append(str(body["session_id"]))
         else:
             self._batch.readings.append(body)
 
@@ -169,12 +172,14 @@ class HistoryService:
     async def flush(self) -> None:
         """Write what was recorded so far (on the writer thread) and release the outbox."""
         batch, puts = self._take()
+        ended, self._batch_ended = self._batch_ended, []
         if not len(batch):
             if self.gate is not None:
                 self.gate.release(puts)
             return
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(self._writer, self._write, batch)
+        self._ended += ended
         if self.gate is not None:
             if ok:
                 self.gate.release(puts)
@@ -216,8 +221,6 @@ class HistoryService:
         except Exception:
             log.exception("history: cannot list the sessions that need a report")
             return []
-        from kapmonitor.history.report import report_dir
-
         return [sid for sid in ended
                 if not (report_dir(self.report_dir, sid) / "report.pdf").exists()]
 

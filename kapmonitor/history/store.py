@@ -204,9 +204,9 @@ class HistoryStore:
         batch = Batch()
         for lane, body in bodies:
             (batch.events if lane == 0 else batch.readings).append(body)
-        before = self.count()
+        before = self.count() + self.count("events")
         self.write(batch)
-        return self.count() - before
+        return self.count() + self.count("events") - before
 
     def prune(self, before: float, chunk: int = 5000) -> int:
         """Delete rows older than ``before`` (epoch s), ``chunk`` rows per transaction so a

@@ -52,7 +52,8 @@ class Recorded:
 
 
 async def record_session(state_dir: Path, broker: tuple[str, int], *, beds: int = 12,
-                         speed: float = 60.0, end_at: float = 1200.0) -> Recorded:
+                         speed: float = 60.0, end_at: float = 1200.0,
+                         reports_within: float = 180.0) -> Recorded:
     """Run a clinic of ``beds`` beds at ``speed``×: sessions start, baseline BPs, the dose,
     scripted events; every high/medium alarm is acknowledged by NURSE; sessions end at
     ``end_at`` simulated seconds."""
@@ -99,6 +100,11 @@ async def record_session(state_dir: Path, broker: tuple[str, int], *, beds: int 
         for bed in sessions:
             reply = await say(d, "session/end", {"bed": bed, "transaction": "dr Amsel"})
             assert reply["status"] == "ok", reply
-        await asyncio.sleep(0.5)
+        # The daemon writes each session's report by itself when the session ends.
+        pdfs = [state_dir / "reports" / sid / "report.pdf" for sid in sessions.values()]
+        for _ in range(int(reports_within / 0.25)):
+            if all(p.exists() for p in pdfs):
+                break
+            await asyncio.sleep(0.25)
     return Recorded(state_dir, sessions, acked,
                     [e for e in emitted if e.get("type") == "alert"])
