@@ -18,8 +18,11 @@ and its criteria, data gaps and the commands log.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
+import multiprocessing as mp
+import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -109,6 +112,33 @@ def _broken(rec: SessionRecord, t: np.ndarray, v: np.ndarray) -> tuple[np.ndarra
     return _x(rec, np.insert(t, idx, np.nan)), np.insert(v, idx, np.nan)
 
 
+def _decimate(x: np.ndarray, v: np.ndarray, buckets: int = 600
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """At most ~2 points per bucket of consecutive samples: each bucket's minimum and maximum
+    in time order (the extremes a clinician looks for survive), and a NaN where the bucket had
+    one, so gaps stay gaps. A 3-hour 1 Hz trend is 10,800 points; the page shows ~1,200."""
+    n = len(x)
+    if n <= 2 * buckets:
+        return x, v
+    k = -(-n // buckets)
+    m = n // k * k
+    vv, xx = v[:m].reshape(-1, k), x[:m].reshape(-1, k)
+    nan = np.isnan(vv)
+    lo = np.where(nan, np.inf, vv).argmin(axis=1)
+    hi = np.where(nan, -np.inf, vv).argmax(axis=1)
+    rows = np.arange(len(vv))
+    first, second = np.minimum(lo, hi), np.maximum(lo, hi)
+    has_nan = nan.any(axis=1)
+    all_nan = nan.all(axis=1)
+    cols_x = np.stack([xx[rows, first], xx[rows, second], xx[rows, second]], axis=1)
+    cols_v = np.stack([vv[rows, first], vv[rows, second],
+                       np.where(has_nan, np.nan, vv[rows, second])], axis=1)
+    cols_v[all_nan, :2] = np.nan
+    out_x = np.concatenate([cols_x.ravel(), x[m:]])
+    out_v = np.concatenate([cols_v.ravel(), v[m:]])
+    return out_x, out_v
+
+
 def _context(ax: Axes, rec: SessionRecord, label_doses: bool = False) -> None:
     for a, b, ph in rec.phases:
         ax.axvspan(_x(rec, a), _x(rec, b), color=PHASE_COLOURS.get(ph, "#eeeeee"), lw=0,
@@ -130,7 +160,7 @@ def _trend(ax: Axes, rec: SessionRecord, metric: str, colour: str, label: str) -
     tr = rec.trends.get(metric)
     if tr is None or not np.isfinite(tr.v).any():
         return False
-    x, v = _broken(rec, tr.t, tr.v)
+    x, v = _decimate(*_broken(rec, tr.t, tr.v))
     ax.plot(x, v, color=colour, lw=0.7, label=label, zorder=4)
     return True
 
@@ -385,13 +415,22 @@ def select(reader: HistoryReader, *, session_id: str | None = None, bed: str | N
 
 def write_reports(db: Path, out_dir: Path, *, session_id: str | None = None,
                   bed: str | None = None, start: float | None = None, end: float | None = None,
-                  rules_path: Path | None = None, lead_in: float = 300.0) -> list[ReportFiles]:
-    """Write ``<out_dir>/<session id>/`` for each selected session."""
+                  rules_path: Path | None = None, lead_in: float = 300.0,
+                  workers: int = 1) -> list[ReportFiles]:
+    """Write ``<out_dir>/<session id>/`` for each selected session (no selection: every
+    session). ``workers`` > 1 renders sessions in that many forked processes (the command
+    line; the daemon renders in one thread)."""
     if not db.exists():
         raise ReportError(f"{db}: no history database (is [history] enabled?)")
     with HistoryReader(db) as reader:
         infos = select(reader, session_id=session_id, bed=bed, start=start, end=end)
         records = [load(reader, info, lead_in) for info in infos]
+    if workers > 1 and len(records) > 1 and "fork" in mp.get_all_start_methods():
+        with concurrent.futures.ProcessPoolExecutor(
+                min(workers, len(records)), mp_context=mp.get_context("fork")) as pool:
+            return list(pool.map(render, records,
+                                 [report_dir(out_dir, r.session_id) for r in records],
+                                 [rules_path] * len(records)))
     return [render(rec, report_dir(out_dir, rec.session_id), rules_path) for rec in records]
 
 
@@ -420,6 +459,8 @@ def main(argv: list[str]) -> int:
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--session", help="session id")
+    what.add_argument("--all", action="store_true",
+                      help="every session (with --from/--to: in that range), e.g. a clinic day")
     what.add_argument("--bed", help="bed id (with --from/--to: its sessions in that range)")
     p.add_argument("--from", dest="start", type=_time, help="epoch seconds or ISO 8601 time")
     p.add_argument("--to", dest="end", type=_time, help="epoch seconds or ISO 8601 time")
@@ -435,7 +476,8 @@ def main(argv: list[str]) -> int:
     try:
         files = write_reports(state / "history.sqlite3", out, session_id=args.session,
                               bed=args.bed, start=args.start, end=args.end,
-                              rules_path=rules, lead_in=lead_in)
+                              rules_path=rules, lead_in=lead_in,
+                              workers=os.cpu_count() or 1)
     except ReportError as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -445,8 +487,6 @@ def main(argv: list[str]) -> int:
 
 
 def _settings(args: argparse.Namespace) -> tuple[Path | None, Path | None, float]:
-    import os
-
     rules: Path | None = None
     lead_in = 300.0
     state = Path(args.state_dir) if args.state_dir else None

@@ -287,18 +287,14 @@ class HistoryReader:
             "WHERE bed = ? AND received BETWEEN ? AND ? ORDER BY received, id",
             (bed, start, end),
         )
-        s = Series()
-        want = set(metrics) if metrics is not None else None
-        for received, ts, device, metric, value, quality in cur:
-            if want is not None and metric not in want:
-                continue
-            s.received.append(received)
-            s.ts.append(ts)
-            s.device.append(device)
-            s.metric.append(metric)
-            s.value.append(value)
-            s.quality.append(quality)
-        return s
+        rows = cur.fetchall()
+        if metrics is not None:
+            want = set(metrics)
+            rows = [r for r in rows if r[3] in want]
+        if not rows:
+            return Series()
+        cols = [list(c) for c in zip(*rows, strict=True)]
+        return Series(*cols)
 
     def events(self, bed: str, start: float, end: float) -> list[dict[str, Any]]:
         cur = self._db.execute(

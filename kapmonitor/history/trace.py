@@ -29,8 +29,7 @@ from kapmonitor.replay import HEADER_FLAGS
 
 
 def _num(x: float) -> str:
-    text = f"{x:.6f}".rstrip("0").rstrip(".")
-    return text or "0"
+    return repr(round(x, 6))
 
 
 def rows(rec: SessionRecord) -> list[tuple[str, str, str, str, str]]:
@@ -40,15 +39,14 @@ def rows(rec: SessionRecord) -> list[tuple[str, str, str, str, str]]:
     items: list[tuple[float, int, int, tuple[str, str, str, str, str]]] = []
     s = rec.readings
     nibp_t: dict[tuple[str, float], float] = {}
-    for i in range(len(s)):
-        m = s.metric[i]
-        if m not in METRICS or s.received[i] > rec.end:
+    end = rec.end
+    for i, (t, m, v, q) in enumerate(zip(s.received, s.metric, s.value, s.quality,
+                                         strict=True)):
+        if t > end or m not in METRICS:
             continue
-        t = s.received[i]
         if m in NIBP:
             t = nibp_t.setdefault((s.device[i], s.ts[i]), t)
-        v = s.value[i]
-        flags = " ".join(f for f in s.quality[i].split(",") if f)
+        flags = q.replace(",", " ") if q else ""
         items.append((t, 0, i, (_num(t - origin), bed, m, "" if v is None else repr(float(v)),
                                 flags)))
     for n, (t, name, value) in enumerate(_actions(rec)):
