@@ -6,8 +6,12 @@ each), writing them in one batch every ``flush_interval`` on a worker thread, ho
 outbox's acknowledged rows until they are stored (:class:`AckGate`), pruning by retention,
 the commands ``report`` and ``history/recent``, and the automatic report when a session ends.
 
-It receives narrow collaborators (:class:`AckGate`, a clock, a spawn function and a command
-registration function), never the daemon itself.
+It receives narrow collaborators, never the daemon: the daemon's
+:class:`~kapmonitor.ports.ServicePorts` (clock, device status feed, command registry, spawn,
+beds) and three of its own, each a small :class:`typing.Protocol` here: the :class:`AckGate`
+(the outbox's ack holding), the :class:`DurableFeed` (every message put into the outbox, from
+:class:`~kapmonitor.pipeline.DurablePublisher`) and the :class:`CommandLog` (every request and
+its response, from :class:`~kapmonitor.commands.CommandRouter`).
 """
 
 from __future__ import annotations
@@ -20,13 +24,18 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kapmonitor.clock import Clock
+from kapmonitor.errors import CommandError
 from kapmonitor.history.record import report_dir
 from kapmonitor.history.store import Batch, HistoryStore
+from kapmonitor.ports import ServicePorts
+
+if TYPE_CHECKING:
+    from kapmonitor.config import HistoryConfig
 
 log = logging.getLogger("kapmonitor.history")
 
@@ -44,8 +53,15 @@ class AckGate(Protocol):
     def release_all(self) -> None: ...
 
 
-class CommandFailed(Exception):
-    """Raised by the command handlers; the daemon maps it to its error response."""
+class DurableFeed(Protocol):
+    def subscribe(self, listener: Callable[[int, dict[str, Any]], None]) -> None:
+        """Call ``listener(lane, body)`` for every message put into the outbox."""
+
+
+class CommandLog(Protocol):
+    def observe(self, observer: Callable[[str, dict[str, Any], dict[str, Any]], None]
+                ) -> None:
+        """Call ``observer(name, request, response)`` after every command request."""
 
 
 class ReportArgs(BaseModel):
@@ -255,7 +271,7 @@ class HistoryService:
         from kapmonitor.history.report import ReportError, write_reports
 
         if args.bed is not None and args.bed not in self.beds:
-            raise CommandFailed(f"unknown bed {args.bed!r}; known: {', '.join(self.beds)}")
+            raise CommandError(f"unknown bed {args.bed!r}; known: {', '.join(self.beds)}")
         await self.flush()  # include what just happened
         loop = asyncio.get_running_loop()
         try:
@@ -267,7 +283,7 @@ class HistoryService:
                                       rules_path=self.rules_path, lead_in=self.lead_in),
             )
         except ReportError as exc:
-            raise CommandFailed(str(exc)) from None
+            raise CommandError(str(exc)) from None
         out: list[dict[str, Any]] = []
         for f in files:
             item = f.to_json()
@@ -278,7 +294,7 @@ class HistoryService:
 
     async def cmd_recent(self, args: RecentArgs) -> dict[str, Any]:
         if args.bed not in self.beds:
-            raise CommandFailed(f"unknown bed {args.bed!r}; known: {', '.join(self.beds)}")
+            raise CommandError(f"unknown bed {args.bed!r}; known: {', '.join(self.beds)}")
         await self.flush()
         end = self.clock.now()
         start = end - args.minutes * 60.0
@@ -311,3 +327,23 @@ def recent(store: HistoryStore, bed: str, start: float, end: float,
     return out
 
 
+
+
+def attach(ports: ServicePorts, store: HistoryStore, *, gate: AckGate | None,
+           durable: DurableFeed, command_log: CommandLog, cfg: HistoryConfig,
+           rules_path: Path | None) -> HistoryService:
+    """Create the service, subscribe it to everything it records, register its commands and
+    start its writer task."""
+    hist = HistoryService(
+        store, clock=ports.clock, beds=list(ports.devices.beds), gate=gate,
+        flush_interval=cfg.flush_interval, retention_days=cfg.retention_days,
+        prune_every=cfg.prune_every, report_dir=cfg.report_dir or ports.state_dir / "reports",
+        report_on_end=cfg.report_on_end, lead_in=cfg.lead_in, rules_path=rules_path,
+    )
+    durable.subscribe(hist.on_durable)
+    ports.statuses.subscribe(
+        lambda st: hist.on_status(ports.clock.now(), st.device, st.bed, st.state))
+    command_log.observe(hist.on_command)
+    hist.register(ports.commands.add)
+    ports.spawn(hist.run(), "history")
+    return hist
