@@ -243,13 +243,16 @@ def _chart_page(rec: SessionRecord, band: tuple[float, float, float]) -> Figure:
         alarms.barh(i, _x(rec, end) - _x(rec, a.raised), left=_x(rec, a.raised), height=0.6,
                     color=colour, alpha=0.85, zorder=4)
         ack = f", ack {a.acked_by or '?'}" if a.acked_at is not None else ""
-        x0 = _x(rec, a.raised)
-        right = x0 > (x_lo + x_hi) / 2  # label inside the chart: leftwards in the right half
-        alarms.text(_x(rec, end) if not right else x0, i,
-                    _ascii(f" {a.rule} ({a.priority}{ack}) " if not right
-                           else f"{a.rule} ({a.priority}{ack}) "),
-                    va="center", ha="right" if right else "left", fontsize=5, zorder=5,
-                    clip_on=True)
+        x0, x1 = _x(rec, a.raised), _x(rec, end)
+        label = _ascii(f" {a.rule} ({a.priority}{ack}) ")
+        # keep the label inside the chart: after the span, before it, or on it
+        if x1 < x_lo + 0.7 * (x_hi - x_lo):
+            alarms.text(x1, i, label, va="center", ha="left", fontsize=5, zorder=5)
+        elif x0 > x_lo + 0.3 * (x_hi - x_lo):
+            alarms.text(x0, i, label, va="center", ha="right", fontsize=5, zorder=5)
+        else:
+            alarms.text(x0, i, label, va="center", ha="left", fontsize=5, zorder=5,
+                        bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 0.5})
     alarms.set_yticks([])
     alarms.set_ylim(-1, max(1, len(rec.alarms)))
     alarms.invert_yaxis()

@@ -137,7 +137,9 @@ def test_csv_replays_to_the_alerts_the_daemon_raised(recorded: Recorded) -> None
 
 
 def test_csv_through_the_replay_command(recorded: Recorded) -> None:
-    for bed in ("bed2", "bed5"):
+    beds = sorted({b for b, _ in recorded.acked})[:2]  # beds whose alarms staff acknowledged
+    assert beds
+    for bed in beds:
         csv_path = _report(recorded, bed) / "trace.csv"
         proc = subprocess.run([sys.executable, "-m", "kapmonitor.cli", "replay", str(csv_path)],
                               capture_output=True, text=True, timeout=120)
