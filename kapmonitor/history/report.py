@@ -189,14 +189,15 @@ def _chart_page(rec: SessionRecord, band: tuple[float, float, float]) -> Figure:
     spo2.set_title("SpO2 (dotted: discharge criterion)", loc="left")
     # HR / PR
     _context(hr, rec)
-    _trend(hr, rec, "pulse_rate", "#c62828", "pulse rate")
-    _trend(hr, rec, "heart_rate", "#6d4c41", "heart rate (ECG)")
+    drawn = _trend(hr, rec, "pulse_rate", "#c62828", "pulse rate")
+    drawn |= _trend(hr, rec, "heart_rate", "#6d4c41", "heart rate (ECG)")
     if "hr" in rec.baseline:
         b = rec.baseline["hr"]
         hr.axhspan(b * (1 - hr_frac), b * (1 + hr_frac), color="#c62828", alpha=0.08, lw=0)
     hr.set_ylabel("/min")
     hr.set_title(f"Pulse / heart rate (band: baseline ±{hr_frac:.0%})", loc="left")
-    hr.legend(loc="upper right", fontsize=6, frameon=False)
+    if drawn:
+        hr.legend(loc="upper right", fontsize=6, frameon=False)
     # NIBP
     _context(bp, rec)
     for key, colour in (("nibp_sys", "#8e24aa"), ("nibp_dia", "#5e35b1")):
