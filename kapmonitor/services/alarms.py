@@ -159,8 +159,9 @@ class AlarmService:
             last = held.popleft()
             on_reading(last)
         if last is not None and last.metric in _NIBP:
-            while held and held[0].metric in _NIBP and (held[0].device, held[0].ts) == (
-                    last.device, last.ts):
+            key = (last.device, last.group or last.ts)  # the engine's NIBP grouping
+            while held and held[0].metric in _NIBP and (
+                    held[0].device, held[0].group or held[0].ts) == key:
                 on_reading(held.popleft())
 
     def tick(self, now: float) -> list[Event]:
