@@ -48,7 +48,7 @@ SNAPSHOT_EVERY = 10.0  # refresh retained alarms/session (timers in them move)
 class MeasureArgs(BaseModel):
     """Start a blood-pressure measurement on a bed's remote-start cuff."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     bed: str = Field(description="Bed to measure.")
     device: str | None = Field(default=None, description="A specific cuff; default: any.")
@@ -66,6 +66,8 @@ class AlarmService:
         self._log_file = self.log_path.open("a", encoding="utf-8")
         self._dirty = False
         self._last_save = 0.0
+        # Called on every engine tick (the daemon's liveness heartbeat).
+        self.tick_beat: Callable[[], None] = lambda: None
         self._restore()
         daemon.reading_listeners.append(self.engine.on_reading)
         daemon.status_listeners.append(self._on_status)
@@ -140,6 +142,7 @@ class AlarmService:
         while True:
             await self.clock.sleep(1.0)
             self._emit(self.engine.tick(self.clock.now()))
+            self.tick_beat()
             mono = self.clock.monotonic()
             if mono - last_snapshot >= SNAPSHOT_EVERY:
                 self.publish_snapshots()

@@ -36,12 +36,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from kapmonitor import __version__
 from kapmonitor.alarm_service import AlarmService
 from kapmonitor.alarm_service import attach as attach_alarms
-from kapmonitor.clock import Clock, SystemClock
+from kapmonitor.clock import Clock, ManualClock, SystemClock
 from kapmonitor.config import Config
 from kapmonitor.drivers.base import CommandError as DriverCommandError
 from kapmonitor.drivers.base import DriverContext
 from kapmonitor.drivers.registry import drivers
 from kapmonitor.homeassistant import discovery
+from kapmonitor.liveness import Liveness
 from kapmonitor.metrics import Metrics
 from kapmonitor.model import Reading
 from kapmonitor.mqtt import BrokerSettings, CommandError, CommandRouter, MqttOwner, make_tls_context
@@ -49,12 +50,13 @@ from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox
 from kapmonitor.supervisor import DeviceStatus, Supervisor
 
 log = logging.getLogger("kapmonitor.daemon")
-# Same output as json.dumps(..., separators=(",", ":")) without a new encoder per call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+# Same output as json.dumps(..., separators=(",", ":")) without a new encoder per call; strict
+# JSON (NaN and Infinity are refused), as everything kapmonitor publishes.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RepublishRequest(_Request):
@@ -113,6 +115,8 @@ class Daemon:
         self.started = asyncio.Event()
         self.fatal: BaseException | None = None
         self._stop: asyncio.Event | None = None
+        # Feeds the systemd watchdog only while every task below makes progress.
+        self.liveness = Liveness(sd_notify)
         self._add_builtin_commands()
 
     # -- commands ------------------------------------------------------------------------
@@ -201,7 +205,7 @@ class Daemon:
         self.outbox.put(
             LANE_ALERT,
             f"{self.cfg.base_topic}/bed/{bed}/alert",
-            json.dumps(body, separators=(",", ":")).encode(),
+            _COMPACT_JSON.encode(body).encode(),
             self.clock.now(),
         )
 
@@ -247,8 +251,10 @@ class Daemon:
         assert self.outbox is not None and self.mqtt is not None
         last_depth = -1
         last_state_pub = 0.0
+        beat = self.liveness.heartbeat("housekeeping", max_age=10.0)
         while True:
             await asyncio.sleep(0.5)
+            beat()
             self._publish_vitals()
             for lane, name in LANE_NAMES.items():
                 self.metrics.outbox_depth.labels(name).set(self.outbox.counts[lane])
@@ -350,10 +356,12 @@ class Daemon:
                              self._on_status)
             self.supervisors[dev.id] = sup
             self._on_status(sup.status)
+        self._watch_progress()
         self.spawn(self.mqtt.run(), "mqtt")
         self.spawn(self._housekeeping(), "housekeeping")
         for dev_id, sup in self.supervisors.items():
             self.spawn(sup.run(), f"device:{dev_id}")
+        self.spawn(self.liveness.run(), "liveness")
         sd_notify("READY=1")
         self.started.set()
         log.info(
@@ -380,12 +388,30 @@ class Daemon:
             tmp.write_text(json.dumps(sorted(now)))
             os.replace(tmp, path)
 
+    def _watch_progress(self) -> None:
+        """Heartbeats of the parts that must keep moving (see :mod:`kapmonitor.liveness`):
+        the outbox drain while it has something to publish, the alarm engine's tick."""
+        assert self.mqtt is not None and self.outbox is not None
+        mqtt, outbox = self.mqtt, self.outbox
+        mqtt.drain_beat = self.liveness.heartbeat(
+            "mqtt-drain", max_age=30.0,
+            idle=lambda: not mqtt.connected.is_set() or outbox.depth() == 0,
+        )
+        if self.alarms is not None:
+            manual = isinstance(self.clock, ManualClock)  # tests: time moves only when told
+            self.alarms.tick_beat = self.liveness.heartbeat(
+                "alarm-engine", max_age=10.0, idle=lambda: manual
+            )
+
     def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         """Run a long-lived part of the daemon; if it dies, the daemon stops with an error
-        (systemd restarts it) instead of limping on without it."""
+        (systemd restarts it) instead of limping on without it. The liveness check also
+        watches it: a task that ends for any reason stops the watchdog being fed."""
         task = asyncio.create_task(coro, name=name)
         task.add_done_callback(self._task_done)
         self._tasks.append(task)
+        if name != "liveness":
+            self.liveness.watch_task(task)
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
@@ -401,6 +427,9 @@ class Daemon:
 
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
+        for t in self._tasks:  # tasks end on purpose from here on
+            if t.get_name() == "liveness":
+                t.cancel()
         # Producers first (devices, then the alarm engine's ticker), so nothing new is queued
         # or logged while the outbox is flushed and the alarm log and state are closed.
         for prefix in ("device:", "alarms"):

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import ssl
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+from paho.mqtt import client as mqtt_client
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import BaseModel, ValidationError
 
@@ -31,6 +33,14 @@ from kapmonitor.supervisor import Backoff
 log = logging.getLogger("kapmonitor.mqtt")
 
 PUBACK_TIMEOUT = 10.0  # seconds without any PUBACK while publishes are pending → reconnect
+
+# Request limits, checked before anything is parsed (documented in docs/reliability.md). A
+# request over a limit gets an error response; one whose command name is too long to echo in a
+# response topic is answered on ``bridge/response/_rejected`` instead.
+MAX_COMMAND_NAME = 64  # characters of <cmd> in bridge/request/<cmd>
+MAX_REQUEST_BYTES = 16 * 1024  # payload size
+MAX_REQUEST_DEPTH = 8  # nesting of JSON objects and arrays
+REJECTED_RESPONSE = "_rejected"
 _HIST_TRUE = b',"historical":true}'
 _HIST_FALSE = b',"historical":false}'
 
@@ -78,12 +88,7 @@ class CommandRouter:
     async def handle(self, name: str, payload: bytes, retained: bool) -> dict[str, Any]:
         transaction: Any = None
         try:
-            try:
-                body = json.loads(payload.decode("utf-8")) if payload.strip() else {}
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise CommandError(f"malformed JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise CommandError("request body must be a JSON object")
+            body = parse_request(name, payload)
             transaction = body.pop("transaction", None)
             if retained:
                 raise CommandError("commands must not be retained; publish with retain=false")
@@ -105,6 +110,69 @@ class CommandRouter:
         if transaction is not None:
             out["transaction"] = transaction
         return out
+
+
+def _reject_constant(token: str) -> Any:
+    raise CommandError(f"{token} is not a number; only finite numbers are accepted")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise CommandError(f"{text} is out of range; only finite numbers are accepted")
+    return value
+
+
+def nesting_depth(payload: bytes) -> int:
+    """How deeply JSON objects and arrays nest in ``payload`` (brackets inside strings do not
+    count). A linear scan of the raw bytes, so that no parser ever sees a deeper document."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in payload:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def parse_request(name: str, payload: bytes) -> dict[str, Any]:
+    """A request body as a dict, after the limits (size, then depth) and with finite numbers
+    only; ``CommandError`` otherwise. An empty payload is an empty body."""
+    if len(name) > MAX_COMMAND_NAME:
+        raise CommandError(f"command name longer than {MAX_COMMAND_NAME} characters")
+    if len(payload) > MAX_REQUEST_BYTES:
+        raise CommandError(
+            f"request payload of {len(payload)} bytes exceeds the limit of {MAX_REQUEST_BYTES}"
+        )
+    if nesting_depth(payload) > MAX_REQUEST_DEPTH:
+        raise CommandError(f"request nests deeper than {MAX_REQUEST_DEPTH} levels")
+    if not payload.strip():
+        return {}
+    try:
+        body = json.loads(
+            payload.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CommandError(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise CommandError("request body must be a JSON object")
+    return body
+
+
+def strict_json(body: Any) -> bytes:
+    """Compact JSON that refuses NaN and Infinity (``ValueError``): what we publish is JSON."""
+    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _validation_text(exc: ValidationError) -> str:
@@ -148,6 +216,8 @@ class MqttOwner:
         self._dirty: set[str] = set()
         self._state_wake = asyncio.Event()
         self.published = 0
+        # Called on every turn of the outbox drain (the daemon's liveness heartbeat).
+        self.drain_beat: Callable[[], None] = _no_beat
         self._published_children: dict[tuple[int, bool], tuple[Any, Any]] = {}
 
     def topic(self, suffix: str) -> str:
@@ -156,7 +226,7 @@ class MqttOwner:
     # -- retained state ------------------------------------------------------------------
     def set_retained(self, suffix: str, body: dict[str, Any] | bytes) -> None:
         """Remember retained state and publish it soon (coalesced; latest value wins)."""
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        data = body if isinstance(body, bytes) else strict_json(body)
         self.set_retained_topic(self.topic(suffix), data)
 
     def set_retained_topic(self, topic: str, data: bytes) -> None:
@@ -174,7 +244,7 @@ class MqttOwner:
         while not self._stopping:
             will = aiomqtt.Will(
                 self.topic("bridge/state"),
-                json.dumps(self._bridge_state("offline", "lost")).encode(),
+                strict_json(self._bridge_state("offline", "lost")),
                 qos=1,
                 retain=True,
             )
@@ -252,7 +322,7 @@ class MqttOwner:
         client = self._client
         if client is None or (self._stopping and state == "online"):
             return  # once shutting down, nothing may overwrite the final offline/shutdown
-        body = json.dumps(self._bridge_state(state, reason)).encode()
+        body = strict_json(self._bridge_state(state, reason))
         self.retained[self.topic("bridge/state")] = body
         await client.publish(self.topic("bridge/state"), body, qos=1, retain=True)
 
@@ -297,9 +367,26 @@ class MqttOwner:
             response = await self.router.handle(name, payload, bool(message.retain))
             self.metrics.commands.labels(name if name in self.router.names else "(unknown)",
                                          response["status"]).inc()
-            await client.publish(
-                self.topic(f"bridge/response/{name}"), json.dumps(response).encode(), qos=1
-            )
+            reply_to = name if len(name) <= MAX_COMMAND_NAME else REJECTED_RESPONSE
+            await self._respond(client, self.topic(f"bridge/response/{reply_to}"), response)
+
+    async def _respond(self, client: aiomqtt.Client, topic: str, response: dict[str, Any]) -> None:
+        """Publish a response; one that cannot be published is logged and dropped (a lost
+        connection still ends the session, and the reconnect loop takes over)."""
+        try:
+            payload = strict_json(response)
+        except ValueError as exc:
+            log.error("response on %s is not JSON (%s); sending an error instead", topic, exc)
+            payload = strict_json({"status": "error", "error": "internal error: response "
+                                   "was not valid JSON", "transaction": None})
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttCodeError as exc:
+            if exc.rc not in _UNPUBLISHABLE:
+                raise
+            log.error("response on %.80s… could not be published (%s); dropped", topic, exc)
+        except (ValueError, TypeError) as exc:  # paho refuses the topic or payload itself
+            log.error("response on %.80s… could not be published (%s); dropped", topic, exc)
 
     def _on_birth(self, payload: Any) -> None:
         """Home Assistant came (back) online: after a random delay, so that many bridges do
@@ -352,6 +439,7 @@ class MqttOwner:
         async def pump() -> None:
             cursors = {LANE_ALERT: 0, LANE_READING: 0}
             while True:
+                self.drain_beat()
                 rows = outbox.fetch(LANE_ALERT, cursors[LANE_ALERT], self.s.batch)
                 if not rows:
                     rows = outbox.fetch(LANE_READING, cursors[LANE_READING], self.s.batch)
@@ -467,6 +555,15 @@ class MqttOwner:
             await asyncio.wait({task}, timeout=grace)
         if not task.done():
             log.warning("the MQTT connection did not close cleanly")
+
+
+# paho result codes that say "this message can never be published" (not "connection lost").
+_UNPUBLISHABLE = frozenset({mqtt_client.MQTT_ERR_PAYLOAD_SIZE, mqtt_client.MQTT_ERR_INVAL,
+                           mqtt_client.MQTT_ERR_QUEUE_SIZE})
+
+
+def _no_beat() -> None:
+    pass
 
 
 def _only_mqtt_errors(exc: BaseException) -> bool:

@@ -83,7 +83,7 @@ class CommandError(Exception):
 
 
 class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     bed: str = Field(description="Bed id.")
 
 
