@@ -99,11 +99,55 @@ class MqttConfig(_Model):
         default=30.0, gt=0, description="Upper bound of the reconnect backoff, seconds."
     )
 
+    username_file: Path | None = Field(
+        default=None,
+        description="File holding the username (trailing newline ignored; environment "
+        "variables expanded).",
+    )
+    username_credential: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.@-]+$",
+        description="Name of a systemd credential holding the username (LoadCredential=; "
+        "read from `$CREDENTIALS_DIRECTORY/<name>`).",
+    )
+    password_credential: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.@-]+$",
+        description="Name of a systemd credential holding the password (LoadCredential=; "
+        "read from `$CREDENTIALS_DIRECTORY/<name>`).",
+    )
+
     @model_validator(mode="after")
     def _one_password(self) -> MqttConfig:
         if self.password is not None and self.password_file is not None:
             raise ValueError("set either password or password_file, not both")
+        for what in ("username", "password"):
+            given = [f"{what}{suffix}" for suffix in ("", "_file", "_credential")
+                     if getattr(self, f"{what}{suffix}") is not None]
+            if len(given) > 1:
+                raise ValueError(f"set only one of {', '.join(given)}")
         return self
+
+    def secret_path(self, what: Literal["username", "password"]) -> Path | None:
+        """The file a username or password is read from (a file or a systemd credential)."""
+        file: Path | None = getattr(self, f"{what}_file")
+        if file is not None:
+            return Path(os.path.expandvars(str(file)))
+        credential: str | None = getattr(self, f"{what}_credential")
+        if credential is not None:
+            directory = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not directory:
+                raise ConfigError([
+                    f"mqtt.{what}_credential: $CREDENTIALS_DIRECTORY is not set; run under "
+                    f"systemd with LoadCredential={credential}:… or use {what}_file"
+                ])
+            return Path(directory) / credential
+        return None
+
+    def secret(self, what: Literal["username", "password"]) -> str | None:
+        path = self.secret_path(what)
+        if path is None:
+            value: str | None = getattr(self, what)
+            return value
+        return path.read_text().rstrip("\r\n")
 
     @field_validator("base_topic")
     @classmethod
@@ -268,10 +312,10 @@ class Config(_Model):
         return self.mqtt.client_id or f"kapmonitor-{self.node.node_id}"
 
     def mqtt_password(self) -> str | None:
-        if self.mqtt.password_file is not None:
-            path = Path(os.path.expandvars(str(self.mqtt.password_file)))
-            return path.read_text().rstrip("\r\n")
-        return self.mqtt.password
+        return self.mqtt.secret("password")
+
+    def mqtt_username(self) -> str | None:
+        return self.mqtt.secret("username")
 
     def device(self, device_id: str) -> DeviceConfig:
         for d in self.devices:
@@ -399,11 +443,15 @@ def load_config(path: str | Path) -> Config:
         if problems:
             raise ConfigError([f"{p}: alarms.rules: {line}" for line in problems])
         cfg.alarms.rules = rules
-    if cfg.mqtt.password_file is not None:
-        pw = Path(os.path.expandvars(str(cfg.mqtt.password_file)))
-        if not pw.is_file():
+    for what in ("username", "password"):
+        try:
+            secret = cfg.mqtt.secret_path(what)
+        except ConfigError as exc:
+            raise ConfigError([f"{p}: {line}" for line in exc.problems]) from None
+        if secret is not None and not secret.is_file():
+            source = "_file" if getattr(cfg.mqtt, f"{what}_file") is not None else "_credential"
             raise ConfigError(
-                [f"{p}: mqtt.password_file: file {str(pw)!r} does not exist; create it or "
-                 "use mqtt.password"]
+                [f"{p}: mqtt.{what}{source}: file {str(secret)!r} does not exist; create it or "
+                 f"use mqtt.{what}"]
             )
     return cfg

@@ -324,7 +324,7 @@ class Daemon:
             client_id=cfg.client_id,
             base_topic=cfg.base_topic,
             keepalive=cfg.mqtt.keepalive,
-            username=cfg.mqtt.username,
+            username=cfg.mqtt_username(),
             password=cfg.mqtt_password(),
             tls=tls,
             reconnect_max=cfg.mqtt.reconnect_max,
