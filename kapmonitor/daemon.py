@@ -47,6 +47,8 @@ from kapmonitor.metrics import Metrics
 from kapmonitor.model import Reading
 from kapmonitor.mqtt import BrokerSettings, CommandError, CommandRouter, MqttOwner, make_tls_context
 from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox
+from kapmonitor.services.escalation import EscalationService
+from kapmonitor.services.escalation import attach as attach_escalation
 from kapmonitor.supervisor import DeviceStatus, Supervisor
 
 log = logging.getLogger("kapmonitor.daemon")
@@ -105,6 +107,9 @@ class Daemon:
         self.reading_listeners: list[Callable[[Reading], None]] = []
         self._reading_counters: dict[tuple[str, str], Any] = {}
         self.status_listeners: list[Callable[[DeviceStatus], None]] = []
+        # (bed, event body) of every alert and session event, after it was queued durably.
+        self.alert_listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.escalation: EscalationService | None = None
         self.router = CommandRouter()
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock_fd: int | None = None
@@ -208,6 +213,8 @@ class Daemon:
             _COMPACT_JSON.encode(body).encode(),
             self.clock.now(),
         )
+        for listener in self.alert_listeners:
+            listener(bed, body)
 
     def set_retained(self, suffix: str, body: dict[str, Any]) -> None:
         """Publish retained state (e.g. ``bed/<id>/alarms``) now and after every reconnect."""
@@ -342,6 +349,17 @@ class Daemon:
         if cfg.alarms.enabled:
             # Before any driver runs, so the engine sees every reading.
             self.alarms = attach_alarms(self, cfg.alarms.rules)
+        if cfg.escalation.enabled:
+            self.escalation = attach_escalation(
+                cfg.escalation, self.clock, self.state_dir,
+                node=cfg.node.node_id, site=cfg.node.site, spawn=self.spawn,
+            )
+            self.alert_listeners.append(self.escalation.on_event)
+            self.status_listeners.append(self.escalation.on_status)
+            if self.alarms is not None:  # sessions restored from before a restart
+                for bed in self.beds:
+                    if self.alarms.engine.session_state(bed).get("active"):
+                        self.escalation.on_event(bed, {"type": "session", "event": "started"})
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         ctx = DriverContext(
