@@ -4,7 +4,6 @@ readings keep flowing."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import signal
