@@ -3,44 +3,43 @@
 On every (re)connect, in order: publish ``bridge/state`` online (retained; the last will says
 offline/lost), re-publish the retained state cache, subscribe to ``bridge/request/#``, then
 drain the outbox. Nothing else in kapmonitor touches the client: producers put messages into
-the outbox or the retained cache, commands arrive through :class:`CommandRouter`.
+the outbox or the retained cache (:meth:`MqttOwner.set_retained`, the
+:class:`~kapmonitor.ports.RetainedState` port), and requests go to the
+:class:`~kapmonitor.commands.CommandRouter`.
+
+What lives here: the connection loop, the retained-state cache, the outbox drain with its
+PUBACK accounting, the dispatch of incoming requests and HA birth messages, the clean shutdown
+and the TLS context. What does not: topic spelling and payload encoding
+(:mod:`kapmonitor.topics`), command validation and handlers (:mod:`kapmonitor.commands` and the
+services), and what is published (the pipeline and the services).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
 from paho.mqtt import client as mqtt_client
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, ValidationError
 
 from kapmonitor.clock import Clock
+from kapmonitor.commands import MAX_COMMAND_NAME, REJECTED, CommandRouter
 from kapmonitor.metrics import Metrics
 from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox, Row
 from kapmonitor.supervisor import Backoff
+from kapmonitor.topics import Kind, Topics, encode
 
 log = logging.getLogger("kapmonitor.mqtt")
 
 PUBACK_TIMEOUT = 10.0  # seconds without any PUBACK while publishes are pending → reconnect
-
-# Request limits, checked before anything is parsed (documented in docs/reliability.md). A
-# request over a limit gets an error response; one whose command name is too long to echo in a
-# response topic is answered on ``bridge/response/_rejected`` instead.
-MAX_COMMAND_NAME = 64  # characters of <cmd> in bridge/request/<cmd>
-MAX_REQUEST_BYTES = 16 * 1024  # payload size
-MAX_REQUEST_DEPTH = 8  # nesting of JSON objects and arrays
-REJECTED_RESPONSE = "_rejected"
 _HIST_TRUE = b',"historical":true}'
 _HIST_FALSE = b',"historical":false}'
 
@@ -50,7 +49,6 @@ class BrokerSettings:
     host: str
     port: int
     client_id: str
-    base_topic: str
     keepalive: int = 15
     username: str | None = None
     password: str | None = None
@@ -65,125 +63,6 @@ class BrokerSettings:
     birth_delay_max: float = 5.0
 
 
-class CommandError(Exception):
-    """A request that cannot be carried out; the text goes into the error response."""
-
-
-Handler = Callable[[Any], Awaitable[Any]]
-
-
-class CommandRouter:
-    """``bridge/request/<command>`` → handler → ``bridge/response/<command>``."""
-
-    def __init__(self) -> None:
-        self._routes: dict[str, tuple[type[BaseModel], Handler]] = {}
-
-    def add(self, name: str, model: type[BaseModel], handler: Handler) -> None:
-        self._routes[name] = (model, handler)
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self._routes)
-
-    async def handle(self, name: str, payload: bytes, retained: bool) -> dict[str, Any]:
-        transaction: Any = None
-        try:
-            body = parse_request(name, payload)
-            transaction = body.pop("transaction", None)
-            if retained:
-                raise CommandError("commands must not be retained; publish with retain=false")
-            route = self._routes.get(name)
-            if route is None:
-                raise CommandError(f"unknown command {name!r}; known: {', '.join(self.names)}")
-            model, handler = route
-            try:
-                args = model.model_validate(body)
-            except ValidationError as exc:
-                raise CommandError(_validation_text(exc)) from None
-            data = await handler(args)
-            out: dict[str, Any] = {"status": "ok", "data": data if data is not None else {}}
-        except CommandError as exc:
-            out = {"status": "error", "error": str(exc)}
-        except Exception as exc:  # a bad command must never crash the daemon
-            log.exception("command %s failed", name)
-            out = {"status": "error", "error": f"internal error: {type(exc).__name__}: {exc}"}
-        if transaction is not None:
-            out["transaction"] = transaction
-        return out
-
-
-def _reject_constant(token: str) -> Any:
-    raise CommandError(f"{token} is not a number; only finite numbers are accepted")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise CommandError(f"{text} is out of range; only finite numbers are accepted")
-    return value
-
-
-def nesting_depth(payload: bytes) -> int:
-    """How deeply JSON objects and arrays nest in ``payload`` (brackets inside strings do not
-    count). A linear scan of the raw bytes, so that no parser ever sees a deeper document."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in payload:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return deepest
-
-
-def parse_request(name: str, payload: bytes) -> dict[str, Any]:
-    """A request body as a dict, after the limits (size, then depth) and with finite numbers
-    only; ``CommandError`` otherwise. An empty payload is an empty body."""
-    if len(name) > MAX_COMMAND_NAME:
-        raise CommandError(f"command name longer than {MAX_COMMAND_NAME} characters")
-    if len(payload) > MAX_REQUEST_BYTES:
-        raise CommandError(
-            f"request payload of {len(payload)} bytes exceeds the limit of {MAX_REQUEST_BYTES}"
-        )
-    if nesting_depth(payload) > MAX_REQUEST_DEPTH:
-        raise CommandError(f"request nests deeper than {MAX_REQUEST_DEPTH} levels")
-    if not payload.strip():
-        return {}
-    try:
-        body = json.loads(
-            payload.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
-        )
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CommandError(f"malformed JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise CommandError("request body must be a JSON object")
-    return body
-
-
-def strict_json(body: Any) -> bytes:
-    """Compact JSON that refuses NaN and Infinity (``ValueError``): what we publish is JSON."""
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
-
-
-def _validation_text(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
 class MqttOwner:
     """Owns the broker connection; see the module docstring."""
 
@@ -195,8 +74,10 @@ class MqttOwner:
         metrics: Metrics,
         router: CommandRouter,
         bridge_state: Callable[[str, str], dict[str, Any]],
+        topics: Topics,
     ) -> None:
         self.s = settings
+        self.topics = topics
         self.outbox = outbox
         self.clock = clock
         self.metrics = metrics
@@ -216,21 +97,16 @@ class MqttOwner:
         self._dirty: set[str] = set()
         self._state_wake = asyncio.Event()
         self.published = 0
+        self._request_prefix = topics.wildcard(Kind.REQUEST).removesuffix("#")
         # Called on every turn of the outbox drain (the daemon's liveness heartbeat).
         self.drain_beat: Callable[[], None] = _no_beat
         self._published_children: dict[tuple[int, bool], tuple[Any, Any]] = {}
 
-    def topic(self, suffix: str) -> str:
-        return f"{self.s.base_topic}/{suffix}"
-
     # -- retained state ------------------------------------------------------------------
-    def set_retained(self, suffix: str, body: dict[str, Any] | bytes) -> None:
-        """Remember retained state and publish it soon (coalesced; latest value wins)."""
-        data = body if isinstance(body, bytes) else strict_json(body)
-        self.set_retained_topic(self.topic(suffix), data)
-
-    def set_retained_topic(self, topic: str, data: bytes) -> None:
-        """The same for a topic outside the base topic (Home Assistant discovery)."""
+    def set_retained(self, topic: str, body: Mapping[str, Any] | bytes) -> None:
+        """Remember retained state and publish it soon (coalesced; latest value wins); an
+        empty ``bytes`` body removes the retained message from the broker."""
+        data = body if isinstance(body, bytes) else encode(body)
         if self.retained.get(topic) == data:
             return
         self.retained[topic] = data
@@ -243,8 +119,8 @@ class MqttOwner:
         backoff = Backoff(initial=0.5, cap=self.s.reconnect_max)
         while not self._stopping:
             will = aiomqtt.Will(
-                self.topic("bridge/state"),
-                strict_json(self._bridge_state("offline", "lost")),
+                self.topics.bridge_state,
+                encode(self._bridge_state("offline", "lost")),
                 qos=1,
                 retain=True,
             )
@@ -305,11 +181,11 @@ class MqttOwner:
         await self._flush_state(client)
         if self.s.protocol == "5":
             await client.subscribe(
-                self.topic("bridge/request/#"),
+                self.topics.wildcard(Kind.REQUEST),
                 options=SubscribeOptions(qos=1, retainAsPublished=True),
             )
         else:  # 3.1.1: only retained requests replayed at subscribe time show the flag
-            await client.subscribe(self.topic("bridge/request/#"), qos=1)
+            await client.subscribe(self.topics.wildcard(Kind.REQUEST), qos=1)
         if self.s.birth_topic:
             await client.subscribe(self.s.birth_topic, qos=1)
         self.connected.set()
@@ -322,9 +198,9 @@ class MqttOwner:
         client = self._client
         if client is None or (self._stopping and state == "online"):
             return  # once shutting down, nothing may overwrite the final offline/shutdown
-        body = strict_json(self._bridge_state(state, reason))
-        self.retained[self.topic("bridge/state")] = body
-        await client.publish(self.topic("bridge/state"), body, qos=1, retain=True)
+        body = encode(self._bridge_state(state, reason))
+        self.retained[self.topics.bridge_state] = body
+        await client.publish(self.topics.bridge_state, body, qos=1, retain=True)
 
     async def _state_loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -347,15 +223,24 @@ class MqttOwner:
         return len(self._dirty)
 
     async def _commands(self, client: aiomqtt.Client) -> None:
-        prefix = self.topic("bridge/request/")
         async for message in client.messages:
             topic = str(message.topic)
             if topic == self.s.birth_topic:
                 self._on_birth(message.payload)
                 continue
-            if not topic.startswith(prefix):
+            parsed = self.topics.parse(topic)
+            if parsed is None or parsed.kind is not Kind.REQUEST or parsed.command is None:
+                if topic.startswith(self._request_prefix) and not message.retain:
+                    # A request whose name cannot be echoed in a response topic (too long for
+                    # MQTT, or not a command name): answered on bridge/response/_rejected.
+                    log.warning("refusing a request on %.200r: not a valid command name", topic)
+                    await self._respond(client, REJECTED, {
+                        "status": "error", "error": f"command name longer than "
+                        f"{MAX_COMMAND_NAME} characters or not a command name"})
+                else:
+                    log.warning("ignoring a message on %.200r: not a well-formed request", topic)
                 continue
-            name = topic[len(prefix):]
+            name = parsed.command
             payload = message.payload if isinstance(message.payload, bytes) else str(
                 message.payload or ""
             ).encode()
@@ -365,28 +250,28 @@ class MqttOwner:
                 # A retained command would fire again on every reconnect: refuse and clear it.
                 await client.publish(topic, b"", qos=1, retain=True)
             response = await self.router.handle(name, payload, bool(message.retain))
-            self.metrics.commands.labels(name if name in self.router.names else "(unknown)",
+            self.metrics.commands.labels(name if name in self.router else "(unknown)",
                                          response["status"]).inc()
-            reply_to = name if len(name) <= MAX_COMMAND_NAME else REJECTED_RESPONSE
-            await self._respond(client, self.topic(f"bridge/response/{reply_to}"), response)
+            await self._respond(client, name if len(name) <= MAX_COMMAND_NAME else REJECTED,
+                                response)
 
-    async def _respond(self, client: aiomqtt.Client, topic: str, response: dict[str, Any]) -> None:
+    async def _respond(self, client: aiomqtt.Client, name: str, response: dict[str, Any]) -> None:
         """Publish a response; one that cannot be published is logged and dropped (a lost
         connection still ends the session, and the reconnect loop takes over)."""
         try:
-            payload = strict_json(response)
+            topic = self.topics.response(name)
         except ValueError as exc:
-            log.error("response on %s is not JSON (%s); sending an error instead", topic, exc)
-            payload = strict_json({"status": "error", "error": "internal error: response "
-                                   "was not valid JSON", "transaction": None})
+            log.error("no response topic for command %.80r (%s); answering on %s", name, exc,
+                      REJECTED)
+            topic = self.topics.response(REJECTED)
         try:
-            await client.publish(topic, payload, qos=1)
+            await client.publish(topic, encode(response), qos=1)
         except aiomqtt.MqttCodeError as exc:
             if exc.rc not in _UNPUBLISHABLE:
                 raise
-            log.error("response on %.80s… could not be published (%s); dropped", topic, exc)
+            log.error("response on %.80s could not be published (%s); dropped", topic, exc)
         except (ValueError, TypeError) as exc:  # paho refuses the topic or payload itself
-            log.error("response on %.80s… could not be published (%s); dropped", topic, exc)
+            log.error("response on %.80s could not be published (%s); dropped", topic, exc)
 
     def _on_birth(self, payload: Any) -> None:
         """Home Assistant came (back) online: after a random delay, so that many bridges do
@@ -557,13 +442,13 @@ class MqttOwner:
             log.warning("the MQTT connection did not close cleanly")
 
 
+def _no_beat() -> None:
+    pass
+
+
 # paho result codes that say "this message can never be published" (not "connection lost").
 _UNPUBLISHABLE = frozenset({mqtt_client.MQTT_ERR_PAYLOAD_SIZE, mqtt_client.MQTT_ERR_INVAL,
                            mqtt_client.MQTT_ERR_QUEUE_SIZE})
-
-
-def _no_beat() -> None:
-    pass
 
 
 def _only_mqtt_errors(exc: BaseException) -> bool:

@@ -14,7 +14,6 @@ and delivers through a :class:`Notifier`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 
 from kapmonitor.clock import Clock
 from kapmonitor.config import EscalationConfig, EscalationRule
+from kapmonitor.topics import encode
 
 log = logging.getLogger("kapmonitor.escalation")
 
@@ -282,7 +282,7 @@ class EscalationService:
         }
         try:
             with self.record_path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n")
+                fh.write(encode(line).decode() + "\n")
         except OSError as exc:
             log.error("cannot write the escalation record %s: %s", self.record_path, exc)
 

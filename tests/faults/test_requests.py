@@ -12,7 +12,7 @@ from typing import Any
 
 import aiomqtt
 
-from kapmonitor.mqtt import MAX_REQUEST_BYTES
+from kapmonitor.commands import MAX_REQUEST_BYTES
 from tests.faults.conftest import answering
 from tests.helpers.daemon import clinic_config
 from tests.helpers.mqtt import Broker, free_port, request, subscribe
