@@ -10,6 +10,11 @@ Readings use ``synchronous=NORMAL`` (in WAL mode a commit survives a killed proc
 cut may lose the last few hundred milliseconds), alert events are committed at once with
 ``synchronous=FULL``. Readings are bounded by a quota — the oldest go first, counted in
 metrics — and alert events are never dropped.
+
+The same database keeps small named state blobs (table ``state``): :meth:`Outbox.put_alerts`
+commits alert events *and* the state they follow from (the alarm engine's sessions and latched
+alarms) in one transaction, so an event is never published without its state being on disk,
+and the state never runs ahead of its events.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_lane_id ON outbox (lane, id);
+CREATE TABLE IF NOT EXISTS state (
+    key     TEXT PRIMARY KEY,
+    value   BLOB NOT NULL
+);
 """
 
 
@@ -109,6 +118,40 @@ class Outbox:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop (tools, tests): write now
                 self.flush()
+
+    def put_alerts(
+        self, rows: list[tuple[str, bytes, float]], state: dict[str, bytes] | None = None
+    ) -> None:
+        """Queue alert events (topic, payload, created) and replace the named ``state`` blobs,
+        in one durable (``synchronous=FULL``) transaction. Raises ``sqlite3.Error`` when the
+        commit fails; then nothing of it was stored."""
+        if self.closed:
+            self.refused_after_close += len(rows)
+            if rows and self.refused_after_close == len(rows):
+                log.warning("outbox closed: %d alert event(s) arrived during shutdown and were "
+                            "not stored", len(rows))
+            return
+        self.flush()  # keep id order: earlier readings first
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._tx():
+                self._db.executemany(
+                    "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)",
+                    [(LANE_ALERT, topic, payload, created) for topic, payload, created in rows],
+                )
+                for key, value in (state or {}).items():
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value)
+                    )
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self.counts[LANE_ALERT] += len(rows)
+        if rows:
+            self._notify()
+
+    def get_state(self, key: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def flush(self) -> None:
         """Write queued readings in one transaction and enforce the reading quota."""

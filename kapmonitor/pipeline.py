@@ -24,7 +24,7 @@ This module runs on the hot path (every reading): it caches labelled counters an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from kapmonitor.clock import Clock
@@ -79,6 +79,24 @@ class DurablePublisher:
                     bed=bed)
         self.outbox.put(LANE_ALERT, self.topics.alert(bed), encode(body), self.clock.now())
 
+    def commit_alerts(
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+    ) -> None:
+        """Queue alert events and store ``state`` under ``key`` in one transaction, before
+        any of the events can be published."""
+        now = self.clock.now()
+        rows: list[tuple[str, bytes, float]] = []
+        for bed, event in events:
+            self.seq += 1
+            body = dict(event)
+            body.update(seq=self.seq, msg_id=f"{self.boot_id}-{self.seq}",
+                        boot_id=self.boot_id, bed=bed)
+            rows.append((self.topics.alert(bed), encode(body), now))
+        self.outbox.put_alerts(rows, {key: state})
+
+    def load_state(self, key: str) -> bytes | None:
+        return self.outbox.get_state(key)
+
 
 class AlertTee:
     """A :class:`~kapmonitor.ports.DurablePublish` that queues through ``publisher`` and then
@@ -94,6 +112,16 @@ class AlertTee:
     def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
         self._publisher.publish_alert(bed, event)
         self._listeners((bed, dict(event)))
+
+    def commit_alerts(
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+    ) -> None:
+        self._publisher.commit_alerts(events, key, state)
+        for bed, event in events:
+            self._listeners((bed, dict(event)))
+
+    def load_state(self, key: str) -> bytes | None:
+        return self._publisher.load_state(key)
 
 
 class VitalsCache:

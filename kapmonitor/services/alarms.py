@@ -9,7 +9,10 @@ What lives here (everything around the pure engine of :mod:`kapmonitor.alerts` t
 - every event goes through the durable outbox to ``bed/<id>/alert`` (QoS 1, not retained) and
   into the append-only alarm log ``alarm-log.jsonl`` in the state directory;
 - the active set and the session go to the retained ``bed/<id>/alarms`` and ``bed/<id>/session``;
-- sessions and latched alerts are saved to ``alarm-state.json`` and restored after a restart;
+- sessions and latched alerts are committed together with every event that changes them
+  (one outbox transaction, :meth:`~kapmonitor.ports.DurablePublish.commit_alerts`), so an event
+  is on MQTT only once the state behind it is on disk, and a restart restores exactly what was
+  committed (an older ``alarm-state.json`` is read once, for the upgrade);
 - the engine's commands (names and models from :data:`~kapmonitor.alerts.commands.ENGINE_COMMANDS`)
   and ``bp/measure`` arrive on ``bridge/request/…`` already validated.
 
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from kapmonitor.topics import encode
 
 log = logging.getLogger("kapmonitor.alarms")
 
-SAVE_EVERY = 5.0  # seconds of daemon time between state saves while events flow
+STATE_KEY = "alarm-state"  # the engine's state in the outbox's state table
 SNAPSHOT_EVERY = 10.0  # refresh retained alarms/session (timers in them move)
 
 
@@ -65,8 +67,6 @@ class AlarmService:
         self.state_path = ports.state_dir / "alarm-state.json"
         self.log_path = ports.state_dir / "alarm-log.jsonl"
         self._log_file = self.log_path.open("a", encoding="utf-8")
-        self._dirty = False
-        self._last_save = 0.0
         # Called on every engine tick (the daemon's liveness heartbeat).
         self.tick_beat: Callable[[], None] = lambda: None
         self._restore()
@@ -76,18 +76,27 @@ class AlarmService:
 
     # -- persistence -----------------------------------------------------------------------
     def _restore(self) -> None:
-        try:
-            data = json.loads(self.state_path.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            self._quarantine(f"unreadable: {exc}")
-            return
-        try:
-            self.engine.restore_state(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            self._quarantine(f"not restorable: {exc}")
-            return
+        stored = self.ports.alerts.load_state(STATE_KEY)
+        if stored is not None:
+            try:
+                self.engine.restore_state(json.loads(stored))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("the stored alarm state is not restorable (%s); starting without it",
+                          exc)
+                return
+        else:
+            try:  # the state file of earlier versions
+                data = json.loads(self.state_path.read_text())
+            except FileNotFoundError:
+                return
+            except (OSError, ValueError) as exc:
+                self._quarantine(f"unreadable: {exc}")
+                return
+            try:
+                self.engine.restore_state(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                self._quarantine(f"not restorable: {exc}")
+                return
         active = [b for b in self.devices.beds if self.engine.session_state(b).get("active")]
         log.info("restored alarm state: sessions on %s", ", ".join(active) or "no bed")
 
@@ -98,28 +107,24 @@ class AlarmService:
                   self.state_path, why, bad)
 
     def save(self) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(self.engine.export_state(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self.state_path)
-        self._dirty = False
-        self._last_save = self.clock.monotonic()
+        """Commit the engine's state now (no events)."""
+        self.ports.alerts.commit_alerts([], STATE_KEY, encode(self.engine.export_state()))
 
     # -- events ----------------------------------------------------------------------------
-    def _emit(self, events: Iterable[Event]) -> None:
-        beds: set[str] = set()
-        for e in events:
-            body = e.to_json()
-            self.ports.alerts.publish_alert(e.bed, body)
-            if not self._log_file.closed:  # closed only at shutdown
+    def _emit(self, events: Iterable[Event], *, force_save: bool = False) -> None:
+        """Commit the events together with the state they leave behind, then log them and
+        refresh the retained snapshots. Nothing is published before the commit."""
+        bodies = [(e.bed, e.to_json()) for e in events]
+        if not bodies and not force_save:
+            return
+        self.ports.alerts.commit_alerts(bodies, STATE_KEY, encode(self.engine.export_state()))
+        if not bodies:
+            return
+        if not self._log_file.closed:  # closed only at shutdown
+            for _, body in bodies:
                 self._log_file.write(encode(body).decode() + "\n")
-            beds.add(e.bed)
-        if beds and not self._log_file.closed:
             self._log_file.flush()
-            self._dirty = True
-            self.publish_snapshots(beds)
+        self.publish_snapshots({bed for bed, _ in bodies})
 
     def publish_snapshots(self, beds: Iterable[str] | None = None) -> None:
         retained = self.ports.retained
@@ -148,8 +153,6 @@ class AlarmService:
             if mono - last_snapshot >= SNAPSHOT_EVERY:
                 self.publish_snapshots()
                 last_snapshot = mono
-            if self._dirty and mono - self._last_save >= SAVE_EVERY:
-                self.save()
 
     def close(self) -> None:
         self.save()
@@ -164,9 +167,9 @@ class AlarmService:
     async def _engine_command(self, args: EngineArgs) -> dict[str, Any]:
         """Run a validated engine command; a refusal raises :class:`CommandError`."""
         result = self.engine.execute(args, self.clock.now())
-        self._emit(result.events)
+        # Commands change what must survive a restart: committed even without events.
+        self._emit(result.events, force_save=True)
         self.publish_snapshots([args.bed])
-        self.save()  # commands change what must survive a restart
         return {k: v for k, v in result.response.items() if k != "status"}
 
     async def _measure(self, args: MeasureArgs) -> dict[str, Any]:
