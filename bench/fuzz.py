@@ -215,8 +215,11 @@ def run_atheris_child(name: str, runs: int) -> None:
     """In a child process: fuzz one target with libFuzzer until ``runs`` inputs (exits)."""
     import atheris
 
-    with atheris.instrument_imports():
-        import kapmonitor.codecs  # noqa: F401  (instrument the codecs for coverage)
+    if os.environ.get("KAP_FUZZ_INSTRUMENT", "1") == "1":
+        with atheris.instrument_imports():
+            import kapmonitor.codecs  # noqa: F401  (instrument the codecs for coverage)
+            all_targets = targets()
+    else:  # mutation of the seeds and random inputs only: several times faster
         all_targets = targets()
     target = all_targets[name]
     corpus = os.environ.get("KAP_FUZZ_CORPUS")
@@ -232,13 +235,16 @@ def run_atheris_child(name: str, runs: int) -> None:
     atheris.Fuzz()
 
 
-def run_atheris(name: str, runs: int, seed_inputs: list[bytes], tmp: str) -> tuple[bool, str]:
+def run_atheris(
+    name: str, runs: int, seed_inputs: list[bytes], tmp: str, instrument: bool = True
+) -> tuple[bool, str]:
     corpus = os.path.join(tmp, name)
     os.makedirs(corpus, exist_ok=True)
     for i, s in enumerate(seed_inputs):
         with open(os.path.join(corpus, f"seed{i}"), "wb") as fh:
             fh.write(s)
-    env = dict(os.environ, KAP_FUZZ_CORPUS=corpus)
+    env = dict(os.environ, KAP_FUZZ_CORPUS=corpus,
+               KAP_FUZZ_INSTRUMENT="1" if instrument else "0")
     proc = subprocess.run(
         [sys.executable, __file__, "--child", name, "--runs", str(runs)],
         capture_output=True, text=True, env=env, check=False,
@@ -253,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", choices=("atheris", "hypothesis"), default=None)
     ap.add_argument("--only", default="", help="comma-separated target names")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--no-coverage", action="store_true",
+                    help="atheris without coverage instrumentation (mutations of the seeds and "
+                    "random inputs only; several times faster)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -286,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             seed_inputs = seed_table.get(name, [])
             if engine == "atheris":
-                ok, detail = run_atheris(name, args.runs, seed_inputs, tmp)
+                ok, detail = run_atheris(name, args.runs, seed_inputs, tmp,
+                                         not args.no_coverage)
             else:
                 try:
                     run_hypothesis(name, all_targets[name], args.runs, seed_inputs)
@@ -299,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(name)
                 print(detail[-4000:], file=sys.stderr)
     result = {
-        "engine": engine,
+        "engine": engine + ("-no-coverage" if engine == "atheris" and args.no_coverage else ""),
         "targets": len(chosen),
         "runs_per_target": args.runs,
         "total_runs": args.runs * len(chosen),
