@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,13 @@ class AlarmService:
         """Tick the engine on the daemon's clock; refresh retained snapshots; save state."""
         self.publish_snapshots()
         last_snapshot = self.clock.monotonic()
+        dt = self.engine.dt
         while True:
-            await self.clock.sleep(1.0)
+            # Wake at the engine's next grid instant (k·dt of the daemon's clock), not 1 s
+            # after the previous wake-up: no drift, and a reading is evaluated at most one
+            # tick after it arrived.
+            now = self.clock.now()
+            await self.clock.sleep((math.floor(now / dt + 1e-9) + 1) * dt - now)
             self._emit(self.engine.tick(self.clock.now()))
             self.tick_beat()
             mono = self.clock.monotonic()
