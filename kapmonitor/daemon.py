@@ -127,6 +127,8 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         # Feeds the systemd watchdog only while every task below makes progress.
         self.liveness = Liveness(sd_notify)
+        self._oneshots: set[asyncio.Future[Any]] = set()
+        self._storage_event: dict[str, Any] | None = None
         self._add_builtin_commands()
 
     # -- the daemon's own commands -----------------------------------------------------------
@@ -155,9 +157,43 @@ class Daemon:
             self.mqtt.set_retained(self.topics.device_status(st.device), st.to_json())
         self.status_listeners(st)
 
+    def _on_storage(self, error: str | None) -> None:
+        """The outbox moved to memory (``error``) or back to disk (None): the technical alarm
+        ``storage_failed`` on every bed's alert topic, and ``storage`` in bridge/state."""
+        assert self.publisher is not None or self.outbox is not None
+        event = {
+            "t": self.clock.now(), "type": "alert",
+            "event": "raised" if error else "cleared", "alert_id": f"{self.boot_id}-storage",
+            "rule": "storage_failed", "priority": "high", "kind": "technical",
+            "state": "active" if error else "cleared",
+            "text": (f"State directory cannot be written ({error}): readings and alerts are "
+                     "published but NOT stored; a restart would lose them") if error else
+                    "State directory can be written again; the outbox is durable again",
+        }
+        self._storage_event = event
+        if self.publisher is not None:
+            for bed in self.beds:
+                self.publisher.publish_alert(bed, event)
+        if self.mqtt is not None and self.mqtt.connected.is_set():
+            self.spawn_oneshot(self.mqtt.publish_bridge_state("online", "connected"))
+
+    def spawn_oneshot(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """A short task (not supervised: it ends by design); its failure is logged."""
+        task = asyncio.ensure_future(coro)
+        self._oneshots.add(task)
+
+        def done(t: asyncio.Future[Any]) -> None:
+            self._oneshots.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("%r", t.exception())
+
+        task.add_done_callback(done)
+
     def bridge_state(self, state: str, reason: str) -> dict[str, Any]:
         depth = self.outbox.depth() if self.outbox is not None else 0
+        storage = self.outbox.storage_error if self.outbox is not None else None
         return {
+            "storage": "ok" if storage is None else f"failed: {storage}",
             "state": state,
             "reason": reason,
             "version": __version__,
@@ -180,9 +216,14 @@ class Daemon:
         last_depth = -1
         last_state_pub = 0.0
         beat = self.liveness.heartbeat("housekeeping", max_age=10.0)
+        loop_time = asyncio.get_running_loop().time
+        last_recover = loop_time()
         while True:
             await asyncio.sleep(0.5)
             beat()
+            if self.outbox.storage_error is not None and loop_time() - last_recover >= 5.0:
+                last_recover = loop_time()
+                self.outbox.try_recover()
             self.vitals.flush(self.mqtt, self.topics)
             for lane, name in LANE_NAMES.items():
                 self.metrics.outbox_depth.labels(name).set(self.outbox.counts[lane])
@@ -199,7 +240,12 @@ class Daemon:
 
     # -- lifecycle -----------------------------------------------------------------------
     def _take_lock(self) -> None:
-        fd = os.open(self.state_dir / "kapmonitor.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.state_dir / "kapmonitor.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only or broken state directory: storage_failed
+            log.critical("cannot create the lock file in %s (%s); running without it",
+                         self.state_dir, exc)
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -239,13 +285,17 @@ class Daemon:
 
     async def start(self) -> None:
         cfg = self.cfg
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # the outbox reports it as storage_failed and runs in memory
+            log.critical("cannot create the state directory %s: %s", self.state_dir, exc)
         self._take_lock()
         self.devices.load()
         self.outbox = Outbox(
             self.state_dir / "outbox.sqlite3",
             max_readings=cfg.outbox.max_readings,
             on_drop=lambda lane, n: self.metrics.outbox_dropped.labels(LANE_NAMES[lane]).inc(n),
+            on_storage=self._on_storage,
         )
         if self.outbox.depth():
             log.info("outbox holds %d messages from before; they will be replayed",

@@ -15,6 +15,12 @@ The same database keeps small named state blobs (table ``state``): :meth:`Outbox
 commits alert events *and* the state they follow from (the alarm engine's sessions and latched
 alarms) in one transaction, so an event is never published without its state being on disk,
 and the state never runs ahead of its events.
+
+Storage trouble (a full or read-only state directory, an I/O error) never stops the flow: the
+outbox moves what it holds into an in-memory database and goes on there, *not durable*
+(:attr:`Outbox.storage_error` says why; ``on_storage`` is told), and :meth:`Outbox.try_recover`
+moves everything back to disk once writing works again. A state directory that cannot be opened
+at start-up starts the outbox in memory the same way.
 """
 
 from __future__ import annotations
@@ -65,15 +71,19 @@ class Outbox:
         *,
         max_readings: int = 500_000,
         on_drop: Callable[[int, int], None] | None = None,
+        on_storage: Callable[[str | None], None] | None = None,
     ) -> None:
         self.path = path
         self.max_readings = max_readings
         self._on_drop = on_drop
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._on_storage = on_storage
+        # Why the outbox runs in memory (not durable) now; None while on disk.
+        self.storage_error: str | None = None
+        try:
+            self._db = self._open_disk()
+        except (sqlite3.Error, OSError) as exc:
+            self._db = _open_memory()
+            self._storage_failed(exc)
         self._pending: list[tuple[int, str, bytes, float]] = []
         self._acked: list[int] = []
         self._flush_scheduled = False
@@ -99,17 +109,7 @@ class Outbox:
                             "not stored", topic)
             return
         if lane == LANE_ALERT:
-            self.flush()  # keep id order: earlier readings first
-            self._db.execute("PRAGMA synchronous=FULL")
-            try:
-                self._db.execute(
-                    "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)",
-                    (lane, topic, payload, created),
-                )
-            finally:
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            self.counts[lane] += 1
-            self._notify()
+            self.put_alerts([(topic, payload, created)])
             return
         self._pending.append((lane, topic, payload, created))
         if not self._flush_scheduled:
@@ -132,19 +132,25 @@ class Outbox:
                             "not stored", len(rows))
             return
         self.flush()  # keep id order: earlier readings first
-        self._db.execute("PRAGMA synchronous=FULL")
-        try:
-            with self._tx():
-                self._db.executemany(
-                    "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)",
-                    [(LANE_ALERT, topic, payload, created) for topic, payload, created in rows],
-                )
-                for key, value in (state or {}).items():
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value)
+
+        def write() -> None:
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._tx():
+                    self._db.executemany(
+                        "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)",
+                        [(LANE_ALERT, t, p, c) for t, p, c in rows],
                     )
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
+                    for key, value in (state or {}).items():
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
+                            (key, value),
+                        )
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+
+        self._guarded(write)
         self.counts[LANE_ALERT] += len(rows)
         if rows:
             self._notify()
@@ -159,10 +165,15 @@ class Outbox:
         if not self._pending or self.closed:
             return
         rows, self._pending = self._pending, []
+        self._guarded(lambda: self._flush_rows(rows))
+        self._notify()
+
+    def _flush_rows(self, rows: list[tuple[int, str, bytes, float]]) -> None:
         with self._tx():
             self._db.executemany(
                 "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)", rows
             )
+            excess = self.counts[LANE_READING] + len(rows) - self.max_readings
             self.counts[LANE_READING] += len(rows)
             excess = self.counts[LANE_READING] - self.max_readings
             if excess > 0:
@@ -181,7 +192,6 @@ class Outbox:
                 self.dropped += excess
                 if self._on_drop:
                     self._on_drop(LANE_READING, excess)
-        self._notify()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -189,9 +199,94 @@ class Outbox:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    # -- storage trouble ---------------------------------------------------------------------
+    def _open_disk(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _guarded(self, write: Callable[[], None]) -> None:
+        """Run a write; when the disk fails it, move to memory and run it there."""
+        try:
+            write()
+        except sqlite3.Error as exc:
+            if self.storage_error is not None or self.closed:
+                raise  # already in memory: a real bug, not storage
+            self._to_memory(exc)
+            write()
+
+    def _to_memory(self, exc: BaseException) -> None:
+        disk, mem = self._db, _open_memory()
+        with contextlib.suppress(sqlite3.Error):  # reading usually still works
+            with contextlib.suppress(sqlite3.Error):
+                disk.execute("ROLLBACK")
+            _copy(disk, mem)
+        with contextlib.suppress(sqlite3.Error):
+            disk.close()
+        self._db = mem
+        self._recount()
+        self._storage_failed(exc)
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        self.storage_error = f"{type(exc).__name__}: {exc}"
+        log.critical("state directory %s cannot be written (%s): the outbox runs in memory, "
+                     "NOT durable, until it can be written again", self.path.parent,
+                     self.storage_error)
+        self._tell_storage(self.storage_error)
+
+    def _tell_storage(self, error: str | None) -> None:
+        if self._on_storage is None:
+            return
+        try:  # not from inside the write that failed
+            asyncio.get_running_loop().call_soon(self._on_storage, error)
+        except RuntimeError:
+            self._on_storage(error)
+
+    def try_recover(self) -> bool:
+        """While in memory: move everything back to disk if it can be written now."""
+        if self.storage_error is None or self.closed:
+            return self.storage_error is None
+        self.flush()
+        try:
+            disk = self._open_disk()
+        except (sqlite3.Error, OSError):
+            return False
+        try:
+            disk.execute("BEGIN IMMEDIATE")
+            disk.execute("DELETE FROM outbox")
+            disk.execute("DELETE FROM state")
+            _copy(self._db, disk, in_transaction=True)
+            disk.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                disk.execute("ROLLBACK")
+            disk.close()
+            return False
+        self._db.close()
+        self._db = disk
+        self._recount()
+        log.critical("state directory %s can be written again: the outbox is durable again",
+                     self.path.parent)
+        self.storage_error = None
+        self._tell_storage(None)
+        return True
+
+    def _recount(self) -> None:
+        self.counts = {lane: 0 for lane in LANE_NAMES}
+        for lane, n in self._db.execute("SELECT lane, COUNT(*) FROM outbox GROUP BY lane"):
+            self.counts[int(lane)] = int(n)
 
     def _notify(self) -> None:
         if self._new is None and _has_loop():
@@ -224,9 +319,14 @@ class Outbox:
         if not self._acked or self.closed:
             return  # after close, unacked rows stay and are re-sent after the restart
         ids, self._acked = self._acked, []
-        with self._tx():
-            # Acks come back nearly in id order: delete whole runs of ids at once.
-            self._db.executemany("DELETE FROM outbox WHERE id BETWEEN ? AND ?", _runs(ids))
+        runs = _runs(ids)
+
+        def delete() -> None:
+            with self._tx():
+                # Acks come back nearly in id order: delete whole runs of ids at once.
+                self._db.executemany("DELETE FROM outbox WHERE id BETWEEN ? AND ?", runs)
+
+        self._guarded(delete)
 
     def depth(self) -> int:
         return sum(self.counts.values())
@@ -258,6 +358,27 @@ def _runs(ids: list[int]) -> list[tuple[int, int]]:
         prev = i
     runs.append((start, prev))
     return runs
+
+
+def _open_memory() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _copy(src: sqlite3.Connection, dst: sqlite3.Connection, in_transaction: bool = False
+          ) -> None:
+    """Every queued message (ids kept, so the drain's cursors stay valid) and state blob."""
+    rows = src.execute("SELECT id, lane, topic, payload, created FROM outbox ORDER BY id")
+    state = src.execute("SELECT key, value FROM state").fetchall()
+    if not in_transaction:
+        dst.execute("BEGIN")
+    dst.executemany(
+        "INSERT INTO outbox (id, lane, topic, payload, created) VALUES (?,?,?,?,?)", rows
+    )
+    dst.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", state)
+    if not in_transaction:
+        dst.execute("COMMIT")
 
 
 def _has_loop() -> bool:

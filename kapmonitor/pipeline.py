@@ -69,6 +69,8 @@ class DurablePublisher:
         body["seq"] = self.seq
         body["msg_id"] = f"{self.boot_id}-{self.seq}"
         body["boot_id"] = self.boot_id
+        if self.outbox.storage_error is not None:
+            body["durable"] = False  # the outbox runs in memory: a restart would lose it
         self.outbox.put(LANE_READING, self.topics.reading(r.bed), encode(body), r.received)
 
     def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
@@ -77,6 +79,8 @@ class DurablePublisher:
         body = dict(event)
         body.update(seq=self.seq, msg_id=f"{self.boot_id}-{self.seq}", boot_id=self.boot_id,
                     bed=bed)
+        if self.outbox.storage_error is not None:
+            body["durable"] = False
         self.outbox.put(LANE_ALERT, self.topics.alert(bed), encode(body), self.clock.now())
 
     def commit_alerts(
@@ -91,6 +95,8 @@ class DurablePublisher:
             body = dict(event)
             body.update(seq=self.seq, msg_id=f"{self.boot_id}-{self.seq}",
                         boot_id=self.boot_id, bed=bed)
+            if self.outbox.storage_error is not None:
+                body["durable"] = False
             rows.append((self.topics.alert(bed), encode(body), now))
         self.outbox.put_alerts(rows, {key: state})
 

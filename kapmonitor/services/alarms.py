@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,7 +68,12 @@ class AlarmService:
         )
         self.state_path = ports.state_dir / "alarm-state.json"
         self.log_path = ports.state_dir / "alarm-log.jsonl"
-        self._log_file = self.log_path.open("a", encoding="utf-8")
+        try:
+            self._log_file: TextIO = self.log_path.open("a", encoding="utf-8")
+        except OSError as exc:  # a read-only state directory: the outbox reports it
+            log.critical("cannot open the alarm log %s (%s); events go to MQTT only",
+                         self.log_path, exc)
+            self._log_file = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
         # Called on every engine tick (the daemon's liveness heartbeat).
         self.tick_beat: Callable[[], None] = lambda: None
         self._restore()
@@ -122,9 +128,12 @@ class AlarmService:
         if not bodies:
             return
         if not self._log_file.closed:  # closed only at shutdown
-            for _, body in bodies:
-                self._log_file.write(encode(body).decode() + "\n")
-            self._log_file.flush()
+            try:
+                for _, body in bodies:
+                    self._log_file.write(encode(body).decode() + "\n")
+                self._log_file.flush()
+            except OSError as exc:  # a full disk: the events are on MQTT, the log misses them
+                log.error("alarm log %s: %s", self.log_path, exc)
         self.publish_snapshots({bed for bed, _ in bodies})
 
     def publish_snapshots(self, beds: Iterable[str] | None = None) -> None:
