@@ -185,6 +185,14 @@ async def run(beds: int, rounds: int, seconds: float) -> dict[str, Any]:
 
                     await asyncio.gather(*(normal(i) for i in range(1, beds + 1)))
                     await asyncio.sleep(1.5)
+            # Wait (up to 60 s) until every crisis has its reading and its raised alarm.
+            for _ in range(600):
+                got_r = sum(1 for a in arrivals if a.get("k") == "reading" and a["value"] >= 200)
+                got_a = sum(1 for a in arrivals if a.get("k") == "alert"
+                            and a["event"] == "raised")
+                if got_r >= len(sent) and got_a >= len(sent):
+                    break
+                await asyncio.sleep(0.1)
             if daemon.poll() is not None:
                 raise RuntimeError(f"daemon exited with {daemon.returncode}")
         finally:
