@@ -162,7 +162,15 @@ class AlarmService:
             # tick after it arrived.
             now = self.clock.now()
             await self.clock.sleep((math.floor(now / dt + 1e-9) + 1) * dt - now)
-            self._emit(self.engine.tick(self.clock.now()))
+            now = self.clock.now()
+            last = self.engine.last_tick
+            if last is not None and now < last - 2 * dt:
+                # The wall clock stepped back (NTP): the engine's grid would wait for the old
+                # future and evaluate nothing meanwhile. Re-anchor it at the present.
+                log.warning("the clock stepped back %.1f s; the alarm engine goes on from now",
+                            last - now)
+                self.engine.tick_k = math.floor(now / dt + 1e-9)
+            self._emit(self.engine.tick(now))
             self.tick_beat()
             mono = self.clock.monotonic()
             if mono - last_snapshot >= SNAPSHOT_EVERY:
