@@ -184,7 +184,14 @@ async def run(beds: int, rounds: int, seconds: float) -> dict[str, Any]:
                         await senders[i - 1].send(nibp_oru(f"n{n}", 120, 80, 93, equipment(i)))
 
                     await asyncio.gather(*(normal(i) for i in range(1, beds + 1)))
-                    await asyncio.sleep(1.5)
+                    # The next round raises anew only once every alarm of this one cleared.
+                    for _ in range(300):
+                        cleared = sum(1 for a in arrivals if a.get("k") == "alert"
+                                      and a["event"] == "cleared")
+                        if cleared >= beds * (r + 1):
+                            break
+                        await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.5)
             # Wait (up to 60 s) until every crisis has its reading and its raised alarm.
             for _ in range(600):
                 got_r = sum(1 for a in arrivals if a.get("k") == "reading" and a["value"] >= 200)
