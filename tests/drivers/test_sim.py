@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kapmonitor_simulators.driver import SimConfig, SimDriver
 
 from kapmonitor.clock import ManualClock
 from kapmonitor.drivers.base import CommandError, DriverContext
-from kapmonitor.drivers.sim import SimConfig, SimDriver
 
 
 def driver(tmp_path: Path) -> SimDriver:

@@ -16,7 +16,7 @@ from kapmonitor.services.escalation import AppriseNotifier, EscalationService, N
 from kapmonitor.supervisor import DeviceStatus
 from tests.helpers.daemon import clinic_config, running
 from tests.helpers.http import Receiver
-from tests.helpers.mqtt import Broker, request
+from tests.helpers.mqtt import Broker, free_port, request
 
 BASE = "kapmonitor/t1"
 
@@ -158,8 +158,6 @@ async def test_apprise_json_target_with_retries(tmp_path: Path) -> None:
 
 async def test_apprise_unreachable_target_is_recorded_as_failed(tmp_path: Path) -> None:
     pytest.importorskip("apprise")
-    from kapmonitor.broker import free_port
-
     cfg = EscalationConfig(enabled=True, urls=[f"json://127.0.0.1:{free_port()}/x"],
                            retries=1, retry_delay=0.05,
                            rules=[EscalationRule(when="unacknowledged", after=0)])
