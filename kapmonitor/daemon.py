@@ -129,7 +129,8 @@ class Daemon:
         # Feeds the systemd watchdog only while every task below makes progress.
         self.liveness = Liveness(sd_notify)
         self._oneshots: set[asyncio.Future[Any]] = set()
-        self._storage_event: dict[str, Any] | None = None
+        self._storage_since = 0.0
+        self.alert_tee: AlertTee | None = None
         self._add_builtin_commands()
 
     # -- the daemon's own commands -----------------------------------------------------------
@@ -161,22 +162,33 @@ class Daemon:
     def _on_storage(self, error: str | None) -> None:
         """The outbox moved to memory (``error``) or back to disk (None): the technical alarm
         ``storage_failed`` on every bed's alert topic, and ``storage`` in bridge/state."""
-        assert self.publisher is not None or self.outbox is not None
+        now = self.clock.now()
+        if error:
+            self._storage_since = now
         event = {
-            "t": self.clock.now(), "type": "alert",
+            "t": now, "type": "alert",
             "event": "raised" if error else "cleared", "alert_id": f"{self.boot_id}-storage",
             "rule": "storage_failed", "priority": "high", "kind": "technical",
+            "metric": None, "value": None, "acknowledged": False, "escalation_level": 0,
+            "audio_paused_until": None, "by": None, "onset_t": self._storage_since,
             "state": "active" if error else "cleared",
             "text": (f"State directory cannot be written ({error}): readings and alerts are "
                      "published but NOT stored; a restart would lose them") if error else
                     "State directory can be written again; the outbox is durable again",
         }
-        self._storage_event = event
-        if self.publisher is not None:
+        if self.alert_tee is not None:  # escalation sees it too (rule = "storage_failed")
             for bed in self.beds:
-                self.publisher.publish_alert(bed, event)
+                self.alert_tee.publish_alert(bed, {**event, "phase": self._phase(bed)})
         if self.mqtt is not None and self.mqtt.connected.is_set():
             self.spawn_oneshot(self.mqtt.publish_bridge_state("online", "connected"))
+
+    def _make_alert_tee(self) -> AlertTee:
+        assert self.publisher is not None
+        self.alert_tee = AlertTee(self.publisher, self.alert_events)
+        return self.alert_tee
+
+    def _phase(self, bed: str) -> str:
+        return self.alarms.engine.phase_of(bed) if self.alarms is not None else "idle"
 
     def spawn_oneshot(self, coro: Coroutine[Any, Any, Any]) -> None:
         """A short task (not supervised: it ends by design); its failure is logged."""
@@ -314,7 +326,7 @@ class Daemon:
             topics=self.topics,
             readings=self.readings,
             statuses=self.status_listeners,
-            alerts=AlertTee(self.publisher, self.alert_events),
+            alerts=self._make_alert_tee(),
             retained=self.mqtt,
             commands=self.router,
             spawn=self.spawn,
