@@ -24,7 +24,7 @@ This module runs on the hot path (every reading): it caches labelled counters an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from kapmonitor.clock import Clock
@@ -54,17 +54,21 @@ class Listeners(Generic[T]):
 
 
 class DurablePublisher:
-    """Stamps messages with this run's sequence and commits them to the outbox."""
+    """Stamps messages with this run's sequence and commits them to the outbox. Subscribers
+    (:meth:`subscribe`; the session history) get ``(lane, body)`` of every message put."""
 
-    def __init__(self, outbox: Outbox, topics: Topics, boot_id: str, clock: Clock, *,
-                 on_alert: Callable[[Mapping[str, Any]], None] | None = None) -> None:
+    def __init__(self, outbox: Outbox, topics: Topics, boot_id: str, clock: Clock) -> None:
         self.outbox = outbox
         self.topics = topics
         self.boot_id = boot_id
         self.clock = clock
-        self.on_alert = on_alert  # sees every alert event as published (the alarm metrics)
         self.seq = 0
         self.events = 0
+        self._durable: list[Callable[[int, dict[str, Any]], None]] = []
+
+    def subscribe(self, listener: Callable[[int, dict[str, Any]], None]) -> None:
+        """Call ``listener(lane, body)`` after each message was put into the outbox."""
+        self._durable.append(listener)
 
     def publish_reading(self, r: Reading) -> None:
         self.seq += 1
@@ -72,17 +76,11 @@ class DurablePublisher:
         body["seq"] = self.seq
         body["msg_id"] = f"{self.boot_id}-{self.seq}"
         body["boot_id"] = self.boot_id
+        if self.outbox.storage_error is not None:
+            body["durable"] = False  # the outbox runs in memory: a restart would lose it
         self.outbox.put(LANE_READING, self.topics.reading(r.bed), encode(body), r.received)
-
-    def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
-        """Queue an alert event for ``bed/<bed>/alert`` (durable, never dropped)."""
-        self.seq += 1
-        body = dict(event)
-        body.update(seq=self.seq, msg_id=f"{self.boot_id}-{self.seq}", boot_id=self.boot_id,
-                    bed=bed)
-        if self.on_alert is not None:
-            self.on_alert(body)
-        self.outbox.put(LANE_ALERT, self.topics.alert(bed), encode(body), self.clock.now())
+        for listener in self._durable:
+            listener(LANE_READING, body)
 
     def publish_event(self, topic: str, body: Mapping[str, Any]) -> None:
         """Queue another non-retained message (``bridge/event``) with the guarantee of alert
@@ -92,6 +90,70 @@ class DurablePublisher:
         stamped = dict(body)
         stamped.update(msg_id=f"{self.boot_id}-e{self.events}", boot_id=self.boot_id)
         self.outbox.put(LANE_ALERT, topic, encode(stamped), self.clock.now())
+
+    def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
+        """Queue an alert event for ``bed/<bed>/alert`` (durable, never dropped)."""
+        self.seq += 1
+        body = dict(event)
+        body.update(seq=self.seq, msg_id=f"{self.boot_id}-{self.seq}", boot_id=self.boot_id,
+                    bed=bed)
+        if self.outbox.storage_error is not None:
+            body["durable"] = False
+        self.outbox.put(LANE_ALERT, self.topics.alert(bed), encode(body), self.clock.now())
+        for listener in self._durable:
+            listener(LANE_ALERT, body)
+
+    def commit_alerts(
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+    ) -> None:
+        """Queue alert events and store ``state`` under ``key`` in one transaction, before
+        any of the events can be published."""
+        now = self.clock.now()
+        rows: list[tuple[str, bytes, float]] = []
+        bodies: list[dict[str, Any]] = []
+        for bed, event in events:
+            self.seq += 1
+            body = dict(event)
+            body.update(seq=self.seq, msg_id=f"{self.boot_id}-{self.seq}",
+                        boot_id=self.boot_id, bed=bed)
+            if self.outbox.storage_error is not None:
+                body["durable"] = False
+            rows.append((self.topics.alert(bed), encode(body), now))
+            bodies.append(body)
+        self.outbox.put_alerts(rows, {key: state})
+        for body in bodies:  # the subscribers see every message put, as for publish_alert
+            for listener in self._durable:
+                listener(LANE_ALERT, body)
+
+    def load_state(self, key: str) -> bytes | None:
+        return self.outbox.get_state(key)
+
+
+class AlertTee:
+    """A :class:`~kapmonitor.ports.DurablePublish` that queues through ``publisher`` and then
+    tells ``listeners`` (bed, event): services that act on alert events (remote escalation)
+    see exactly what was committed to the outbox."""
+
+    def __init__(
+        self, publisher: DurablePublisher, listeners: Callable[[tuple[str, dict[str, Any]]], None]
+    ) -> None:
+        self._publisher = publisher
+        self._listeners = listeners
+
+    def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
+        self._publisher.publish_alert(bed, event)
+        self._listeners((bed, dict(event)))
+
+    def commit_alerts(
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+    ) -> None:
+        self._publisher.commit_alerts(events, key, state)
+        for bed, event in events:
+            self._listeners((bed, dict(event)))
+
+    def load_state(self, key: str) -> bytes | None:
+        return self._publisher.load_state(key)
+
 
 
 class VitalsCache:

@@ -3,13 +3,22 @@ persists what it says, and answers the engine's commands.
 
 What lives here (everything around the pure engine of :mod:`kapmonitor.alerts` that does I/O):
 
-- readings and device status changes go into the engine as they arrive (the
-  :class:`~kapmonitor.ports.ReadingFeed` and :class:`~kapmonitor.ports.StatusFeed` ports);
+- device status changes go into the engine as they arrive (the
+  :class:`~kapmonitor.ports.StatusFeed` port); readings (the
+  :class:`~kapmonitor.ports.ReadingFeed` port) are held until the tick they belong to: before
+  the tick at time *k* the engine gets exactly the readings received at or before *k* (in
+  arrival order; the parts of one NIBP measurement together), and a command at *now* acts on
+  an engine that has run every tick up to *now*. That is how ``kapmonitor replay`` feeds a
+  trace, so replaying a recorded session (``kapmonitor report``'s CSV) gives the alerts the
+  daemon raised;
 - a task ticks it once per second of the daemon's clock;
 - every event goes through the durable outbox to ``bed/<id>/alert`` (QoS 1, not retained) and
   into the append-only alarm log ``alarm-log.jsonl`` in the state directory;
 - the active set and the session go to the retained ``bed/<id>/alarms`` and ``bed/<id>/session``;
-- sessions and latched alerts are saved to ``alarm-state.json`` and restored after a restart;
+- sessions and latched alerts are committed together with every event that changes them
+  (one outbox transaction, :meth:`~kapmonitor.ports.DurablePublish.commit_alerts`), so an event
+  is on MQTT only once the state behind it is on disk, and a restart restores exactly what was
+  committed (an older ``alarm-state.json`` is read once, for the upgrade);
 - the engine's commands (names and models from :data:`~kapmonitor.alerts.commands.ENGINE_COMMANDS`)
   and ``bp/measure`` arrive on ``bridge/request/…`` already validated.
 
@@ -22,30 +31,34 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kapmonitor.alerts import AlarmEngine, Event, load_rules
 from kapmonitor.alerts.commands import ENGINE_COMMANDS, EngineArgs
 from kapmonitor.errors import CommandError
+from kapmonitor.model import Reading
 from kapmonitor.ports import ServicePorts
 from kapmonitor.supervisor import DeviceStatus
 from kapmonitor.topics import encode
 
 log = logging.getLogger("kapmonitor.alarms")
 
-SAVE_EVERY = 5.0  # seconds of daemon time between state saves while events flow
+_NIBP = frozenset({"nibp_sys", "nibp_dia", "nibp_mean"})
+STATE_KEY = "alarm-state"  # the engine's state in the outbox's state table
 SNAPSHOT_EVERY = 10.0  # refresh retained alarms/session (timers in them move)
 
 
 class MeasureArgs(BaseModel):
     """Start a blood-pressure measurement on a bed's remote-start cuff."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     bed: str = Field(description="Bed to measure.")
     device: str | None = Field(default=None, description="A specific cuff; default: any.")
@@ -64,28 +77,46 @@ class AlarmService:
         )
         self.state_path = ports.state_dir / "alarm-state.json"
         self.log_path = ports.state_dir / "alarm-log.jsonl"
-        self._log_file = self.log_path.open("a", encoding="utf-8")
-        self._dirty = False
-        self._last_save = 0.0
+        try:
+            self._log_file: TextIO = self.log_path.open("a", encoding="utf-8")
+        except OSError as exc:  # a read-only state directory: the outbox reports it
+            log.critical("cannot open the alarm log %s (%s); events go to MQTT only",
+                         self.log_path, exc)
+            self._log_file = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+        # Called on every engine tick (the daemon's liveness heartbeat).
+        self.tick_beat: Callable[[], None] = lambda: None
+        self._held: deque[Reading] = deque()  # received, not yet given to the engine
+        self.log_max_bytes = 0  # rotate alarm-log.jsonl above this size (0: never)
+        self.log_keep = 5  # rotated logs kept (alarm-log.jsonl.1 … .N)
+        self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._restore()
-        ports.readings.subscribe(self.engine.on_reading)
+        ports.readings.subscribe(self._held.append)
         ports.statuses.subscribe(self._on_status)
         self._register_commands()
 
     # -- persistence -----------------------------------------------------------------------
     def _restore(self) -> None:
-        try:
-            data = json.loads(self.state_path.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            self._quarantine(f"unreadable: {exc}")
-            return
-        try:
-            self.engine.restore_state(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            self._quarantine(f"not restorable: {exc}")
-            return
+        stored = self.ports.alerts.load_state(STATE_KEY)
+        if stored is not None:
+            try:
+                self.engine.restore_state(json.loads(stored))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("the stored alarm state is not restorable (%s); starting without it",
+                          exc)
+                return
+        else:
+            try:  # the state file of earlier versions
+                data = json.loads(self.state_path.read_text())
+            except FileNotFoundError:
+                return
+            except (OSError, ValueError) as exc:
+                self._quarantine(f"unreadable: {exc}")
+                return
+            try:
+                self.engine.restore_state(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                self._quarantine(f"not restorable: {exc}")
+                return
         active = [b for b in self.devices.beds if self.engine.session_state(b).get("active")]
         log.info("restored alarm state: sessions on %s", ", ".join(active) or "no bed")
 
@@ -96,28 +127,78 @@ class AlarmService:
                   self.state_path, why, bad)
 
     def save(self) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(self.engine.export_state(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self.state_path)
-        self._dirty = False
-        self._last_save = self.clock.monotonic()
+        """Commit the engine's state now (no events)."""
+        self.ports.alerts.commit_alerts([], STATE_KEY, encode(self.engine.export_state()))
 
     # -- events ----------------------------------------------------------------------------
-    def _emit(self, events: Iterable[Event]) -> None:
-        beds: set[str] = set()
-        for e in events:
-            body = e.to_json()
-            self.ports.alerts.publish_alert(e.bed, body)
-            if not self._log_file.closed:  # closed only at shutdown
-                self._log_file.write(encode(body).decode() + "\n")
-            beds.add(e.bed)
-        if beds and not self._log_file.closed:
-            self._log_file.flush()
-            self._dirty = True
-            self.publish_snapshots(beds)
+    def _emit(self, events: Iterable[Event], *, force_save: bool = False) -> None:
+        """Commit the events together with the state they leave behind, then log them, pass
+        them to the event listeners and refresh the retained snapshots. Nothing is published
+        before the commit."""
+        bodies = [(e.bed, e.to_json()) for e in events]
+        if not bodies and not force_save:
+            return
+        self.ports.alerts.commit_alerts(bodies, STATE_KEY, encode(self.engine.export_state()))
+        if not bodies:
+            return
+        if not self._log_file.closed:  # closed only at shutdown
+            try:
+                for _, body in bodies:
+                    self._log_file.write(encode(body).decode() + "\n")
+                self._log_file.flush()
+                if self.log_max_bytes and self._log_file.tell() > self.log_max_bytes:
+                    self._rotate_log()
+            except OSError as exc:  # a full disk: the events are on MQTT, the log misses them
+                log.error("alarm log %s: %s", self.log_path, exc)
+        for _, body in bodies:
+            for listener in self.event_listeners:
+                listener(body)
+        self.publish_snapshots({bed for bed, _ in bodies})
+
+    def _rotate_log(self) -> None:
+        """alarm-log.jsonl → .1 → .2 … (the oldest beyond ``log_keep`` is removed)."""
+        self._log_file.close()
+        name = self.log_path.name
+        for i in range(self.log_keep - 1, 0, -1):
+            older = self.log_path.with_name(f"{name}.{i}")
+            if older.exists():
+                older.replace(self.log_path.with_name(f"{name}.{i + 1}"))
+        self.log_path.replace(self.log_path.with_name(f"{name}.1"))
+        self._log_file = self.log_path.open("a", encoding="utf-8")
+        log.info("alarm log rotated (over %d bytes; %d kept)", self.log_max_bytes, self.log_keep)
+
+    def _feed(self, upto: float) -> None:
+        """Give the engine the held readings received at or before ``upto``, and the rest of
+        an NIBP measurement whose first part is among them (its parts arrive one after the
+        other; they are one measurement, which a tick must not split)."""
+        held, on_reading = self._held, self.engine.on_reading
+        last: Reading | None = None
+        while held and held[0].received <= upto:
+            last = held.popleft()
+            on_reading(last)
+        if last is not None and last.metric in _NIBP:
+            key = (last.device, last.group or last.ts)  # the engine's NIBP grouping
+            while held and held[0].metric in _NIBP and (
+                    held[0].device, held[0].group or held[0].ts) == key:
+                on_reading(held.popleft())
+
+    def tick(self, now: float) -> list[Event]:
+        """Run the ticks due up to ``now`` one at a time, each after the readings it covers."""
+        engine = self.engine
+        events: list[Event] = []
+        if engine.tick_k is not None:
+            dt = engine.dt
+            limit = engine.catch_up_limit_s
+            if limit is not None and now - engine.tick_k * dt > limit:
+                self._feed(now)  # a stall: the engine skips ahead; keep the data anyway
+                return engine.tick(now)
+            while engine.tick_k * dt <= now:
+                k_t = engine.tick_k * dt
+                self._feed(k_t)
+                events += engine.tick(k_t)
+            return events
+        self._feed(math.ceil(now / engine.dt - 1e-9) * engine.dt)
+        return engine.tick(now)
 
     def publish_snapshots(self, beds: Iterable[str] | None = None) -> None:
         retained = self.ports.retained
@@ -138,15 +219,27 @@ class AlarmService:
         """Tick the engine on the daemon's clock; refresh retained snapshots; save state."""
         self.publish_snapshots()
         last_snapshot = self.clock.monotonic()
+        dt = self.engine.dt
         while True:
-            await self.clock.sleep(1.0)
-            self._emit(self.engine.tick(self.clock.now()))
+            # Wake at the engine's next grid instant (k·dt of the daemon's clock), not 1 s
+            # after the previous wake-up: no drift, and a reading is evaluated at most one
+            # tick after it arrived.
+            now = self.clock.now()
+            await self.clock.sleep((math.floor(now / dt + 1e-9) + 1) * dt - now)
+            now = self.clock.now()
+            last = self.engine.last_tick
+            if last is not None and now < last - 2 * dt:
+                # The wall clock stepped back (NTP): the engine's grid would wait for the old
+                # future and evaluate nothing meanwhile. Re-anchor it at the present.
+                log.warning("the clock stepped back %.1f s; the alarm engine goes on from now",
+                            last - now)
+                self.engine.tick_k = math.floor(now / dt + 1e-9)
+            self._emit(self.tick(now))
+            self.tick_beat()
             mono = self.clock.monotonic()
             if mono - last_snapshot >= SNAPSHOT_EVERY:
                 self.publish_snapshots()
                 last_snapshot = mono
-            if self._dirty and mono - self._last_save >= SAVE_EVERY:
-                self.save()
 
     def close(self) -> None:
         self.save()
@@ -160,10 +253,15 @@ class AlarmService:
 
     async def _engine_command(self, args: EngineArgs) -> dict[str, Any]:
         """Run a validated engine command; a refusal raises :class:`CommandError`."""
-        result = self.engine.execute(args, self.clock.now())
-        self._emit(result.events)
+        # The command acts at `now` on an engine that has seen every tick and reading up to
+        # `now` (as in replay), even when the ticker is late.
+        now = self.clock.now()
+        self._emit(self.tick(now))
+        self._feed(now)
+        result = self.engine.execute(args, now)
+        # Commands change what must survive a restart: committed even without events.
+        self._emit(result.events, force_save=True)
         self.publish_snapshots([args.bed])
-        self.save()  # commands change what must survive a restart
         return {k: v for k, v in result.response.items() if k != "status"}
 
     async def _measure(self, args: MeasureArgs) -> dict[str, Any]:
