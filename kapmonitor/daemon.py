@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import uuid
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -375,10 +376,17 @@ class Daemon:
             *self.broker,
         )
 
-    def _attach_history(self, ports: ServicePorts) -> HistoryService:
-        """Open the history, store what a crash left in the outbox, and record from now on."""
+    def _attach_history(self, ports: ServicePorts) -> HistoryService | None:
+        """Open the history, store what a crash left in the outbox, and record from now on.
+        A history that cannot be opened (a read-only or full state directory) is left off,
+        loudly: the alarm path must not depend on it (the outbox reports the storage)."""
         assert self.outbox is not None and self.publisher is not None
-        store = HistoryStore(self.state_dir / "history.sqlite3")
+        try:
+            store = HistoryStore(self.state_dir / "history.sqlite3")
+        except (sqlite3.Error, OSError) as exc:
+            log.critical("the session history cannot be opened in %s (%s): nothing is recorded "
+                         "in it until the daemon restarts", self.state_dir, exc)
+            return None
         recovered = store.recover(_outbox_bodies(self.outbox))
         if recovered:
             log.info("history: %d messages recovered from the outbox", recovered)
