@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("replay", "kapmonitor.replay", "main", "run the alarm engine over a CSV trace"),
         ("scan", "kapmonitor.ble.cli", "scan_main", "list nearby BLE devices we can handle"),
         ("pair", "kapmonitor.ble.cli", "pair_main", "bond with a BLE device"),
+        ("station", "kapmonitor.station.cli", "main", "the central station (run, adduser)"),
     ):
         s = sub.add_parser(name, help=text, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)
@@ -257,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, spec in protocols().items():
             print(f"{name:16} {spec.input:11} {spec.summary}")
         return 0
-    delegated = argv[:1] in (["replay"], ["scan"], ["pair"])
+    delegated = argv[:1] in (["replay"], ["scan"], ["pair"], ["station"])
     # argparse.REMAINDER rejects options that come first (`scan --timeout 5`): delegated
     # subcommands get their arguments untouched.
     args = build_parser().parse_args(argv[:1] if delegated else argv)

@@ -30,6 +30,7 @@ from pydantic import (
 from kapmonitor.ble.config import BleConfig
 from kapmonitor.drivers.base import ID_PATTERN, DeviceConfig
 from kapmonitor.drivers.registry import drivers
+from kapmonitor.services.display_watch import DisplayWatchConfig
 
 
 class _Model(BaseModel):
@@ -230,6 +231,10 @@ class Config(_Model):
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig, description="Alarm engine.")
     homeassistant: HomeAssistantConfig = Field(
         default_factory=HomeAssistantConfig, description="Home Assistant discovery."
+    )
+    display_watch: DisplayWatchConfig = Field(
+        default_factory=DisplayWatchConfig,
+        description="Require a central station to show this node's alarms (docs/alarms.md).",
     )
     beds: list[BedConfig] = Field(default_factory=list, description="The beds of this node.")
     # The real type is the discriminated union of all drivers' models; see config_model().

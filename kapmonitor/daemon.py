@@ -46,6 +46,7 @@ from kapmonitor.metrics import Metrics
 from kapmonitor.model import Reading
 from kapmonitor.mqtt import BrokerSettings, CommandError, CommandRouter, MqttOwner, make_tls_context
 from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox
+from kapmonitor.services.display_watch import DisplayWatch
 from kapmonitor.supervisor import DeviceStatus, Supervisor
 
 log = logging.getLogger("kapmonitor.daemon")
@@ -103,6 +104,8 @@ class Daemon:
         self.reading_listeners: list[Callable[[Reading], None]] = []
         self._reading_counters: dict[tuple[str, str], Any] = {}
         self.status_listeners: list[Callable[[DeviceStatus], None]] = []
+        self.alert_listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.display_watch: DisplayWatch | None = None
         self.router = CommandRouter()
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock_fd: int | None = None
@@ -204,6 +207,8 @@ class Daemon:
             json.dumps(body, separators=(",", ":")).encode(),
             self.clock.now(),
         )
+        for listener in self.alert_listeners:
+            listener(bed, body)
 
     def set_retained(self, suffix: str, body: dict[str, Any]) -> None:
         """Publish retained state (e.g. ``bed/<id>/alarms``) now and after every reconnect."""
@@ -336,6 +341,8 @@ class Daemon:
         if cfg.alarms.enabled:
             # Before any driver runs, so the engine sees every reading.
             self.alarms = attach_alarms(self, cfg.alarms.rules)
+        if cfg.display_watch.required:
+            self._attach_display_watch()
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         ctx = DriverContext(
@@ -360,6 +367,18 @@ class Daemon:
             "kapmonitor %s started: node %s, %d beds, %d devices, broker %s:%d",
             __version__, cfg.node.node_id, len(self.beds), len(self.supervisors), *self.broker,
         )
+
+    def _attach_display_watch(self) -> None:
+        """The node's watch over the central stations (kapmonitor.services.display_watch)."""
+        assert self.mqtt is not None
+        watch = DisplayWatch(
+            self.cfg.display_watch, base_topic=self.cfg.base_topic, beds=list(self.beds),
+            boot_id=self.boot_id, alerts=self, retained=self, subscriptions=self.mqtt,
+            now=self.clock.now,
+        )
+        self.alert_listeners.append(watch.on_alert)
+        self.display_watch = watch
+        self.spawn(watch.run(), "display-watch")
 
     def _home_assistant_discovery(self) -> None:
         """Publish HA discovery (when enabled) and remove what an earlier config published

@@ -148,10 +148,17 @@ class MqttOwner:
         self._dirty: set[str] = set()
         self._state_wake = asyncio.Event()
         self.published = 0
+        # Extra topic filters (e.g. the central stations' heartbeats) → callback(topic, payload)
+        self.subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self._published_children: dict[tuple[int, bool], tuple[Any, Any]] = {}
 
     def topic(self, suffix: str) -> str:
         return f"{self.s.base_topic}/{suffix}"
+
+    def add_subscription(self, topic_filter: str, callback: Callable[[str, bytes], None]) -> None:
+        """Subscribe to ``topic_filter`` on every (re)connect; matching messages (other than
+        requests) go to ``callback(topic, payload)`` on the event loop."""
+        self.subscriptions[topic_filter] = callback
 
     # -- retained state ------------------------------------------------------------------
     def set_retained(self, suffix: str, body: dict[str, Any] | bytes) -> None:
@@ -242,6 +249,8 @@ class MqttOwner:
             await client.subscribe(self.topic("bridge/request/#"), qos=1)
         if self.s.birth_topic:
             await client.subscribe(self.s.birth_topic, qos=1)
+        for topic_filter in self.subscriptions:
+            await client.subscribe(topic_filter, qos=1)
         self.connected.set()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._commands(client))
@@ -284,6 +293,7 @@ class MqttOwner:
                 self._on_birth(message.payload)
                 continue
             if not topic.startswith(prefix):
+                self._dispatch(message)
                 continue
             name = topic[len(prefix):]
             payload = message.payload if isinstance(message.payload, bytes) else str(
@@ -300,6 +310,17 @@ class MqttOwner:
             await client.publish(
                 self.topic(f"bridge/response/{name}"), json.dumps(response).encode(), qos=1
             )
+
+    def _dispatch(self, message: aiomqtt.Message) -> None:
+        payload = message.payload if isinstance(message.payload, bytes) else str(
+            message.payload or ""
+        ).encode()
+        for topic_filter, callback in self.subscriptions.items():
+            if message.topic.matches(topic_filter):
+                try:
+                    callback(str(message.topic), payload)
+                except Exception:  # a subscriber's bug must not end the connection
+                    log.exception("handler of %s failed", topic_filter)
 
     def _on_birth(self, payload: Any) -> None:
         """Home Assistant came (back) online: after a random delay, so that many bridges do

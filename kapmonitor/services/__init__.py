@@ -1,0 +1,1 @@
+"""Services: parts of the daemon that plug into it through narrow collaborators (ports)."""
