@@ -134,6 +134,9 @@ class Station:
             raise web.HTTPFound("/login")
         return web.FileResponse(STATIC / "index.html")
 
+    async def favicon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
     async def login_page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "login.html")
 
@@ -275,6 +278,7 @@ class Station:
         app.router.add_post("/api/action", self.action)
         app.router.add_get("/ws", self.websocket)
         app.router.add_static("/static/", STATIC)
+        app.router.add_get("/favicon.ico", self.favicon)
         return app
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ const st = {
   offset: 0, page: 0, big: false, shown: new Set(), ws: null, timelineFor: null,
 };
 const audio = new Annunciator();
+window.__kapAudio = audio; // for the browser tests and the console
 const now = () => Date.now() / 1000 + st.offset;
 
 function age(t) {
