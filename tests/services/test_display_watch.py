@@ -1,0 +1,138 @@
+"""The node's watch over the central stations: ``no_alarm_display`` when no heartbeat comes
+or a medium/high alert is not confirmed in time; through the whole daemon when a real
+station stops (heartbeat gone → alarm published, logged critical, annunciator run)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kapmonitor.services.display_watch import DisplayWatch, DisplayWatchConfig
+from tests.helpers.daemon import clinic_config, running
+from tests.helpers.mqtt import Broker, subscribe
+from tests.helpers.station import running_station, station_config
+
+BASE = "kapmonitor/t1"
+
+
+class Fake:
+    def __init__(self) -> None:
+        self.alerts: list[tuple[str, dict[str, Any]]] = []
+        self.retained: dict[str, dict[str, Any]] = {}
+        self.subs: dict[str, Callable[[str, bytes], None]] = {}
+        self.mono = 1000.0
+
+    def publish_alert(self, bed: str, event: dict[str, Any]) -> None:
+        self.alerts.append((bed, event))
+
+    def set_retained(self, suffix: str, body: dict[str, Any]) -> None:
+        self.retained[suffix] = body
+
+    def add_subscription(self, topic_filter: str, cb: Callable[[str, bytes], None]) -> None:
+        self.subs[topic_filter] = cb
+
+
+def watch(fake: Fake, **cfg: Any) -> DisplayWatch:
+    return DisplayWatch(
+        DisplayWatchConfig(required=True, **cfg), base_topic=BASE, beds=["bed1", "bed2"],
+        boot_id="b", alerts=fake, retained=fake, subscriptions=fake, now=lambda: 5.0,
+        monotonic=lambda: fake.mono,
+    )
+
+
+def alert(event: str, priority: str = "high", aid: str = "a1", **kw: Any) -> dict[str, Any]:
+    return {"type": "alert", "event": event, "priority": priority, "alert_id": aid,
+            "rule": "spo2_below_88", "acknowledged": False, **kw}
+
+
+def test_heartbeat_timeout_raises_and_a_heartbeat_clears() -> None:
+    fake = Fake()
+    w = watch(fake, heartbeat_timeout_s=20)
+    assert set(fake.subs) == {"kapmonitor-station/+/heartbeat", f"{BASE}/display/confirm"}
+    fake.mono += 19
+    w.evaluate()
+    assert w.reason is None and not fake.alerts
+    fake.mono += 2
+    w.evaluate()
+    assert w.reason is not None and "since start" in w.reason
+    raised = [e for _, e in fake.alerts if e["event"] == "raised"]
+    assert {b for b, _ in fake.alerts} == {"bed1", "bed2"} and len(raised) == 2
+    assert raised[0]["rule"] == "no_alarm_display" and raised[0]["kind"] == "technical"
+    assert raised[0]["priority"] == "high"
+    assert fake.retained["display/state"]["state"] == "no_alarm_display"
+    fake.subs["kapmonitor-station/+/heartbeat"]("kapmonitor-station/desk/heartbeat", b"{}")
+    w.evaluate()
+    assert w.reason is None
+    assert [e["event"] for _, e in fake.alerts][-2:] == ["cleared", "cleared"]
+    assert fake.retained["display/state"] == {
+        "state": "ok", "reason": None, "required": True, "stations": ["desk"], "pending": 0}
+    fake.mono += 21
+    w.evaluate()
+    assert w.reason is not None and "for 21 s" in w.reason
+
+
+def test_unconfirmed_medium_or_high_alert_raises_until_confirmed() -> None:
+    fake = Fake()
+    w = watch(fake, heartbeat_timeout_s=600, confirm_timeout_s=15)
+    w.on_alert("bed1", alert("raised", "low", "l1"))
+    w.on_alert("bed1", alert("raised", "medium", "m1"))
+    w.on_alert("bed1", alert("raised", "high", "h1"))
+    w.on_alert("bed1", alert("raised", "high", "h2"))
+    w.on_alert("bed1", alert("acknowledged", "high", "h2", acknowledged=True))
+    assert set(w.pending) == {"m1", "h1"}
+    fake.subs[f"{BASE}/display/confirm"](f"{BASE}/display/confirm",
+                                         json.dumps({"alert_id": "h1", "station": "s"}).encode())
+    fake.mono += 16
+    w.evaluate()
+    assert w.reason is not None and "medium" in w.reason and "m1" in w.reason
+    fake.subs[f"{BASE}/display/confirm"](f"{BASE}/display/confirm",
+                                         json.dumps({"alert_id": "m1"}).encode())
+    w.evaluate()
+    assert w.reason is None
+    # A confirmed alert that escalates needs no second confirmation; its own events do not
+    # start a watch either.
+    w.on_alert("bed1", alert("escalated", "high", "m1"))
+    w.on_alert("bed1", alert("raised", "high", "x", rule="no_alarm_display"))
+    assert not w.pending
+    fake.subs[f"{BASE}/display/confirm"](f"{BASE}/display/confirm", b"not json")
+
+
+async def test_station_stops_node_raises_no_alarm_display(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    marker = tmp_path / "annunciator.txt"
+    script = tmp_path / "annunciate.py"
+    script.write_text("import sys\nopen(sys.argv[1], 'a').write(' '.join(sys.argv[2:]) + '\\n')\n")
+    cfg = clinic_config(tmp_path / "state", broker.address, beds=1, interval=0.5,
+                        display_watch={
+                            "required": True, "heartbeat_timeout_s": 3, "confirm_timeout_s": 30,
+                            "annunciator_command": [sys.executable, str(script), str(marker)]})
+    caplog.set_level(logging.CRITICAL, logger="kapmonitor.display_watch")
+    async with subscribe(broker.address, f"{BASE}/#") as sub, running(cfg) as daemon:
+        assert daemon.display_watch is not None
+        async with running_station(station_config(tmp_path, broker.address)):
+            await sub.wait_for(lambda m: [p for t, p, _ in m if t.endswith("display/state")
+                                          and p.get("stations")])
+            await asyncio.sleep(4)  # longer than the timeout: heartbeats keep it quiet
+            assert daemon.display_watch.reason is None
+        # The station is gone: within the timeout (+1 s evaluation) the node raises.
+        raised = await sub.wait_for(lambda m: [
+            p for t, p, _ in m if t == f"{BASE}/bed/bed1/alert"
+            and p.get("rule") == "no_alarm_display" and p.get("event") == "raised"], timeout=10)
+        assert raised[0]["priority"] == "high" and "heartbeat" in raised[0]["text"]
+        await sub.wait_for(lambda m: [p for t, p, r in m if t.endswith("display/state")
+                                      and p.get("state") == "no_alarm_display"])
+        for _ in range(50):
+            if marker.exists():
+                break
+            await asyncio.sleep(0.1)
+        assert marker.read_text().startswith("raised no central station heartbeat")
+        assert any("NO ALARM DISPLAY" in r.getMessage() for r in caplog.records
+                   if r.levelno == logging.CRITICAL)
