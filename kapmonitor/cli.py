@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--config", help="use this config instead of the generated clinic")
     d.add_argument("--broker", type=parse_hostport, help="HOST:PORT of a broker to use")
     d.add_argument("--no-view", action="store_true", help="log instead of the live view")
+    d.add_argument("--no-station", action="store_true",
+                   help="do not start the central station (web page)")
     d.add_argument("--sim-only", action="store_true",
                    help="only in-process simulated devices (no serial/HL7 simulator processes)")
     d.set_defaults(func=cmd_demo)

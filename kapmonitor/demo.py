@@ -287,6 +287,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"the daemon did not start: {daemon_task.exception()}")
             raise RuntimeError("the daemon did not start within 15 s")
         await start_sims(True)
+        station = None if args.no_station else await _demo_station(info, workdir, cfg)
         clinician = asyncio.create_task(_virtual_clinician(daemon, clock, sim0))
         started = time.monotonic()
         live_ctx: Any = contextlib.nullcontext()
@@ -322,6 +323,8 @@ async def run_demo(args: argparse.Namespace) -> int:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            if station is not None:
+                await station.stop()
         print(render_plain(view, (clock.now() - sim0) / 60))
         published = daemon.mqtt.published if daemon.mqtt is not None else 0
         print(f"kapmonitor demo: done; {published} messages acknowledged by the broker, "
@@ -334,6 +337,19 @@ async def run_demo(args: argparse.Namespace) -> int:
             print("kapmonitor demo: FAILED — nothing reached the broker", file=sys.stderr)
             return 1
         return 0
+
+
+async def _demo_station(info: BrokerInfo, workdir: Path, cfg: Config) -> Any:
+    """The central station on the demo's broker; its URL and demo login are printed."""
+    try:
+        from kapmonitor.station.demo import DEMO_PASSWORD, DEMO_USER, start_demo_station
+    except ImportError as exc:  # the station extra is not installed
+        print(f"central station not started ({exc}); pip install 'kapmonitor[station]'")
+        return None
+    station = await start_demo_station(info.host, info.port, workdir, cfg.base_topic)
+    print(f"central station:  {station.url}  (log in as {DEMO_USER} / {DEMO_PASSWORD})",
+          flush=True)
+    return station
 
 
 def main(args: argparse.Namespace) -> int:
