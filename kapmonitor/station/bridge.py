@@ -3,7 +3,8 @@ what it displayed and carries the clinicians' commands.
 
 What belongs here: the aiomqtt client and its reconnect loop, nothing about HTTP or pages.
 
-- Subscribes to the node topics of :mod:`kapmonitor.station.topics` and feeds
+- Subscribes to the node topics of :mod:`kapmonitor.station.topics` on two connections (the
+  alarm path; the bulk vitals, sessions and device states) and feeds
   :class:`~kapmonitor.station.state.StationState` (retained messages rebuild it on connect).
 - Publishes ``<prefix>/<station_id>/state`` retained (``online``; the last will says
   ``offline``/``lost``; a clean stop ``offline``/``shutdown``) and a heartbeat on
@@ -30,6 +31,8 @@ import aiomqtt
 from kapmonitor.station.config import StationConfig
 from kapmonitor.station.state import StationState
 from kapmonitor.station.topics import (
+    ALARM_SUFFIXES,
+    DATA_SUFFIXES,
     NodePatterns,
     confirm_topic,
     heartbeat_topic,
@@ -53,6 +56,7 @@ class StationBridge:
         self.patterns = NodePatterns(cfg.nodes)
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
+        self.data_connected = False
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.pages = 0  # connected pages, reported in the heartbeat
         self.armed = 0  # of which with sound allowed
@@ -64,7 +68,16 @@ class StationBridge:
         return json.dumps({"state": state, "reason": reason, "station": self.cfg.station_id,
                            "t": time.time()}).encode()
 
+    def _broker_state(self) -> None:
+        self.state.set_broker(self.connected.is_set() and self.data_connected, time.time())
+        self.on_change(True)
+
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._run(alarm=True))
+            tg.create_task(self._run(alarm=False))
+
+    async def _run(self, *, alarm: bool) -> None:
         delay = 0.5
         m = self.cfg.mqtt
         password = None
@@ -75,27 +88,33 @@ class StationBridge:
             tls = ssl.create_default_context(cafile=str(m.ca_file) if m.ca_file else None)
         state_topic = station_state_topic(self.cfg.heartbeat_prefix, self.cfg.station_id)
         while not self._stopping:
+            role = "alarm" if alarm else "data"
+            will = aiomqtt.Will(state_topic, self._state_body("offline", "lost"), qos=1,
+                                retain=True) if alarm else None
             client = aiomqtt.Client(
-                m.host, m.port, identifier=f"kapmonitor-station-{self.cfg.station_id}-"
+                m.host, m.port, identifier=f"kapmonitor-station-{self.cfg.station_id}-{role}-"
                 f"{secrets.token_hex(3)}", username=m.username, password=password,
-                keepalive=m.keepalive, tls_context=tls, timeout=10,
-                will=aiomqtt.Will(state_topic, self._state_body("offline", "lost"), qos=1,
-                                  retain=True),
+                keepalive=m.keepalive, tls_context=tls, timeout=10, will=will,
             )
             try:
                 async with client:
-                    self.client = client
-                    await client.publish(state_topic, self._state_body("online", "connected"),
-                                         qos=1, retain=True)
-                    for f in self.patterns.filters():
+                    if alarm:
+                        self.client = client
+                        await client.publish(state_topic,
+                                             self._state_body("online", "connected"),
+                                             qos=1, retain=True)
+                    for f in self.patterns.filters(ALARM_SUFFIXES if alarm else DATA_SUFFIXES):
                         await client.subscribe(f, qos=1)
-                    self.connected.set()
-                    self.state.set_broker(True, time.time())
-                    self.on_change(True)
-                    log.info("connected to broker %s:%d", m.host, m.port)
+                    if alarm:
+                        self.connected.set()
+                    else:
+                        self.data_connected = True
+                    self._broker_state()
+                    log.info("connected to broker %s:%d (%s)", m.host, m.port, role)
                     delay = 0.5
                     async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._heartbeat(client))
+                        if alarm:
+                            tg.create_task(self._heartbeat(client))
                         tg.create_task(self._read(client))
             except (aiomqtt.MqttError, ExceptionGroup) as exc:
                 if isinstance(exc, ExceptionGroup) and not all(
@@ -105,13 +124,15 @@ class StationBridge:
                 if not self._stopping:
                     log.warning("broker %s:%d: %s", m.host, m.port, exc)
             finally:
-                self.client = None
-                self.connected.clear()
-                self.state.set_broker(False, time.time())
-                self.on_change(True)
-                for fut in self.pending.values():
-                    if not fut.done():
-                        fut.set_exception(CommandFailed("broker connection lost"))
+                if alarm:
+                    self.client = None
+                    self.connected.clear()
+                    for fut in self.pending.values():
+                        if not fut.done():
+                            fut.set_exception(CommandFailed("broker connection lost"))
+                else:
+                    self.data_connected = False
+                self._broker_state()
             if self._stopping:
                 break
             await asyncio.sleep(delay)

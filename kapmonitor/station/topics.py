@@ -11,17 +11,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Suffixes (below a node's base topic) the station subscribes to.
-NODE_SUFFIXES = (
+# Suffixes (below a node's base topic) the station subscribes to, on two connections: the
+# alarm path (small, urgent) and the bulk data, so an alert never waits in the broker's queue
+# behind a thousand beds' vitals.
+ALARM_SUFFIXES = (
     "bridge/state",
-    "device/+/status",
-    "bed/+/vitals",
     "bed/+/alarms",
-    "bed/+/session",
     "bed/+/alert",
     "bridge/response/#",
     "display/state",
 )
+DATA_SUFFIXES = (
+    "device/+/status",
+    "bed/+/vitals",
+    "bed/+/session",
+)
+NODE_SUFFIXES = ALARM_SUFFIXES + DATA_SUFFIXES
 BED_LEAVES = frozenset({"vitals", "alarms", "session", "alert"})
 
 
@@ -39,8 +44,8 @@ class NodePatterns:
     def __init__(self, patterns: list[str]) -> None:
         self.patterns = [p.split("/") for p in patterns]
 
-    def filters(self) -> list[str]:
-        return [f"{'/'.join(p)}/{s}" for p in self.patterns for s in NODE_SUFFIXES]
+    def filters(self, suffixes: tuple[str, ...] = NODE_SUFFIXES) -> list[str]:
+        return [f"{'/'.join(p)}/{s}" for p in self.patterns for s in suffixes]
 
     def split(self, topic: str) -> tuple[str, list[str]] | None:
         levels = topic.split("/")

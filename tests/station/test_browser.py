@@ -31,6 +31,18 @@ async def _wait(pred: Any, timeout: float = 20.0) -> Any:
         await asyncio.sleep(0.1)
 
 
+async def _wait_js(page: Any, expression: str, timeout: float = 10.0) -> None:
+    await _wait_async(lambda: page.evaluate(expression), timeout)
+
+
+async def _wait_async(pred: Any, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not await pred():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.1)
+
+
 async def test_alarm_shown_sounded_acknowledged_from_the_page(
     broker: Broker, tmp_path: Path, browser: Any
 ) -> None:
@@ -64,7 +76,8 @@ async def test_alarm_shown_sounded_acknowledged_from_the_page(
         assert anim[0] == "0.5s" and anim[1] == "rgb(224, 32, 27)", anim
         alert_id = await item.get_attribute("data-alert-id")
         # The high pattern sounded: 880 Hz pulses through Web Audio.
-        await page.wait_for_function("window.__osc.some(o => o.f === 880)", timeout=5000)
+        # (polled: wait_for_function would need 'unsafe-eval' in the page's CSP)
+        await _wait_js(page, "window.__osc.some(o => o.f === 880)")
         assert await page.evaluate("document.body.dataset.sounding") == "high"
         pulses = await page.evaluate("new Set(window.__osc.filter(o => o.f === 880)"
                                      ".map(o => o.t.toFixed(2))).size")

@@ -13,6 +13,7 @@ const st = {
 };
 const audio = new Annunciator();
 window.__kapAudio = audio; // for the browser tests and the console
+const stats = (window.__kapStats = { messages: 0, bytes: 0, lagMs: 0, renders: 0, renderMs: 0 });
 const now = () => Date.now() / 1000 + st.offset;
 
 function age(t) {
@@ -132,6 +133,13 @@ function schedule() {
 }
 
 function render() {
+  const t0 = performance.now();
+  renderNow();
+  stats.renders += 1;
+  stats.renderMs += performance.now() - t0;
+}
+
+function renderNow() {
   const beds = [...st.beds.values()].sort(bedOrder);
   const size = (st.me ? st.me.page_size : 48) * (st.big ? 2 : 1);
   const pages = Math.max(1, Math.ceil(beds.length / size));
@@ -199,7 +207,13 @@ function connect() {
   const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
   st.ws = ws;
   ws.onopen = () => ws.send(JSON.stringify({ type: "audio", armed: audio.armed }));
-  ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    stats.messages += 1;
+    stats.bytes += ev.data.length;
+    if (msg.now) stats.lagMs = Math.max(stats.lagMs, Date.now() - msg.now * 1000);
+    onMessage(msg);
+  };
   ws.onclose = () => { st.shown.clear(); schedule(); setTimeout(connect, 2000); };
 }
 
