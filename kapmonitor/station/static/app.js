@@ -34,7 +34,7 @@ function bedRank(bed) {
   return ranks.length ? Math.max(...ranks) : -1;
 }
 function bedOrder(a, b) {
-  const r = bedRank(b) - bedRank(a);
+  const r = b._rank - a._rank;
   if (r) return r;
   const ua = a.alarms.some((x) => x.audible) ? 1 : 0;
   const ub = b.alarms.some((x) => x.audible) ? 1 : 0;
@@ -140,7 +140,9 @@ function render() {
 }
 
 function renderNow() {
-  const beds = [...st.beds.values()].sort(bedOrder);
+  const beds = [...st.beds.values()];
+  for (const b of beds) b._rank = bedRank(b);
+  beds.sort(bedOrder);
   const size = (st.me ? st.me.page_size : 48) * (st.big ? 2 : 1);
   const pages = Math.max(1, Math.ceil(beds.length / size));
   st.page = Math.min(st.page, pages - 1);
