@@ -167,7 +167,7 @@ class StationBridge:
                 if fut is not None and not fut.done():
                     fut.set_result(payload)
                 continue
-            self.state.apply(parsed, payload, time.monotonic(), bool(msg.retain))
+            self.state.apply(parsed, payload, time.monotonic(), bool(msg.retain), time.time())
             self.on_change(parsed.kind == "bed" and parsed.leaf in ("alarms", "alert"))
 
     async def command(self, base: str, name: str, body: dict[str, Any]) -> dict[str, Any]:

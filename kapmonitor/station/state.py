@@ -25,6 +25,7 @@ SPARK_METRICS = ("spo2", "hr", "resp_rate", "nibp_sys")
 SPARK_BUCKET_S = 10.0
 SPARK_WINDOW_S = 1800.0
 TIMELINE_MAX = 300
+CLOCK_SKEW_S = 5.0
 ALARM_FIELDS = (
     "alert_id", "rule", "priority", "kind", "metric", "value", "text", "onset_t", "state",
     "acknowledged", "acked_by", "audio_paused_until", "escalation_level",
@@ -56,6 +57,9 @@ class Node:
     last_msg: float = 0.0  # station monotonic time of the last message
     display: dict[str, Any] | None = None
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # node clock − station clock (s), applied when it exceeds CLOCK_SKEW_S: a node whose clock
+    # is off (or the accelerated demo clock) still gets the right ages on the page.
+    skew: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"base": self.base, "node": self.node_id, "state": self.state,
@@ -115,12 +119,19 @@ class StationState:
             self.urgent.add(key)
         return b
 
-    def apply(self, t: NodeTopic, payload: Any, mono: float, retained: bool = False) -> None:
+    def apply(self, t: NodeTopic, payload: Any, mono: float, retained: bool = False,
+              wall: float | None = None) -> None:
         """One message from a node (payload already decoded from JSON)."""
         node = self.node(t.base)
         node.last_msg = mono
         if not isinstance(payload, dict):
             return
+        if wall is not None and not retained and t.leaf == "alarms" and isinstance(
+            payload.get("t"), int | float
+        ):
+            # The engine's last tick (≤ 1 s old on the node's clock) against our clock.
+            skew = float(payload["t"]) - wall
+            node.skew = skew if abs(skew) > CLOCK_SKEW_S else 0.0
         if t.kind == "bridge_state":
             node.state = str(payload.get("state", "unknown"))
             node.reason = payload.get("reason")
@@ -268,7 +279,7 @@ class StationState:
                 continue
             newest = max((float(v.get("ts") or 0.0) for k, v in b.vitals.items()
                           if k in ("spo2", "heart_rate", "pulse_rate")), default=0.0)
-            age = wall - newest
+            age = wall + (self.nodes[b.base].skew if b.base in self.nodes else 0.0) - newest
             if age > self.stale_after_s:
                 add(f"stale:{b.key}", "medium",
                     f"Bed {b.bed} ({b.node_id}): no current SpO2/HR for "
@@ -289,6 +300,7 @@ class StationState:
         ]
         out: dict[str, Any] = {
             "key": b.key, "node": b.node_id, "base": b.base, "bed": b.bed,
+            "skew": node.skew if node else 0.0,
             "vitals": b.vitals, "alarms": sorted(
                 b.alarms.values(),
                 key=lambda a: (-PRIORITY_RANK.get(str(a.get("priority")), 0),

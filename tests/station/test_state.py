@@ -103,3 +103,21 @@ def test_technical_alarms_of_the_alarm_path() -> None:
     s.evaluate(32.0, 1063.0)
     assert "display:kapmonitor/n1" in s.tech
     assert s.take_update(1063.0, include_slow=True)["tech"]  # type: ignore[index]
+
+
+def test_node_clock_skew_is_measured_and_used_for_staleness() -> None:
+    p = NodePatterns(["kapmonitor/+"])
+    s = StationState(stale_after_s=60, node_stale_s=30)
+    s.set_broker(True, 0.0)
+    t = p.parse("kapmonitor/n1/bed/b1/alarms")
+    assert t is not None
+    s.apply(t, {"t": 1002.0, "alarms": []}, 1.0, False, 1000.0)  # 2 s: within tolerance
+    assert s.nodes["kapmonitor/n1"].skew == 0.0
+    s.apply(t, {"t": 1600.0, "alarms": []}, 1.0, False, 1000.0)  # node 600 s ahead
+    assert s.nodes["kapmonitor/n1"].skew == 600.0
+    feed(s, p, "kapmonitor/n1/bed/b1/session", {"active": True}, mono=1.0)
+    feed(s, p, "kapmonitor/n1/bed/b1/vitals", {"metrics": {"spo2": {"value": 97, "ts": 1590.0}}},
+         mono=1.0)
+    s.evaluate(2.0, 1001.0)  # 11 s old on the node's clock: not stale
+    assert not s.tech
+    assert s.bed_json(s.beds["kapmonitor/n1#b1"], spark=False)["skew"] == 600.0

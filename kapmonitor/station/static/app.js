@@ -16,9 +16,12 @@ window.__kapAudio = audio; // for the browser tests and the console
 const stats = (window.__kapStats = { messages: 0, bytes: 0, lagMs: 0, renders: 0, renderMs: 0 });
 const now = () => Date.now() / 1000 + st.offset;
 
+// Ages of node timestamps are taken on the node's clock (bed.skew: node − station, sent by
+// the station when a node's clock is off by more than a few seconds, e.g. the demo's).
+let skew = 0;
 function age(t) {
   if (t == null) return "";
-  const s = Math.max(0, now() - t);
+  const s = Math.max(0, now() + skew - t);
   if (s < 90) return `${s.toFixed(0)} s`;
   if (s < 5400) return `${(s / 60).toFixed(0)} min`;
   return `${(s / 3600).toFixed(1)} h`;
@@ -57,7 +60,7 @@ function highestAudible() {
 function vital(bed, name, label, digits = 0, unit = "") {
   const v = name === "hr" ? (bed.vitals.heart_rate || bed.vitals.pulse_rate) : bed.vitals[name];
   if (!v) return `<div class="v none" data-metric="${name}"><span class="lbl">${label}</span><span class="val">–</span></div>`;
-  const stale = now() - v.ts > st.staleAfter;
+  const stale = now() + skew - v.ts > st.staleAfter;
   const val = v.value == null ? "?" : Number(v.value).toFixed(digits);
   const q = (v.quality || []).length ? ` title="${esc(v.quality.join(", "))}"` : "";
   return `<div class="v${stale ? " stale" : ""}" data-metric="${name}"${q}><span class="lbl">${label}</span>` +
@@ -67,7 +70,7 @@ function vital(bed, name, label, digits = 0, unit = "") {
 function spark(bed, name) {
   const pts = (bed.spark || {})[name];
   if (!pts || pts.length < 2) return "";
-  const t1 = now(), t0 = t1 - 1800;
+  const t1 = now() + skew, t0 = t1 - 1800;
   const vals = pts.map((p) => p[1]);
   const lo = Math.min(...vals), hi = Math.max(...vals), span = hi - lo || 1;
   const d = pts.filter((p) => p[0] >= t0)
@@ -78,7 +81,7 @@ function spark(bed, name) {
 function nibp(bed) {
   const s = bed.vitals.nibp_sys, d = bed.vitals.nibp_dia, m = bed.vitals.nibp_mean;
   if (!s) return `<div class="v none" data-metric="nibp"><span class="lbl">NIBP</span><span class="val">–</span></div>`;
-  const stale = now() - s.ts > 20 * 60;
+  const stale = now() + skew - s.ts > 20 * 60;
   const txt = `${s.value == null ? "?" : s.value.toFixed(0)}/${d && d.value != null ? d.value.toFixed(0) : "?"}`;
   return `<div class="v nibp${stale ? " stale" : ""}" data-metric="nibp"><span class="lbl">NIBP</span>` +
     `<span class="val">${txt}</span><span class="unit">${m && m.value != null ? `(${m.value.toFixed(0)})` : ""}</span>` +
@@ -88,15 +91,17 @@ function bpDue(bed) {
   const items = (bed.session.bp_checklist || []).filter((i) => i.done_at == null);
   if (!items.length) return "";
   items.sort((a, b) => a.due_at - b.due_at);
-  const i = items[0], t = now();
+  const i = items[0], t = now() + skew;
   if (i.overdue_at != null && t >= i.overdue_at)
     return `<div class="bp overdue">BP OVERDUE ${age(i.overdue_at)} (${esc(i.name)})</div>`;
   if (t >= i.due_at) return `<div class="bp due">BP due now (${esc(i.name)})</div>`;
   return `<div class="bp">BP due in ${Math.ceil((i.due_at - t) / 60)} min (${esc(i.name)})</div>`;
 }
 function alarmItem(a, bed, withBed) {
-  const paused = a.audio_paused_until && a.audio_paused_until > now()
-    ? ` <span class="paused">audio paused ${Math.ceil(a.audio_paused_until - now())} s</span>` : "";
+  skew = bed.skew || 0;
+  const t = now() + skew;
+  const paused = a.audio_paused_until && a.audio_paused_until > t
+    ? ` <span class="paused">audio paused ${Math.ceil(a.audio_paused_until - t)} s</span>` : "";
   const ack = a.acknowledged ? ` <span class="acked">ack${a.acked_by ? ` by ${esc(a.acked_by)}` : ""}</span>` : "";
   const where = withBed ? `<b>${esc(bed.bed)}</b> <span class="node">${esc(bed.node)}</span> ` : "";
   const btn = st.me && st.me.may_act && !a.acknowledged
@@ -106,6 +111,7 @@ function alarmItem(a, bed, withBed) {
     `<span class="text">${esc(a.text)}</span> <span class="age">${age(a.onset_t)}</span>${ack}${paused}${btn}</li>`;
 }
 function tile(bed) {
+  skew = bed.skew || 0;
   const rank = bedRank(bed);
   const prio = ["info", "low", "medium", "high"][rank];
   const unacked = bed.alarms.some((a) => !a.acknowledged && a.kind !== "advisory") || techFor(bed).length;
@@ -114,7 +120,7 @@ function tile(bed) {
   const phase = s.active ? `${esc(s.phase)}${s.t0 ? ` · ${age(s.t0)} since dose` : ""}` : "no session";
   const n2 = s.news2 && s.news2.total != null ? `<div class="v news2"><span class="lbl">NEWS2</span><span class="val">${s.news2.total}</span><span class="age">${age(s.news2.t)}</span></div>` : "";
   const devs = bed.devices.map((d) => `<span class="dev dev-${esc(d.state)}" title="${esc(d.state)}">${esc(d.device)} ${esc(d.state)}${d.battery != null ? ` ${d.battery}%` : ""}</span>`).join(" ");
-  const tech = techFor(bed).map((t) => `<li class="alarm tech ${flashClass(t.priority, false)}">${esc(t.text)} <span class="age">${age(t.since)}</span></li>`).join("");
+  const tech = techFor(bed).map((t) => `<li class="alarm tech ${flashClass(t.priority, false)}">${esc(t.text)} <span class="age">${age(t.since - skew)}</span></li>`).join("");
   const acts = st.me && st.me.may_act && bed.alarms.length
     ? `<button class="act" data-act="ack-all" data-bed="${esc(bed.key)}">Ack all</button><button class="act" data-act="pause" data-bed="${esc(bed.key)}">Pause audio</button>` : "";
   return `<article class="tile ${cls}" data-key="${esc(bed.key)}" data-bed="${esc(bed.bed)}">` +
@@ -153,6 +159,7 @@ function renderNow() {
   for (const bed of st.beds.values()) for (const a of bed.alarms) all.push([a, bed]);
   all.sort((x, y) => (RANK[y[0].priority] ?? 0) - (RANK[x[0].priority] ?? 0) || (x[0].onset_t ?? 0) - (y[0].onset_t ?? 0));
   $("alarm-list").innerHTML = all.map(([a, bed]) => alarmItem(a, bed, true)).join("");
+  skew = 0;
   $("tech").innerHTML = st.tech.map((t) => `<div class="techalarm ${flashClass(t.priority, false)}" data-tech="${esc(t.id)}">${esc(t.text)} <span class="age">${age(t.since)}</span></div>`).join("");
   const alarming = beds.filter((b) => bedRank(b) >= 2).length;
   $("counts").textContent = `${beds.length} beds · ${all.length} alarms · ${alarming} beds alarming`;
@@ -176,9 +183,10 @@ function audioStatus() {
   document.body.classList.toggle("audio-disarmed", off);
   const paused = [];
   for (const bed of st.beds.values()) for (const a of bed.alarms)
-    if (a.audio_paused_until && a.audio_paused_until > now()) paused.push(a.audio_paused_until);
+    if (a.audio_paused_until && a.audio_paused_until > now() + (bed.skew || 0))
+      paused.push(a.audio_paused_until - now() - (bed.skew || 0));
   $("audio-status").textContent = off ? "AUDIO OFF" : paused.length
-    ? `audio paused ${Math.ceil(Math.max(...paused) - now())} s` : "audio on";
+    ? `audio paused ${Math.ceil(Math.max(...paused))} s` : "audio on";
   $("audio-status").className = `audio-status ${off ? "off" : paused.length ? "paused" : "on"}`;
 }
 
