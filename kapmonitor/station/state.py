@@ -247,9 +247,7 @@ class StationState:
 
         def add(ident: str, priority: str, text: str, **extra: Any) -> None:
             prev = self.tech.get(ident)
-            since = prev["since"] if prev and prev["text"] == text else wall
-            if prev and prev["priority"] == priority:
-                since = prev["since"]
+            since = prev["since"] if prev and prev["priority"] == priority else wall
             tech[ident] = {"id": ident, "priority": priority, "kind": "technical",
                            "text": text, "since": since, **extra}
 
@@ -269,7 +267,8 @@ class StationState:
                         node=n.base)
             elif self.broker_connected and n.last_msg and silent > self.node_stale_s:
                 add(f"node:{n.base}", "high",
-                    f"Node {n.node_id} silent for {silent:.0f} s", node=n.base)
+                    f"Node {n.node_id} silent (nothing for over {self.node_stale_s:g} s)",
+                    node=n.base)
             if n.display and n.display.get("state") == "no_alarm_display":
                 add(f"display:{n.base}", "high",
                     f"Node {n.node_id}: no alarm display ({n.display.get('reason')})",
@@ -282,8 +281,9 @@ class StationState:
             age = wall + (self.nodes[b.base].skew if b.base in self.nodes else 0.0) - newest
             if age > self.stale_after_s:
                 add(f"stale:{b.key}", "medium",
-                    f"Bed {b.bed} ({b.node_id}): no current SpO2/HR for "
-                    + (f"{age:.0f} s" if newest else "the whole session"),
+                    f"Bed {b.bed} ({b.node_id}): no current SpO2/HR "
+                    + (f"(none for over {self.stale_after_s:g} s)" if newest
+                       else "in this session"),
                     bed=b.key, node=b.base)
         if tech != self.tech:
             self.tech = tech

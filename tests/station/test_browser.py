@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from kapmonitor.clock import ScaledClock
 from tests.helpers.daemon import clinic_config, kill, running, spawn_daemon, write_toml
@@ -144,8 +147,9 @@ async def test_stale_values_greyed_and_killed_node_is_offline(
 
 
 async def test_viewer_cannot_act_and_actions_need_session_and_csrf(
-    broker: Broker, tmp_path: Path, browser: Any
+    broker: Broker, tmp_path: Path, browser: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
     cfg = clinic_config(tmp_path / "state", broker.address, beds=1, interval=0.5)
     async with running(cfg), running_station(
         station_config(tmp_path, broker.address)
@@ -188,6 +192,20 @@ async def test_viewer_cannot_act_and_actions_need_session_and_csrf(
         status, body = await post(page2, {"X-CSRF-Token": csrf2})
         assert status == 200 and body["status"] == "ok", body
         assert body["data"]["session"]["phase"] == "pre_dose"
+        # A symptom note may identify a patient: it reaches the node, never the station's log.
+        status, body = await page2.evaluate(
+            """async ([key, csrf]) => {
+              const r = await fetch('/api/action', {method: 'POST', headers: {
+                'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
+                body: JSON.stringify({bed: key, command: 'session/symptom',
+                                      args: {symptom: 'chest_pain', note: 'Jane Roe MRN 4711'}})});
+              return [r.status, await r.json()];
+            }""", [key, csrf2])
+        assert status == 200 and body["status"] == "ok", body
+        station_log = "\n".join(r.getMessage() for r in caplog.records
+                                if r.name.startswith("kapmonitor.station"))
+        assert "session/symptom on t1 bed bed1" in station_log and "alice" in station_log
+        assert "Jane" not in station_log and "4711" not in station_log
 
         # No session at all: refused, and the page itself sends the browser to the login.
         anon = await (await browser.new_context()).new_page()

@@ -120,7 +120,7 @@ function tile(bed) {
   const phase = s.active ? `${esc(s.phase)}${s.t0 ? ` · ${age(s.t0)} since dose` : ""}` : "no session";
   const n2 = s.news2 && s.news2.total != null ? `<div class="v news2"><span class="lbl">NEWS2</span><span class="val">${s.news2.total}</span><span class="age">${age(s.news2.t)}</span></div>` : "";
   const devs = bed.devices.map((d) => `<span class="dev dev-${esc(d.state)}" title="${esc(d.state)}">${esc(d.device)} ${esc(d.state)}${d.battery != null ? ` ${d.battery}%` : ""}</span>`).join(" ");
-  const tech = techFor(bed).map((t) => `<li class="alarm tech ${flashClass(t.priority, false)}">${esc(t.text)} <span class="age">${age(t.since - skew)}</span></li>`).join("");
+  const tech = techFor(bed).map((t) => `<li class="alarm tech ${flashClass(t.priority, false)}">${esc(t.text)} <span class="age">${age(t.since + skew)}</span></li>`).join("");
   const acts = st.me && st.me.may_act && bed.alarms.length
     ? `<button class="act" data-act="ack-all" data-bed="${esc(bed.key)}">Ack all</button><button class="act" data-act="pause" data-bed="${esc(bed.key)}">Pause audio</button>` : "";
   return `<article class="tile ${cls}" data-key="${esc(bed.key)}" data-bed="${esc(bed.bed)}">` +
