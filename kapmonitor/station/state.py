@@ -319,23 +319,29 @@ class StationState:
             "stale_after_s": self.stale_after_s,
             "nodes": [n.to_json() for n in self.nodes.values()],
             "tech": list(self.tech.values()),
-            "beds": [self.bed_json(b, spark=True) for b in self.beds.values()],
+            # Sparklines only for the beds a page shows (it asks with a "view" message).
+            "beds": [self.bed_json(b, spark=False) for b in self.beds.values()],
         }
 
     def take_update(self, wall: float, *, include_slow: bool) -> dict[str, Any] | None:
-        """The changes since the last call (urgent ones always, the rest if ``include_slow``)."""
+        """The changes since the last call: ``beds`` (alarm changes, for every page) always,
+        ``slow`` (vitals, sessions, devices: a page needs only the beds it shows) if
+        ``include_slow``."""
         keys = set(self.urgent)
         self.urgent.clear()
+        slow: set[str] = set()
         if include_slow:
-            keys |= self.dirty
+            slow = self.dirty - keys
             self.dirty.clear()
         else:
             self.dirty -= keys
-        if not keys and not self.nodes_dirty and not self.tech_dirty:
+        if not keys and not slow and not self.nodes_dirty and not self.tech_dirty:
             return None
         out: dict[str, Any] = {"type": "update", "now": wall, "broker": self.broker_connected,
                                "beds": [self.bed_json(self.beds[k], spark=False)
-                                        for k in keys if k in self.beds]}
+                                        for k in keys if k in self.beds],
+                               "slow": [self.bed_json(self.beds[k], spark=False)
+                                        for k in slow if k in self.beds]}
         if self.nodes_dirty:
             out["nodes"] = [n.to_json() for n in self.nodes.values()]
             self.nodes_dirty = False

@@ -58,6 +58,7 @@ class Client:
         self.ws = ws
         self.session = session
         self.armed = False
+        self.view: set[str] = set()  # bed keys the page shows: their vitals every second
 
 
 class Station:
@@ -100,9 +101,22 @@ class Station:
             update = self.state.take_update(time.time(), include_slow=slow)
             if update is None or not self.clients:
                 continue
-            data = json.dumps(update, separators=(",", ":"))
+            slow_beds = update.pop("slow")
             self.pushes += 1
-            await asyncio.gather(*(self._send(c, data) for c in list(self.clients)))
+            sends = []
+            common: str | None = None
+            for c in list(self.clients):
+                mine = [b for b in slow_beds if b["key"] in c.view]
+                if mine:
+                    data = json.dumps({**update, "beds": update["beds"] + mine},
+                                      separators=(",", ":"))
+                else:
+                    if not update["beds"] and "nodes" not in update and "tech" not in update:
+                        continue  # only slow changes, none of them on this page
+                    common = common or json.dumps(update, separators=(",", ":"))
+                    data = common
+                sends.append(self._send(c, data))
+            await asyncio.gather(*sends)
 
     async def _send(self, c: Client, data: str) -> None:
         try:
@@ -253,6 +267,16 @@ class Station:
             return
         if kind == "displayed" and isinstance(msg.get("ids"), list):
             await self.bridge.confirm([str(i) for i in msg["ids"][:5000]])
+        elif kind == "view" and isinstance(msg.get("beds"), list):
+            keys = {str(k) for k in msg["beds"][:2000]}
+            new = keys - c.view
+            c.view = keys
+            beds = [self.state.bed_json(self.state.beds[k], spark=True)
+                    for k in new if k in self.state.beds]
+            if beds:
+                await c.ws.send_str(json.dumps({"type": "beds", "now": time.time(),
+                                                "broker": self.state.broker_connected,
+                                                "beds": beds}, separators=(",", ":")))
         elif kind == "audio":
             c.armed = bool(msg.get("armed"))
         elif kind == "timeline":

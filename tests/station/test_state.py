@@ -53,7 +53,8 @@ def test_state_rebuilt_from_retained_and_events() -> None:
     feed(s, p, "kapmonitor/n1/bed/b1/vitals", {"bed": "b1", "metrics": {
         "spo2": {"value": 95, "unit": "%", "ts": 1001.0}}})
     upd = s.take_update(1001.0, include_slow=True)
-    assert upd is not None and upd["beds"][0]["spark_last"]["spo2"] == [1000.0, 95.0]
+    assert upd is not None and upd["slow"][0]["spark_last"]["spo2"] == [1000.0, 95.0]
+    assert upd["beds"] == []
 
     raised = {"type": "alert", "event": "raised", "alert_id": "x-1", "priority": "high",
               "kind": "physiological", "text": "SpO2 85", "onset_t": 1002.0, "t": 1002.0}

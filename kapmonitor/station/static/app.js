@@ -9,7 +9,7 @@ const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(
 
 const st = {
   me: null, beds: new Map(), nodes: [], tech: [], broker: false, staleAfter: 60,
-  offset: 0, page: 0, big: false, shown: new Set(), ws: null, timelineFor: null,
+  offset: 0, page: 0, big: false, shown: new Set(), ws: null, timelineFor: null, view: "",
 };
 const audio = new Annunciator();
 window.__kapAudio = audio; // for the browser tests and the console
@@ -152,7 +152,14 @@ function renderNow() {
   const size = (st.me ? st.me.page_size : 48) * (st.big ? 2 : 1);
   const pages = Math.max(1, Math.ceil(beds.length / size));
   st.page = Math.min(st.page, pages - 1);
-  $("tiles").innerHTML = beds.slice(st.page * size, (st.page + 1) * size).map(tile).join("");
+  const shown = beds.slice(st.page * size, (st.page + 1) * size);
+  $("tiles").innerHTML = shown.map(tile).join("");
+  // Tell the station which beds this page shows: only their vitals come every second.
+  const view = shown.map((b) => b.key).sort().join("\n");
+  if (view !== st.view && st.ws && st.ws.readyState === 1) {
+    st.view = view;
+    st.ws.send(JSON.stringify({ type: "view", beds: shown.map((b) => b.key) }));
+  }
   $("pager").innerHTML = pages > 1 ? Array.from({ length: pages }, (_, i) =>
     `<button class="pg${i === st.page ? " on" : ""}" data-page="${i}">${i * size + 1}–${Math.min(beds.length, (i + 1) * size)}</button>`).join("") : "";
   const all = [];
@@ -191,10 +198,10 @@ function audioStatus() {
 }
 
 // -- data ------------------------------------------------------------------------------------
-function applyBed(b, full) {
+function applyBed(b) {
   const old = st.beds.get(b.key);
-  if (full || !old) { b.spark = b.spark || {}; st.beds.set(b.key, b); return; }
-  b.spark = old.spark;
+  if (b.spark) { st.beds.set(b.key, b); return; } // full history (the bed came into view)
+  b.spark = old ? old.spark : {};
   for (const [m, p] of Object.entries(b.spark_last || {})) {
     const pts = (b.spark[m] = b.spark[m] || []);
     if (pts.length && pts[pts.length - 1][0] === p[0]) pts[pts.length - 1] = p;
@@ -208,7 +215,8 @@ function onMessage(msg) {
   st.offset = msg.now - Date.now() / 1000;
   st.broker = msg.broker;
   if (msg.type === "snapshot") { st.beds.clear(); st.staleAfter = msg.stale_after_s; }
-  for (const b of msg.beds || []) applyBed(b, msg.type === "snapshot");
+  if (msg.type === "snapshot") st.view = "";
+  for (const b of msg.beds || []) applyBed(b);
   if (msg.nodes) st.nodes = msg.nodes;
   if (msg.tech) st.tech = msg.tech;
   schedule();
