@@ -70,7 +70,8 @@ async def test_alarm_shown_sounded_acknowledged_from_the_page(
         await item.wait_for(timeout=30_000)
         classes = (await item.get_attribute("class") or "").split()
         assert "prio-high" in classes and "flash-high" in classes
-        tile = page.locator('.tile[data-bed="bed1"]')
+        tile = page.locator('.tile[data-bed="bed1"].prio-high')
+        await tile.wait_for(timeout=5000)  # the grid follows within a second
         tile_classes = (await tile.get_attribute("class") or "").split()
         assert "prio-high" in tile_classes and "flash-high" in tile_classes
         # The flash is a CSS animation of 0.5 s (2 Hz) and the colour is red.

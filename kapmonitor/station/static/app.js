@@ -4,16 +4,17 @@
 import { Annunciator } from "./audio.js";
 
 const RANK = { high: 3, medium: 2, low: 1, info: 0 };
+const COLLATOR = new Intl.Collator(undefined, { numeric: true }); // one, not one per comparison
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 const st = {
   me: null, beds: new Map(), nodes: [], tech: [], broker: false, staleAfter: 60,
-  offset: 0, page: 0, big: false, shown: new Set(), ws: null, timelineFor: null, view: "",
+  offset: 0, page: 0, big: false, shown: new Set(), ws: null, timelineFor: null, view: "", alarmCount: 0,
 };
 const audio = new Annunciator();
 window.__kapAudio = audio; // for the browser tests and the console
-const stats = (window.__kapStats = { messages: 0, bytes: 0, lagMs: 0, renders: 0, renderMs: 0 });
+const stats = (window.__kapStats = { messages: 0, bytes: 0, lagMs: 0, renders: 0, renderMs: 0, alarmMs: 0 });
 const now = () => Date.now() / 1000 + st.offset;
 
 // Ages of node timestamps are taken on the node's clock (bed.skew: node − station, sent by
@@ -42,7 +43,7 @@ function bedOrder(a, b) {
   const ua = a.alarms.some((x) => x.audible) ? 1 : 0;
   const ub = b.alarms.some((x) => x.audible) ? 1 : 0;
   if (ua !== ub) return ub - ua;
-  return (a.node + a.bed).localeCompare(b.node + b.bed, undefined, { numeric: true });
+  return COLLATOR.compare(a._name, b._name);
 }
 function flashClass(prio, acknowledged) {
   if (acknowledged) return `prio-${prio}`;
@@ -71,12 +72,20 @@ function spark(bed, name) {
   const pts = (bed.spark || {})[name];
   if (!pts || pts.length < 2) return "";
   const t1 = now() + skew, t0 = t1 - 1800;
-  const vals = pts.map((p) => p[1]);
-  const lo = Math.min(...vals), hi = Math.max(...vals), span = hi - lo || 1;
+  // Redrawn when a point arrives or every 10 s (the bucket width), not on every render.
+  const last = pts[pts.length - 1];
+  const key = `${pts.length}:${last[0]}:${last[1]}:${Math.floor(t1 / 10)}`;
+  const cache = (bed._sparkCache = bed._sparkCache || {});
+  if (cache[name] && cache[name][0] === key) return cache[name][1];
+  let lo = Infinity, hi = -Infinity;
+  for (const p of pts) { if (p[1] < lo) lo = p[1]; if (p[1] > hi) hi = p[1]; }
+  const span = hi - lo || 1;
   const d = pts.filter((p) => p[0] >= t0)
     .map((p) => `${(((p[0] - t0) / 1800) * 100).toFixed(1)},${(22 - ((p[1] - lo) / span) * 20).toFixed(1)}`)
     .join(" ");
-  return `<svg class="spark" viewBox="0 0 100 24" preserveAspectRatio="none"><polyline points="${d}"/></svg>`;
+  const svg = `<svg class="spark" viewBox="0 0 100 24" preserveAspectRatio="none"><polyline points="${d}"/></svg>`;
+  cache[name] = [key, svg];
+  return svg;
 }
 function nibp(bed) {
   const s = bed.vitals.nibp_sys, d = bed.vitals.nibp_dia, m = bed.vitals.nibp_mean;
@@ -139,15 +148,49 @@ function schedule() {
 }
 
 function render() {
+  // The alarm list, technical alarms and sound first, in their own task, so an alarm is on
+  // screen before the (larger) tile grid is rebuilt in the next task.
   const t0 = performance.now();
-  renderNow();
-  stats.renders += 1;
-  stats.renderMs += performance.now() - t0;
+  renderAlarms();
+  stats.alarmMs += performance.now() - t0;
+  scheduleTiles(false);
 }
 
-function renderNow() {
+// The tile grid is rebuilt at most once a second (ages, vitals, order), at once after a click.
+let tilesTimer = null, lastTiles = -1e9;
+function scheduleTiles(now) {
+  if (tilesTimer !== null) {
+    if (!now) return;
+    clearTimeout(tilesTimer);
+  }
+  const wait = now ? 0 : Math.max(0, 1000 - (performance.now() - lastTiles));
+  tilesTimer = setTimeout(() => {
+    tilesTimer = null;
+    lastTiles = performance.now();
+    renderTiles();
+    stats.renders += 1;
+    stats.renderMs += performance.now() - lastTiles;
+  }, wait);
+}
+
+function renderAlarms() {
+  const all = [];
+  for (const bed of st.beds.values()) for (const a of bed.alarms) all.push([a, bed]);
+  all.sort((x, y) => (RANK[y[0].priority] ?? 0) - (RANK[x[0].priority] ?? 0) || (x[0].onset_t ?? 0) - (y[0].onset_t ?? 0));
+  $("alarm-list").innerHTML = all.map(([a, bed]) => alarmItem(a, bed, true)).join("");
+  skew = 0;
+  $("tech").innerHTML = st.tech.map((t) => `<div class="techalarm ${flashClass(t.priority, false)}" data-tech="${esc(t.id)}">${esc(t.text)} <span class="age">${age(t.since)}</span></div>`).join("");
+  $("conn").textContent = st.ws && st.ws.readyState === 1 ? (st.broker ? "live" : "station offline from broker") : "disconnected";
+  $("conn").className = `conn ${st.ws && st.ws.readyState === 1 && st.broker ? "ok" : "bad"}`;
+  audio.update(highestAudible());
+  audioStatus();
+  confirmShown(all);
+  st.alarmCount = all.length;
+}
+
+function renderTiles() {
   const beds = [...st.beds.values()];
-  for (const b of beds) b._rank = bedRank(b);
+  for (const b of beds) { b._rank = bedRank(b); b._name = `${b.node}/${b.bed}`; }
   beds.sort(bedOrder);
   const size = (st.me ? st.me.page_size : 48) * (st.big ? 2 : 1);
   const pages = Math.max(1, Math.ceil(beds.length / size));
@@ -162,19 +205,8 @@ function renderNow() {
   }
   $("pager").innerHTML = pages > 1 ? Array.from({ length: pages }, (_, i) =>
     `<button class="pg${i === st.page ? " on" : ""}" data-page="${i}">${i * size + 1}–${Math.min(beds.length, (i + 1) * size)}</button>`).join("") : "";
-  const all = [];
-  for (const bed of st.beds.values()) for (const a of bed.alarms) all.push([a, bed]);
-  all.sort((x, y) => (RANK[y[0].priority] ?? 0) - (RANK[x[0].priority] ?? 0) || (x[0].onset_t ?? 0) - (y[0].onset_t ?? 0));
-  $("alarm-list").innerHTML = all.map(([a, bed]) => alarmItem(a, bed, true)).join("");
-  skew = 0;
-  $("tech").innerHTML = st.tech.map((t) => `<div class="techalarm ${flashClass(t.priority, false)}" data-tech="${esc(t.id)}">${esc(t.text)} <span class="age">${age(t.since)}</span></div>`).join("");
-  const alarming = beds.filter((b) => bedRank(b) >= 2).length;
-  $("counts").textContent = `${beds.length} beds · ${all.length} alarms · ${alarming} beds alarming`;
-  $("conn").textContent = st.ws && st.ws.readyState === 1 ? (st.broker ? "live" : "station offline from broker") : "disconnected";
-  $("conn").className = `conn ${st.ws && st.ws.readyState === 1 && st.broker ? "ok" : "bad"}`;
-  audio.update(highestAudible());
-  audioStatus();
-  confirmShown(all);
+  const alarming = beds.filter((b) => b._rank >= 2).length;
+  $("counts").textContent = `${beds.length} beds · ${st.alarmCount} alarms · ${alarming} beds alarming`;
   if (st.timelineFor && $("detail").open) detailRefresh();
 }
 
@@ -202,6 +234,7 @@ function applyBed(b) {
   const old = st.beds.get(b.key);
   if (b.spark) { st.beds.set(b.key, b); return; } // full history (the bed came into view)
   b.spark = old ? old.spark : {};
+  if (old) b._sparkCache = old._sparkCache;
   for (const [m, p] of Object.entries(b.spark_last || {})) {
     const pts = (b.spark[m] = b.spark[m] || []);
     if (pts.length && pts[pts.length - 1][0] === p[0]) pts[pts.length - 1] = p;
@@ -300,13 +333,13 @@ document.addEventListener("click", async (ev) => {
   if (!audio.armed) { await audio.arm(); ws_audio(); }
   if (!el) return;
   if (el.id === "audio-off") return;
-  if (el.id === "big") { st.big = !st.big; document.body.classList.toggle("big", st.big); schedule(); return; }
+  if (el.id === "big") { st.big = !st.big; document.body.classList.toggle("big", st.big); scheduleTiles(true); return; }
   if (el.id === "logout") {
     await fetch("/api/logout", { method: "POST", headers: { "X-CSRF-Token": st.me.csrf } });
     location.assign("/login"); return;
   }
   if (el.id === "detail-close") { $("detail").close(); st.timelineFor = null; return; }
-  if (el.dataset.page) { st.page = Number(el.dataset.page); schedule(); return; }
+  if (el.dataset.page) { st.page = Number(el.dataset.page); scheduleTiles(true); return; }
   const key = el.dataset.bed;
   switch (el.dataset.act) {
     case "ack": await act(key, "alert/ack", { alert_id: el.dataset.alert }); break;
