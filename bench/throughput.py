@@ -1,9 +1,10 @@
-"""Durable-path throughput: readings/s from ``Daemon.on_reading`` to a subscriber, against a bare
-aiomqtt QoS 1 publish loop of the same payloads to the same Mosquitto, in the same run.
+"""Durable-path throughput: readings/s from the daemon's ``ReadingPipeline`` to a subscriber,
+against a bare aiomqtt QoS 1 publish loop of the same payloads to the same Mosquitto, in the same
+run.
 
     .venv/bin/python bench/throughput.py [--readings 50000] [--repeats 3]
 
-Durable path: a producer task pushes synthetic Readings through ``Daemon.on_reading`` the way a
+Durable path: a producer task pushes synthetic Readings through ``daemon.pipeline`` the way a
 driver's supervisor does (in batches, yielding to the event loop between batches); each one is
 serialised, written to the SQLite WAL outbox, published with QoS 1 by the MQTT owner and
 deleted after the PUBACK. Bare loop: the identical JSON payloads, pre-encoded, published by one
@@ -218,11 +219,13 @@ async def durable_run(
             put(lane, topic, payload, created)
 
         daemon.outbox.put = keep  # type: ignore[method-assign]
+        assert daemon.pipeline is not None
+        on_reading = daemon.pipeline
         c0, t0 = cpu.snapshot(), time.monotonic()
         for start in range(0, n, PRODUCER_BATCH):
             now = time.time()
             for i in range(start, min(n, start + PRODUCER_BATCH)):
-                daemon.on_reading(synthetic(i, now))
+                on_reading(synthetic(i, now))
             await asyncio.sleep(0)  # a driver yields to the loop between its readings
         t_end = await sub.finished(run, timeout)
         used = cpu.delta(c0, cpu.snapshot())
@@ -321,7 +324,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     ratio = durable / bare if durable and bare else 0.0
     print(f"{n} readings per run, {BEDS} beds, Mosquitto on loopback, QoS 1 both ways, "
           f"{os.cpu_count()} CPUs")
-    print(f"durable: Daemon.on_reading -> SQLite WAL outbox -> MqttOwner (inflight {inflight})"
+    print(f"durable: ReadingPipeline -> SQLite WAL outbox -> MqttOwner (inflight {inflight})"
           f" -> subscriber; alarm engine {'on' if args.alarms else 'off'}")
     print(f"bare:    pre-encoded identical payloads, one aiomqtt client, {inflight} concurrent "
           "publisher tasks awaiting QoS 1 publish -> subscriber")

@@ -30,6 +30,7 @@ from pydantic import (
 from kapmonitor.ble.config import BleConfig
 from kapmonitor.drivers.base import ID_PATTERN, DeviceConfig
 from kapmonitor.drivers.registry import drivers
+from kapmonitor.errors import KapmonitorError, error_field, error_message, validation_problems
 from kapmonitor.services.display_watch import DisplayWatchConfig
 
 
@@ -301,24 +302,12 @@ def config_model() -> type[Config]:
     return model
 
 
-class ConfigError(Exception):
+class ConfigError(KapmonitorError):
     """Invalid configuration: ``problems`` holds one human-readable line per problem."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-def _loc(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for p in loc:
-        if isinstance(p, int):
-            parts.append(str(p))
-        elif isinstance(p, str) and (p.startswith("function-") or p in {"list[...]"}):
-            continue
-        else:
-            parts.append(str(p))
-    return ".".join(parts)
 
 
 _TAGGED = re.compile(r"^[a-z0-9-]+$")
@@ -336,13 +325,8 @@ def _explain(err: dict[str, Any], where: str) -> list[str]:
         and loc[2] in drivers()
     ):
         del loc[2]
-    field = _loc(tuple(loc)) or "(top level)"
+    field = error_field(loc) or "(top level)"
     typ = err["type"]
-    msg = err["msg"]
-    if typ == "extra_forbidden":
-        return [f"{where}: {field}: unknown field; remove it or check its spelling"]
-    if typ == "missing":
-        return [f"{where}: {field}: required field is missing"]
     if typ == "union_tag_invalid":
         known = ", ".join(sorted(drivers()))
         return [f"{where}: {field}.driver: unknown driver {err['input'].get('driver')!r}; "
@@ -350,12 +334,10 @@ def _explain(err: dict[str, Any], where: str) -> list[str]:
     if typ == "union_tag_not_found":
         return [f"{where}: {field}.driver: required field is missing (one of: "
                 f"{', '.join(sorted(drivers()))})"]
-    if typ == "value_error" and "\n" in msg:
-        return [f"{where}: {line}" for line in msg.removeprefix("Value error, ").splitlines()]
-    msg = msg.removeprefix("Value error, ")
-    got = err.get("input")
-    suffix = f" (got {got!r})" if got is not None and not isinstance(got, dict | list) else ""
-    return [f"{where}: {field}: {msg}{suffix}"]
+    if typ == "value_error" and "\n" in err["msg"]:
+        return [f"{where}: {line}"
+                for line in err["msg"].removeprefix("Value error, ").splitlines()]
+    return [f"{where}: {field}: {error_message(err)}"]
 
 
 def parse_config(data: dict[str, Any], where: str = "<config>") -> Config:
@@ -380,7 +362,7 @@ def rules_problems(path: Path) -> list[str]:
     except tomllib.TOMLDecodeError as exc:
         return [f"{path}: TOML syntax error: {exc}"]
     except ValidationError as exc:
-        return [f"{path}: {_loc(tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+        return [f"{path}: {line}" for line in validation_problems(exc, top="(top level)")]
     return []
 
 

@@ -1,20 +1,22 @@
-"""The daemon: wires config → supervised drivers → readings → outbox → the MQTT owner.
+"""The daemon, kapmonitor's composition root: it builds the parts and wires them together.
 
-Topic tree under the base topic (default ``kapmonitor/<node_id>``):
+The flow it wires (docs/architecture.md draws it)::
 
-===============================  ========  ===  =============================================
-topic                            retained  QoS  content
-===============================  ========  ===  =============================================
-``bridge/state``                 yes       1    online/offline, reason, version, outbox depth
-``device/<id>/status``           yes       1    state, last_seen, battery, driver facts
-``bed/<id>/vitals``              yes       1    latest *live* value per metric
-``bed/<id>/reading``             no        1    every reading (from the outbox, ``historical``)
-``bed/<id>/alert``               no        1    alert events (from the outbox)
-``bridge/request/<cmd>``         no        -    commands in; ``bridge/response/<cmd>`` out
-===============================  ========  ===  =============================================
+    drivers → Supervisor (one per device) → ReadingPipeline ─► DurablePublisher → Outbox ─┐
+                                 │                          ├► VitalsCache → retained     │
+                                 └► device status           └► listeners (services)      │
+    services (alarms, Home Assistant) ◄── ServicePorts          MqttOwner ◄── outbox/retained ◄┘
+    bridge/request/<cmd> → MqttOwner → CommandRouter (validates once) → handler
 
-With ``[homeassistant] enabled``, also ``<discovery_prefix>/device/<id>/config`` (retained,
-see :mod:`kapmonitor.homeassistant`), re-sent when HA's birth message says ``online``.
+What lives here: :class:`Daemon` (start, stop, the state-directory lock, the supervision of
+long-lived tasks, the publication of device status and bridge state), the daemon's own
+commands (``republish``, ``device/assign``, ``device/command``) and :func:`sd_notify`.
+
+What does not: the topic tree (:mod:`kapmonitor.topics`), what happens to a reading
+(:mod:`kapmonitor.pipeline`), the device directory and assignments (:mod:`kapmonitor.devices`),
+the command table (:mod:`kapmonitor.commands`), the services (:mod:`kapmonitor.services`, which
+get :class:`~kapmonitor.ports.ServicePorts`, never the daemon) and the connection
+(:mod:`kapmonitor.mqtt`).
 """
 
 from __future__ import annotations
@@ -22,36 +24,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kapmonitor import __version__
-from kapmonitor.alarm_service import AlarmService
-from kapmonitor.alarm_service import attach as attach_alarms
 from kapmonitor.clock import Clock, SystemClock
+from kapmonitor.commands import CommandRouter
 from kapmonitor.config import Config
-from kapmonitor.drivers.base import CommandError as DriverCommandError
+from kapmonitor.devices import Devices
 from kapmonitor.drivers.base import DriverContext
 from kapmonitor.drivers.registry import drivers
-from kapmonitor.homeassistant import discovery
 from kapmonitor.metrics import Metrics
 from kapmonitor.model import Reading
-from kapmonitor.mqtt import BrokerSettings, CommandError, CommandRouter, MqttOwner, make_tls_context
-from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox
+from kapmonitor.mqtt import BrokerSettings, MqttOwner, make_tls_context
+from kapmonitor.outbox import LANE_NAMES, Outbox
+from kapmonitor.pipeline import DurablePublisher, Listeners, ReadingPipeline, VitalsCache
+from kapmonitor.ports import ServicePorts
+from kapmonitor.services.alarms import AlarmService
+from kapmonitor.services.alarms import attach as attach_alarms
 from kapmonitor.services.display_watch import DisplayWatch
+from kapmonitor.services.display_watch import attach as attach_display_watch
+from kapmonitor.services.homeassistant import publish_discovery, topics_of
 from kapmonitor.supervisor import DeviceStatus, Supervisor
 
 log = logging.getLogger("kapmonitor.daemon")
-# Same output as json.dumps(..., separators=(",", ":")) without a new encoder per call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 class _Request(BaseModel):
@@ -91,39 +94,31 @@ class Daemon:
         self.clock: Clock = clock or SystemClock()
         self.broker = broker or (config.mqtt.host, config.mqtt.port)
         self.boot_id = uuid.uuid4().hex[:12]
-        self.seq = 0
         self.metrics = Metrics()
         self.state_dir = Path(config.state_dir)
+        self.topics = topics_of(config)
         self.beds = {b.id: b for b in config.beds}
-        self._assign_path = self.state_dir / "assignments.json"
-        self.bed_of: dict[str, str] = {d.id: d.bed for d in config.devices}
-        self.vitals: dict[str, dict[str, dict[str, Any]]] = {b: {} for b in self.beds}
-        self._dirty_beds: set[str] = set()
-        self.supervisors: dict[str, Supervisor] = {}
+        self.devices = Devices(config, self.state_dir)
         self.statuses: dict[str, DeviceStatus] = {}
-        self.reading_listeners: list[Callable[[Reading], None]] = []
-        self._reading_counters: dict[tuple[str, str], Any] = {}
-        self.status_listeners: list[Callable[[DeviceStatus], None]] = []
-        self.alert_listeners: list[Callable[[str, dict[str, Any]], None]] = []
-        self.display_watch: DisplayWatch | None = None
+        self.readings: Listeners[Reading] = Listeners()
+        self.status_listeners: Listeners[DeviceStatus] = Listeners()
+        self.vitals = VitalsCache(self.beds)
         self.router = CommandRouter()
         self._tasks: list[asyncio.Task[Any]] = []
         self._lock_fd: int | None = None
         self.outbox: Outbox | None = None
         self.mqtt: MqttOwner | None = None
+        self.publisher: DurablePublisher | None = None
+        self.pipeline: ReadingPipeline | None = None
         self.metrics_port: int | None = None
         self.alarms: AlarmService | None = None
+        self.display_watch: DisplayWatch | None = None
         self.started = asyncio.Event()
         self.fatal: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._add_builtin_commands()
 
-    # -- commands ------------------------------------------------------------------------
-    def add_command(
-        self, name: str, model: type[BaseModel], handler: Callable[[Any], Awaitable[Any]]
-    ) -> None:
-        self.router.add(name, model, handler)
-
+    # -- the daemon's own commands -----------------------------------------------------------
     def _add_builtin_commands(self) -> None:
         async def republish(_: RepublishRequest) -> dict[str, Any]:
             assert self.mqtt is not None
@@ -131,97 +126,23 @@ class Daemon:
             return {"topics": await self.mqtt.republish()}
 
         async def assign(req: AssignRequest) -> dict[str, Any]:
-            if req.device not in self.supervisors:
-                raise CommandError(f"unknown device {req.device!r}")
-            if req.bed not in self.beds:
-                raise CommandError(f"unknown bed {req.bed!r}; known: {', '.join(self.beds)}")
-            old = self.bed_of[req.device]
-            self.bed_of[req.device] = req.bed
-            self._save_assignments()
-            self.supervisors[req.device].rebed()
-            log.info("device %s moved from bed %s to bed %s", req.device, old, req.bed)
+            old = self.devices.assign(req.device, req.bed)
             return {"device": req.device, "bed": req.bed, "previous": old}
 
         async def device_command(req: DeviceCommandRequest) -> dict[str, Any]:
-            sup = self.supervisors.get(req.device)
-            if sup is None:
-                raise CommandError(f"unknown device {req.device!r}")
-            try:
-                return await sup.command(req.command, req.args)
-            except DriverCommandError as exc:
-                raise CommandError(str(exc)) from None
+            return await self.devices.command(req.device, req.command, req.args)
 
-        self.add_command("republish", RepublishRequest, republish)
-        self.add_command("device/assign", AssignRequest, assign)
-        self.add_command("device/command", DeviceCommandRequest, device_command)
+        self.router.add("republish", RepublishRequest, republish)
+        self.router.add("device/assign", AssignRequest, assign)
+        self.router.add("device/command", DeviceCommandRequest, device_command)
 
-    # -- readings and status -------------------------------------------------------------
-    def _next_seq(self) -> tuple[int, str]:
-        self.seq += 1
-        return self.seq, f"{self.boot_id}-{self.seq}"
-
-    def on_reading(self, r: Reading) -> None:
-        assert self.outbox is not None
-        # Hot path (every reading): reuse the labelled counter and the JSON encoder instead
-        # of looking them up / building them per call (bench/throughput.py).
-        counter = self._reading_counters.get((r.metric, r.device))
-        if counter is None:
-            counter = self._reading_counters[(r.metric, r.device)] = (
-                self.metrics.readings.labels(r.metric, r.device)
-            )
-        counter.inc()
-        seq, msg_id = self._next_seq()
-        body = r.payload()
-        body["seq"] = seq
-        body["msg_id"] = msg_id
-        body["boot_id"] = self.boot_id
-        self.outbox.put(
-            LANE_READING,
-            f"{self.cfg.base_topic}/bed/{r.bed}/reading",
-            _COMPACT_JSON.encode(body).encode(),
-            r.received,
-        )
-        bed = self.vitals.setdefault(r.bed, {})
-        prev = bed.get(r.metric)
-        if prev is None or prev["ts"] <= r.ts:  # stored records replayed by a cuff are older
-            bed[r.metric] = {
-                "value": r.value,
-                "unit": r.unit,
-                "ts": r.ts,
-                "device": r.device,
-                "quality": sorted(r.quality),
-            }
-            self._dirty_beds.add(r.bed)
-        for listener in self.reading_listeners:
-            listener(r)
-
-    def publish_alert(self, bed: str, event: dict[str, Any]) -> None:
-        """Queue an alert event for ``bed/<bed>/alert`` (durable, never dropped)."""
-        assert self.outbox is not None
-        seq, msg_id = self._next_seq()
-        body = dict(event)
-        body.update(seq=seq, msg_id=msg_id, boot_id=self.boot_id, bed=bed)
-        self.outbox.put(
-            LANE_ALERT,
-            f"{self.cfg.base_topic}/bed/{bed}/alert",
-            json.dumps(body, separators=(",", ":")).encode(),
-            self.clock.now(),
-        )
-        for listener in self.alert_listeners:
-            listener(bed, body)
-
-    def set_retained(self, suffix: str, body: dict[str, Any]) -> None:
-        """Publish retained state (e.g. ``bed/<id>/alarms``) now and after every reconnect."""
-        assert self.mqtt is not None
-        self.mqtt.set_retained(suffix, body)
-
+    # -- device status and bridge state ------------------------------------------------------
     def _on_status(self, st: DeviceStatus) -> None:
         self.statuses[st.device] = st
         self.metrics.set_device_state(st.device, st.state)
         if self.mqtt is not None:
-            self.mqtt.set_retained(f"device/{st.device}/status", st.to_json())
-        for listener in self.status_listeners:
-            listener(st)
+            self.mqtt.set_retained(self.topics.device_status(st.device), st.to_json())
+        self.status_listeners(st)
 
     def bridge_state(self, state: str, reason: str) -> dict[str, Any]:
         depth = self.outbox.depth() if self.outbox is not None else 0
@@ -236,16 +157,11 @@ class Daemon:
         }
 
     def _publish_all_state(self) -> None:
+        assert self.mqtt is not None
         for st in self.statuses.values():
             self._on_status(st)
-        self._dirty_beds.update(self.vitals)
-        self._publish_vitals()
-
-    def _publish_vitals(self) -> None:
-        assert self.mqtt is not None
-        dirty, self._dirty_beds = self._dirty_beds, set()
-        for bed in dirty:
-            self.mqtt.set_retained(f"bed/{bed}/vitals", {"bed": bed, "metrics": self.vitals[bed]})
+        self.vitals.mark_all()
+        self.vitals.flush(self.mqtt, self.topics)
 
     async def _housekeeping(self) -> None:
         """Coalesced vitals, outbox gauges and the depth shown in bridge/state."""
@@ -254,7 +170,7 @@ class Daemon:
         last_state_pub = 0.0
         while True:
             await asyncio.sleep(0.5)
-            self._publish_vitals()
+            self.vitals.flush(self.mqtt, self.topics)
             for lane, name in LANE_NAMES.items():
                 self.metrics.outbox_depth.labels(name).set(self.outbox.counts[lane])
             depth = self.outbox.depth()
@@ -268,21 +184,6 @@ class Daemon:
                 with contextlib.suppress(Exception):
                     await self.mqtt.publish_bridge_state("online", "connected")
 
-    # -- assignments persist across restarts ---------------------------------------------
-    def _load_assignments(self) -> None:
-        try:
-            saved = json.loads(self._assign_path.read_text())
-        except (OSError, ValueError):
-            return
-        for dev, bed in saved.items():
-            if dev in self.bed_of and bed in self.beds:
-                self.bed_of[dev] = bed
-
-    def _save_assignments(self) -> None:
-        tmp = self._assign_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.bed_of, indent=1))
-        tmp.replace(self._assign_path)
-
     # -- lifecycle -----------------------------------------------------------------------
     def _take_lock(self) -> None:
         fd = os.open(self.state_dir / "kapmonitor.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -295,19 +196,8 @@ class Daemon:
             ) from None
         self._lock_fd = fd
 
-    async def start(self) -> None:
+    def _broker_settings(self) -> BrokerSettings:
         cfg = self.cfg
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._take_lock()
-        self._load_assignments()
-        self.outbox = Outbox(
-            self.state_dir / "outbox.sqlite3",
-            max_readings=cfg.outbox.max_readings,
-            on_drop=lambda lane, n: self.metrics.outbox_dropped.labels(LANE_NAMES[lane]).inc(n),
-        )
-        if self.outbox.depth():
-            log.info("outbox holds %d messages from before; they will be replayed",
-                     self.outbox.depth())
         tls = None
         if cfg.mqtt.tls.active:
             t = cfg.mqtt.tls
@@ -317,11 +207,10 @@ class Daemon:
                 str(t.key_file) if t.key_file else None,
                 t.insecure,
             )
-        settings = BrokerSettings(
+        return BrokerSettings(
             host=self.broker[0],
             port=self.broker[1],
             client_id=cfg.client_id,
-            base_topic=cfg.base_topic,
             keepalive=cfg.mqtt.keepalive,
             username=cfg.mqtt.username,
             password=cfg.mqtt_password(),
@@ -334,15 +223,46 @@ class Daemon:
             birth_topic=cfg.homeassistant.birth_topic if cfg.homeassistant.enabled else None,
             birth_delay_max=cfg.homeassistant.republish_delay_max,
         )
-        self.mqtt = MqttOwner(
-            settings, self.outbox, self.clock, self.metrics, self.router, self.bridge_state
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        self.devices.load()
+        self.outbox = Outbox(
+            self.state_dir / "outbox.sqlite3",
+            max_readings=cfg.outbox.max_readings,
+            on_drop=lambda lane, n: self.metrics.outbox_dropped.labels(LANE_NAMES[lane]).inc(n),
         )
-        self._home_assistant_discovery()
+        if self.outbox.depth():
+            log.info("outbox holds %d messages from before; they will be replayed",
+                     self.outbox.depth())
+        self.mqtt = MqttOwner(
+            self._broker_settings(), self.outbox, self.clock, self.metrics, self.router,
+            self.bridge_state, self.topics,
+        )
+        self.publisher = DurablePublisher(self.outbox, self.topics, self.boot_id, self.clock)
+        self.pipeline = ReadingPipeline(self.publisher, self.vitals, self.metrics, self.readings)
+        ports = ServicePorts(
+            clock=self.clock,
+            boot_id=self.boot_id,
+            state_dir=self.state_dir,
+            topics=self.topics,
+            readings=self.readings,
+            statuses=self.status_listeners,
+            alerts=self.publisher,
+            retained=self.mqtt,
+            commands=self.router,
+            spawn=self.spawn,
+            devices=self.devices,
+        )
+        publish_discovery(cfg, __version__, self.topics, self.mqtt, self.state_dir)
+        if cfg.display_watch.required:
+            # Before the alarm service, so that it sees every alert event the node publishes.
+            self.display_watch, ports = attach_display_watch(cfg.display_watch, ports, self.mqtt)
         if cfg.alarms.enabled:
             # Before any driver runs, so the engine sees every reading.
-            self.alarms = attach_alarms(self, cfg.alarms.rules)
-        if cfg.display_watch.required:
-            self._attach_display_watch()
+            self.alarms = attach_alarms(ports, cfg.alarms.rules)
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         ctx = DriverContext(
@@ -353,53 +273,23 @@ class Daemon:
             if not dev.enabled:
                 continue
             driver = registry[dev.driver](dev, ctx)
-            sup = Supervisor(driver, self.clock, self.bed_of.__getitem__, self.on_reading,
-                             self._on_status)
-            self.supervisors[dev.id] = sup
+            sup = Supervisor(driver, self.clock, self.devices.assignments.__getitem__,
+                             self.pipeline, self._on_status)
+            self.devices.supervisors[dev.id] = sup
             self._on_status(sup.status)
         self.spawn(self.mqtt.run(), "mqtt")
         self.spawn(self._housekeeping(), "housekeeping")
-        for dev_id, sup in self.supervisors.items():
+        for dev_id, sup in self.devices.supervisors.items():
             self.spawn(sup.run(), f"device:{dev_id}")
         sd_notify("READY=1")
         self.started.set()
         log.info(
             "kapmonitor %s started: node %s, %d beds, %d devices, broker %s:%d",
-            __version__, cfg.node.node_id, len(self.beds), len(self.supervisors), *self.broker,
+            __version__, cfg.node.node_id, len(self.beds), len(self.devices.supervisors),
+            *self.broker,
         )
 
-    def _attach_display_watch(self) -> None:
-        """The node's watch over the central stations (kapmonitor.services.display_watch)."""
-        assert self.mqtt is not None
-        watch = DisplayWatch(
-            self.cfg.display_watch, base_topic=self.cfg.base_topic, beds=list(self.beds),
-            boot_id=self.boot_id, alerts=self, retained=self, subscriptions=self.mqtt,
-            now=self.clock.now,
-        )
-        self.alert_listeners.append(watch.on_alert)
-        self.display_watch = watch
-        self.spawn(watch.run(), "display-watch")
-
-    def _home_assistant_discovery(self) -> None:
-        """Publish HA discovery (when enabled) and remove what an earlier config published
-        that this one no longer has (beds or the whole feature gone), so HA keeps no ghosts."""
-        assert self.mqtt is not None
-        path = self.state_dir / "ha-discovery.json"
-        try:
-            before = set(json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            before = set()
-        now = discovery(self.cfg, __version__) if self.cfg.homeassistant.enabled else {}
-        for topic in sorted(before - set(now)):
-            self.mqtt.set_retained_topic(topic, b"")  # an empty retained config removes it
-        for topic, payload in now.items():
-            self.mqtt.set_retained_topic(topic, payload)
-        if now or before:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(sorted(now)))
-            os.replace(tmp, path)
-
-    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a long-lived part of the daemon; if it dies, the daemon stops with an error
         (systemd restarts it) instead of limping on without it."""
         task = asyncio.create_task(coro, name=name)

@@ -3,30 +3,38 @@
 On every (re)connect, in order: publish ``bridge/state`` online (retained; the last will says
 offline/lost), re-publish the retained state cache, subscribe to ``bridge/request/#``, then
 drain the outbox. Nothing else in kapmonitor touches the client: producers put messages into
-the outbox or the retained cache, commands arrive through :class:`CommandRouter`.
+the outbox or the retained cache (:meth:`MqttOwner.set_retained`, the
+:class:`~kapmonitor.ports.RetainedState` port), and requests go to the
+:class:`~kapmonitor.commands.CommandRouter`.
+
+What lives here: the connection loop, the retained-state cache, the outbox drain with its
+PUBACK accounting, the dispatch of incoming requests and HA birth messages, the clean shutdown
+and the TLS context. What does not: topic spelling and payload encoding
+(:mod:`kapmonitor.topics`), command validation and handlers (:mod:`kapmonitor.commands` and the
+services), and what is published (the pipeline and the services).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, ValidationError
 
 from kapmonitor.clock import Clock
+from kapmonitor.commands import CommandRouter
 from kapmonitor.metrics import Metrics
 from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox, Row
 from kapmonitor.supervisor import Backoff
+from kapmonitor.topics import Kind, Topics, encode
 
 log = logging.getLogger("kapmonitor.mqtt")
 
@@ -40,7 +48,6 @@ class BrokerSettings:
     host: str
     port: int
     client_id: str
-    base_topic: str
     keepalive: int = 15
     username: str | None = None
     password: str | None = None
@@ -55,67 +62,6 @@ class BrokerSettings:
     birth_delay_max: float = 5.0
 
 
-class CommandError(Exception):
-    """A request that cannot be carried out; the text goes into the error response."""
-
-
-Handler = Callable[[Any], Awaitable[Any]]
-
-
-class CommandRouter:
-    """``bridge/request/<command>`` → handler → ``bridge/response/<command>``."""
-
-    def __init__(self) -> None:
-        self._routes: dict[str, tuple[type[BaseModel], Handler]] = {}
-
-    def add(self, name: str, model: type[BaseModel], handler: Handler) -> None:
-        self._routes[name] = (model, handler)
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self._routes)
-
-    async def handle(self, name: str, payload: bytes, retained: bool) -> dict[str, Any]:
-        transaction: Any = None
-        try:
-            try:
-                body = json.loads(payload.decode("utf-8")) if payload.strip() else {}
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise CommandError(f"malformed JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise CommandError("request body must be a JSON object")
-            transaction = body.pop("transaction", None)
-            if retained:
-                raise CommandError("commands must not be retained; publish with retain=false")
-            route = self._routes.get(name)
-            if route is None:
-                raise CommandError(f"unknown command {name!r}; known: {', '.join(self.names)}")
-            model, handler = route
-            try:
-                args = model.model_validate(body)
-            except ValidationError as exc:
-                raise CommandError(_validation_text(exc)) from None
-            data = await handler(args)
-            out: dict[str, Any] = {"status": "ok", "data": data if data is not None else {}}
-        except CommandError as exc:
-            out = {"status": "error", "error": str(exc)}
-        except Exception as exc:  # a bad command must never crash the daemon
-            log.exception("command %s failed", name)
-            out = {"status": "error", "error": f"internal error: {type(exc).__name__}: {exc}"}
-        if transaction is not None:
-            out["transaction"] = transaction
-        return out
-
-
-def _validation_text(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(body)"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
 class MqttOwner:
     """Owns the broker connection; see the module docstring."""
 
@@ -127,8 +73,10 @@ class MqttOwner:
         metrics: Metrics,
         router: CommandRouter,
         bridge_state: Callable[[str, str], dict[str, Any]],
+        topics: Topics,
     ) -> None:
         self.s = settings
+        self.topics = topics
         self.outbox = outbox
         self.clock = clock
         self.metrics = metrics
@@ -152,22 +100,16 @@ class MqttOwner:
         self.subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self._published_children: dict[tuple[int, bool], tuple[Any, Any]] = {}
 
-    def topic(self, suffix: str) -> str:
-        return f"{self.s.base_topic}/{suffix}"
-
     def add_subscription(self, topic_filter: str, callback: Callable[[str, bytes], None]) -> None:
         """Subscribe to ``topic_filter`` on every (re)connect; matching messages (other than
         requests) go to ``callback(topic, payload)`` on the event loop."""
         self.subscriptions[topic_filter] = callback
 
     # -- retained state ------------------------------------------------------------------
-    def set_retained(self, suffix: str, body: dict[str, Any] | bytes) -> None:
-        """Remember retained state and publish it soon (coalesced; latest value wins)."""
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.set_retained_topic(self.topic(suffix), data)
-
-    def set_retained_topic(self, topic: str, data: bytes) -> None:
-        """The same for a topic outside the base topic (Home Assistant discovery)."""
+    def set_retained(self, topic: str, body: Mapping[str, Any] | bytes) -> None:
+        """Remember retained state and publish it soon (coalesced; latest value wins); an
+        empty ``bytes`` body removes the retained message from the broker."""
+        data = body if isinstance(body, bytes) else encode(body)
         if self.retained.get(topic) == data:
             return
         self.retained[topic] = data
@@ -180,8 +122,8 @@ class MqttOwner:
         backoff = Backoff(initial=0.5, cap=self.s.reconnect_max)
         while not self._stopping:
             will = aiomqtt.Will(
-                self.topic("bridge/state"),
-                json.dumps(self._bridge_state("offline", "lost")).encode(),
+                self.topics.bridge_state,
+                encode(self._bridge_state("offline", "lost")),
                 qos=1,
                 retain=True,
             )
@@ -242,11 +184,11 @@ class MqttOwner:
         await self._flush_state(client)
         if self.s.protocol == "5":
             await client.subscribe(
-                self.topic("bridge/request/#"),
+                self.topics.wildcard(Kind.REQUEST),
                 options=SubscribeOptions(qos=1, retainAsPublished=True),
             )
         else:  # 3.1.1: only retained requests replayed at subscribe time show the flag
-            await client.subscribe(self.topic("bridge/request/#"), qos=1)
+            await client.subscribe(self.topics.wildcard(Kind.REQUEST), qos=1)
         if self.s.birth_topic:
             await client.subscribe(self.s.birth_topic, qos=1)
         for topic_filter in self.subscriptions:
@@ -261,9 +203,9 @@ class MqttOwner:
         client = self._client
         if client is None or (self._stopping and state == "online"):
             return  # once shutting down, nothing may overwrite the final offline/shutdown
-        body = json.dumps(self._bridge_state(state, reason)).encode()
-        self.retained[self.topic("bridge/state")] = body
-        await client.publish(self.topic("bridge/state"), body, qos=1, retain=True)
+        body = encode(self._bridge_state(state, reason))
+        self.retained[self.topics.bridge_state] = body
+        await client.publish(self.topics.bridge_state, body, qos=1, retain=True)
 
     async def _state_loop(self, client: aiomqtt.Client) -> None:
         while True:
@@ -286,16 +228,18 @@ class MqttOwner:
         return len(self._dirty)
 
     async def _commands(self, client: aiomqtt.Client) -> None:
-        prefix = self.topic("bridge/request/")
         async for message in client.messages:
             topic = str(message.topic)
             if topic == self.s.birth_topic:
                 self._on_birth(message.payload)
                 continue
-            if not topic.startswith(prefix):
-                self._dispatch(message)
+            if self._dispatch(message):
                 continue
-            name = topic[len(prefix):]
+            parsed = self.topics.parse(topic)
+            if parsed is None or parsed.kind is not Kind.REQUEST or parsed.command is None:
+                log.warning("ignoring a message on %.200r: not a well-formed request", topic)
+                continue
+            name = parsed.command
             payload = message.payload if isinstance(message.payload, bytes) else str(
                 message.payload or ""
             ).encode()
@@ -305,22 +249,24 @@ class MqttOwner:
                 # A retained command would fire again on every reconnect: refuse and clear it.
                 await client.publish(topic, b"", qos=1, retain=True)
             response = await self.router.handle(name, payload, bool(message.retain))
-            self.metrics.commands.labels(name if name in self.router.names else "(unknown)",
+            self.metrics.commands.labels(name if name in self.router else "(unknown)",
                                          response["status"]).inc()
-            await client.publish(
-                self.topic(f"bridge/response/{name}"), json.dumps(response).encode(), qos=1
-            )
+            await client.publish(self.topics.response(name), encode(response), qos=1)
 
-    def _dispatch(self, message: aiomqtt.Message) -> None:
+    def _dispatch(self, message: aiomqtt.Message) -> bool:
+        """Hand a message on an extra subscription to its callbacks (True if there was one)."""
         payload = message.payload if isinstance(message.payload, bytes) else str(
             message.payload or ""
         ).encode()
+        matched = False
         for topic_filter, callback in self.subscriptions.items():
             if message.topic.matches(topic_filter):
+                matched = True
                 try:
                     callback(str(message.topic), payload)
                 except Exception:  # a subscriber's bug must not end the connection
                     log.exception("handler of %s failed", topic_filter)
+        return matched
 
     def _on_birth(self, payload: Any) -> None:
         """Home Assistant came (back) online: after a random delay, so that many bridges do

@@ -42,6 +42,8 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from kapmonitor.alerts import AlarmEngine, Event, RuleSet, load_rules
+from kapmonitor.alerts.commands import parse_command
+from kapmonitor.errors import CommandError, validation_problems
 from kapmonitor.model import METRICS, Reading
 
 HEADER = ["t", "bed", "name", "value"]
@@ -179,15 +181,15 @@ def run(
                 engine.on_reading(_reading(row, value))
                 continue
             name, args = _command(row)
-            result = engine.command(name, args, row.t)
-            if not result.ok and row.name in ("ack", "pause") and warn is not None:
-                # A recorded acknowledgement whose alert no longer fires under the limits
-                # being tuned is expected, not an error in the trace: say so and go on.
-                warn(f"{trace}: row {row.number}: {row.name} skipped: "
-                     f"{result.response['error']}")
-                continue
-            if not result.ok:
-                raise TraceError(row.number, f"{row.name} refused: {result.response['error']}")
+            try:
+                result = engine.execute(parse_command(name, args), row.t)
+            except CommandError as exc:
+                if row.name in ("ack", "pause") and warn is not None:
+                    # A recorded acknowledgement whose alert no longer fires under the limits
+                    # being tuned is expected, not an error in the trace: say so and go on.
+                    warn(f"{trace}: row {row.number}: {row.name} skipped: {exc}")
+                    continue
+                raise TraceError(row.number, f"{row.name} refused: {exc}") from None
             _emit(result.events, out)
         if current is not None:
             _emit(engine.tick(current), out)
@@ -231,11 +233,8 @@ def load_config(path: str | None) -> RuleSet:
         raise ValueError(f"{path}: invalid TOML: {e}")
     except ValidationError as e:
         raise ValueError(
-            "\n".join(
-                f"{path}: {'.'.join(str(x) for x in err['loc']) or '(top)'}: {err['msg']}"
-                for err in e.errors()
-            )
-        )
+            "\n".join(f"{path}: {line}" for line in validation_problems(e, top="(top level)"))
+        ) from None
 
 
 def main(argv: list[str]) -> int:

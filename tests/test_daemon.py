@@ -11,14 +11,16 @@ from typing import Any
 
 import pytest
 
+from kapmonitor.topics import Kind, Topics
 from tests.helpers.daemon import clinic_config, kill, running, spawn_daemon, write_toml
 from tests.helpers.mqtt import Broker, request, subscribe
 
 BASE = "kapmonitor/t1"
+TOPICS = Topics(BASE)
 
 
 async def test_topics_and_payloads(broker: Broker, tmp_path: Path) -> None:
-    async with subscribe(broker.address, f"{BASE}/#") as sub, running(
+    async with subscribe(broker.address, TOPICS.everything) as sub, running(
         clinic_config(tmp_path / "state", broker.address)
     ) as daemon:
         def have_all(msgs: list) -> bool:
@@ -35,7 +37,7 @@ async def test_topics_and_payloads(broker: Broker, tmp_path: Path) -> None:
         assert status["state"] == "connected" and status["bed"] == "bed1"
         assert status["battery"] == 100.0 and status["grade"] == "simulated"
 
-        readings = [p for t, p, r in sub.messages if t == f"{BASE}/bed/bed1/reading"]
+        readings = [p for t, p, r in sub.messages if t == TOPICS.reading("bed1")]
         assert all(not r for t, _, r in sub.messages if t.endswith("/reading"))
         spo2 = next(r for r in readings if r["metric"] == "spo2")
         assert spo2["unit"] == "%" and spo2["mdc"] == 150456 and spo2["loinc"] == "59408-5"
@@ -53,12 +55,12 @@ async def test_topics_and_payloads(broker: Broker, tmp_path: Path) -> None:
         assert vitals["bed"] == "bed1" and vitals["metrics"]["spo2"]["unit"] == "%"
 
     # Retained state is there for a late joiner.
-    async with subscribe(broker.address, f"{BASE}/#") as late:
+    async with subscribe(broker.address, TOPICS.everything) as late:
         await late.wait_for(lambda m: any(t.endswith("bridge/state") for t, _, _ in m))
         await asyncio.sleep(0.3)
         retained = {t for t, _, r in late.messages if r}
-        assert {f"{BASE}/bridge/state", f"{BASE}/device/ox1/status",
-                f"{BASE}/device/cuff1/status", f"{BASE}/bed/bed1/vitals"} <= retained
+        assert {TOPICS.bridge_state, TOPICS.device_status("ox1"),
+                TOPICS.device_status("cuff1"), TOPICS.vitals("bed1")} <= retained
         assert not any(t.endswith("/reading") for t in retained)
         states = late.on("bridge/state")
         assert states[-1]["reason"] == "shutdown", (states, broker.log_tail())
@@ -83,7 +85,7 @@ async def test_stop_during_reconnect_still_ends_with_shutdown(
         broker.start()
         stopping = time.monotonic()
     assert time.monotonic() - stopping < 5.0
-    async with subscribe(broker.address, f"{BASE}/bridge/state") as late:
+    async with subscribe(broker.address, TOPICS.bridge_state) as late:
         await late.wait_for(lambda m: m)
         await asyncio.sleep(0.2)
         assert late.messages[-1][1]["reason"] == "shutdown", (late.messages, broker.log_tail())
@@ -91,18 +93,19 @@ async def test_stop_during_reconnect_still_ends_with_shutdown(
 
 async def test_broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> None:
     cfg = clinic_config(tmp_path / "state", broker.address)
-    async with subscribe(broker.address, f"{BASE}/bed/+/reading", reconnect=True) as sub, \
-            running(cfg) as daemon:
+    readings = TOPICS.wildcard(Kind.BED_READING)
+    async with subscribe(broker.address, readings, reconnect=True) as sub, running(cfg) as daemon:
         await sub.wait_for(lambda m: len(m) > 20)
         broker.stop()
         outage_start = time.time()
         await asyncio.sleep(3.0)
-        produced_during = daemon.seq
+        assert daemon.publisher is not None
+        produced_during = daemon.publisher.seq
         assert daemon.outbox is not None and daemon.outbox.depth() > 20  # backlog visible
         broker.start()
         restarted = time.time()
         # Wait until every seq produced so far has arrived.
-        target = daemon.seq + 5
+        target = daemon.publisher.seq + 5
 
         def complete(msgs: list) -> bool:
             seqs = {p["seq"] for _, p, _ in msgs}
@@ -120,14 +123,14 @@ async def test_broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> No
         assert live and not any(p["historical"] for p in live)
 
     # Retained vitals are live values, never the replayed backlog.
-    async with subscribe(broker.address, f"{BASE}/bed/bed1/vitals") as late:
+    async with subscribe(broker.address, TOPICS.vitals("bed1")) as late:
         msgs = await late.wait_for(lambda m: m)
         assert msgs[-1][1]["metrics"]["spo2"]["ts"] > restarted
 
 
 async def test_commands_and_errors(broker: Broker, tmp_path: Path) -> None:
     cfg = clinic_config(tmp_path / "state", broker.address, beds=2)
-    async with running(cfg) as daemon, subscribe(broker.address, f"{BASE}/#") as sub:
+    async with running(cfg) as daemon, subscribe(broker.address, TOPICS.everything) as sub:
         addr = broker.address
         ok = await request(addr, BASE, "device/assign",
                            {"device": "ox1", "bed": "bed2", "transaction": "t-1"})
@@ -137,7 +140,7 @@ async def test_commands_and_errors(broker: Broker, tmp_path: Path) -> None:
             t.endswith("bed/bed2/reading") and p["device"] == "ox1" for t, p, _ in m))
         await sub.wait_for(lambda m: any(
             t.endswith("device/ox1/status") and p["bed"] == "bed2" for t, p, _ in m))
-        assert daemon.bed_of["ox1"] == "bed2"
+        assert daemon.devices.bed_of("ox1") == "bed2"
 
         n = len(sub.messages)
         rep = await request(addr, BASE, "republish", {"transaction": 7})
@@ -150,7 +153,7 @@ async def test_commands_and_errors(broker: Broker, tmp_path: Path) -> None:
             ("device/assign", {"device": "ox1", "bed": "bed9"}, "unknown bed"),
             ("device/assign", {"device": "ox1", "bed": "bed1", "colour": 1},
              "colour: unknown field"),
-            ("device/assign", {"device": "ox1"}, "bed: Field required"),
+            ("device/assign", {"device": "ox1"}, "bed: required field is missing"),
             ("no/such", {}, "unknown command"),
             ("device/command", {"device": "ox1", "command": "fly"}, "does not support"),
         ]
@@ -177,7 +180,7 @@ async def test_device_command_reaches_driver(broker: Broker, tmp_path: Path) -> 
                               "args": {"kind": "sensor_off", "duration": 60}})
         assert resp["status"] == "ok" and resp["data"]["kind"] == "sensor_off"
         seen: list = []
-        daemon.reading_listeners.append(seen.append)
+        daemon.readings.subscribe(seen.append)
         for _ in range(100):
             if any(r.metric == "spo2" for r in seen):
                 break
@@ -205,11 +208,12 @@ async def test_outbox_survives_restart_without_broker(broker: Broker, tmp_path: 
     cfg = clinic_config(tmp_path / "state", broker.address)
     async with running(cfg, connected=False) as first:
         await asyncio.sleep(1.0)
-        queued = first.seq
+        assert first.publisher is not None
+        queued = first.publisher.seq
         first_boot = first.boot_id
     assert queued > 10
     broker.start()
-    async with subscribe(broker.address, f"{BASE}/bed/+/reading") as sub, running(cfg):
+    async with subscribe(broker.address, TOPICS.wildcard(Kind.BED_READING)) as sub, running(cfg):
         def old_done(msgs: list) -> bool:
             return {p["seq"] for _, p, _ in msgs if p["boot_id"] == first_boot} == set(
                 range(1, queued + 1))
@@ -239,7 +243,7 @@ async def test_bridge_state_on_kill_and_term(
     proc = spawn_daemon(path)
     try:
         await asyncio.to_thread(_wait_line, proc, "connected to broker")
-        async with subscribe(broker.address, f"{BASE}/bridge/state") as sub:
+        async with subscribe(broker.address, TOPICS.bridge_state) as sub:
             await sub.wait_for(lambda m: m and m[-1][1]["state"] == "online")
             t0 = time.monotonic()
             kill(proc, sig)
@@ -251,7 +255,7 @@ async def test_bridge_state_on_kill_and_term(
         if sig == signal.SIGTERM:
             assert rc == 0 and took < 5.0
         # The offline state is retained for late joiners.
-        async with subscribe(broker.address, f"{BASE}/bridge/state") as late:
+        async with subscribe(broker.address, TOPICS.bridge_state) as late:
             msgs = await late.wait_for(lambda m: m)
             assert msgs[-1][1]["state"] == state and msgs[-1][2] is True
     finally:

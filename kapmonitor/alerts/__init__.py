@@ -11,7 +11,9 @@ Modules:
 * ``lifecycle`` — alerts: raise/latch/acknowledge/audio pause/escalate/clear.
 * ``session`` — the dosing session: phases, baseline, BP checklist, discharge readiness.
 * ``events`` — alert and session events (the public JSON shapes; also the alarm log).
-* ``engine`` — :class:`AlarmEngine`, the facade the daemon and ``kapmonitor replay`` use.
+* ``commands`` — the operator commands' argument models and the one table of their names.
+* ``engine`` — :class:`AlarmEngine`, the facade the daemon and ``kapmonitor replay`` use; its
+  typed command methods raise :class:`kapmonitor.errors.CommandError` to refuse.
 """
 
 from kapmonitor.alerts.engine import AlarmEngine, CommandResult

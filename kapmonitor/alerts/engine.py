@@ -6,7 +6,8 @@ Usage::
     engine.on_reading(reading)                  # kapmonitor.model.Reading, any time
     engine.on_device_status("ox1", "bed1", "disconnected", now)
     events = engine.tick(now)                   # runs every tick due up to `now`
-    result = engine.command("alert/ack", {"bed": "bed1", "all": True}, now)
+    response, events = engine.ack(AlertArgs(bed="bed1", all=True), now)  # typed commands
+    result = engine.execute(parse_command("alert/ack", body), now)      # by name (the router)
     result.response, result.events              # response body and events to publish
     engine.active_alarms("bed1")                # retained `bed/<id>/alarms` payload
     engine.session_state("bed1")                # retained `bed/<id>/session` payload
@@ -17,7 +18,9 @@ engine never reads a clock. Ticks fall on multiples of ``tick_s``. Readings are 
 host ``received`` time; NIBP parts (sys/dia/mean) with the same device and source timestamp form
 one measurement, validated and evaluated at the first tick after they arrived.
 
-Commands (args are validated, unknown fields rejected):
+Commands (argument models and the name table in :mod:`kapmonitor.alerts.commands`; a refused
+command raises :class:`~kapmonitor.errors.CommandError`; ``command(name, mapping, now)`` is the
+compatibility entry point that validates and returns an error response instead):
 
 * ``session/start`` {bed, profile, route?, risk_flags?, session_id?, patient_id?}
 * ``session/dose`` {bed, dose_mg?, route?} — the first dose is t0 and freezes the baseline
@@ -36,13 +39,23 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kapmonitor.alerts.commands import (
+    AlertArgs,
+    DoseArgs,
+    EndArgs,
+    EngineArgs,
+    PauseArgs,
+    StartArgs,
+    SymptomArgs,
+    SymptomClearArgs,
+    parse_command,
+)
 from kapmonitor.alerts.compiled import CompiledRules
 from kapmonitor.alerts.detector import TickInput, Transition, VectorDetector
 from kapmonitor.alerts.events import Event, SessionEvent
@@ -62,6 +75,7 @@ from kapmonitor.alerts.rules import (
 )
 from kapmonitor.alerts.session import Dose, NibpRecord, Session
 from kapmonitor.alerts.signals import SignalSampler
+from kapmonitor.errors import CommandError
 from kapmonitor.model import METRICS, Reading
 
 STATE_VERSION = 1
@@ -78,74 +92,6 @@ class CommandResult:
         return self.response.get("status") == "ok"
 
 
-class CommandError(Exception):
-    pass
-
-
-class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    bed: str = Field(description="Bed id.")
-
-
-class _ByArgs(_Args):
-    by: str | None = Field(default=None, description="Who acted (logged in the events).")
-
-
-class StartArgs(_ByArgs):
-    profile: str = Field(description="Dosing profile, e.g. `ketamine` or `esketamine`.")
-    route: str | None = Field(default=None, description="Route of administration.")
-    risk_flags: list[str] = Field(default_factory=list, description="Risk flags.")
-    session_id: str | None = Field(default=None, description="Id; default `<bed>-<time>`.")
-    patient_id: str | None = Field(default=None, description="Patient reference (optional).")
-
-
-class DoseArgs(_ByArgs):
-    dose_mg: float | None = Field(default=None, ge=0, description="Dose in mg.")
-    route: str | None = Field(default=None, description="Route; default the session's.")
-
-
-class EndArgs(_ByArgs):
-    pass
-
-
-def _one_target(target: str | None, all_: bool, name: str) -> None:
-    """Commands that act on one item or on all of a bed take exactly one of the two."""
-    if (target is None) == (not all_):
-        raise ValueError(f"give either {name} or all=true")
-
-
-class AlertArgs(_Args):
-    alert_id: str | None = Field(default=None, description="Alert id (or rule id).")
-    all: bool = Field(default=False, description="Every open alert of the bed.")
-    by: str | None = Field(default=None, description="Who acted (logged).")
-
-    @model_validator(mode="after")
-    def _one(self) -> AlertArgs:
-        _one_target(self.alert_id, self.all, "alert_id")
-        return self
-
-
-class PauseArgs(AlertArgs):
-    seconds: float | None = Field(default=None, gt=0, description="Pause length.")
-
-
-class SymptomArgs(_Args):
-    symptom: str = Field(description="One of the rule set's `[symptoms] symptoms`.")
-    note: str | None = Field(default=None, max_length=500, description="Free text (logged).")
-    by: str | None = Field(default=None, description="Who entered it (logged).")
-
-
-class SymptomClearArgs(_Args):
-    symptom: str | None = Field(default=None, description="The symptom to clear.")
-    all: bool = Field(default=False, description="Clear every symptom of the bed.")
-    by: str | None = Field(default=None, description="Who cleared it (logged).")
-
-    @model_validator(mode="after")
-    def _one(self) -> SymptomClearArgs:
-        _one_target(self.symptom, self.all, "symptom")
-        return self
-
-
 def _symptom_text(symptoms: Mapping[str, Any]) -> str:
     return ", ".join(name.replace("_", " ") for name in sorted(symptoms))
 
@@ -155,6 +101,25 @@ class _NibpParts:
     first_received: float
     values: dict[str, float | None] = field(default_factory=dict)
     flags: set[str] = field(default_factory=set)
+
+
+_A = TypeVar("_A", bound=EngineArgs)
+_Reply = tuple[dict[str, Any], list[Event]]
+
+
+def _on_known_bed(
+    method: Callable[[AlarmEngine, _A, float], _Reply],
+) -> Callable[[AlarmEngine, _A, float], _Reply]:
+    """A command method runs only for a bed the engine watches."""
+
+    def checked(self: AlarmEngine, a: _A, now: float) -> _Reply:
+        if a.bed not in self.bed_index:
+            raise CommandError(f"unknown bed {a.bed!r}")
+        return method(self, a, now)
+
+    checked.__name__ = method.__name__
+    checked.__doc__ = method.__doc__
+    return checked
 
 
 class AlarmEngine:
@@ -551,35 +516,21 @@ class AlarmEngine:
 
     # -- commands -----------------------------------------------------------------------------
     def command(self, name: str, args: Mapping[str, Any], now: float) -> CommandResult:
-        """Run an operator command; never raises for bad input (error response instead)."""
-        handlers: dict[str, tuple[type[_Args], Any]] = {
-            "session/start": (StartArgs, self._cmd_start),
-            "session/dose": (DoseArgs, self._cmd_dose),
-            "session/end": (EndArgs, self._cmd_end),
-            "alert/ack": (AlertArgs, self._cmd_ack),
-            "alert/pause": (PauseArgs, self._cmd_pause),
-            "session/symptom": (SymptomArgs, self._cmd_symptom),
-            "session/symptom_clear": (SymptomClearArgs, self._cmd_symptom_clear),
-        }
-        if name not in handlers:
-            return CommandResult({"status": "error", "error": f"unknown command {name!r}"})
-        model, handler = handlers[name]
+        """Validate and run an operator command given by name and a plain mapping; never
+        raises for bad input (an error response instead). A compatibility entry point: the
+        daemon validates once and calls :meth:`execute` or the typed methods."""
         try:
-            parsed = model.model_validate(dict(args))
-            if parsed.bed not in self.bed_index:
-                raise CommandError(f"unknown bed {parsed.bed!r}")
-            response, events = handler(parsed, now)
-        except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(str(x) for x in err['loc']) or 'args'}: {err['msg']}"
-                for err in e.errors()
-            )
-            return CommandResult({"status": "error", "error": problems})
+            return self.execute(parse_command(name, args), now)
         except CommandError as e:
             return CommandResult({"status": "error", "error": str(e)})
+
+    def execute(self, args: EngineArgs, now: float) -> CommandResult:
+        """Run an already validated command; raises :class:`CommandError` when refused."""
+        response, events = _HANDLERS[type(args)](self, args, now)
         return CommandResult({"status": "ok", **response}, events)
 
-    def _cmd_start(self, a: StartArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+    @_on_known_bed
+    def start_session(self, a: StartArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
         if a.profile not in self.rules.profiles:
             raise CommandError(
                 f"unknown profile {a.profile!r}; known: {', '.join(self.rules.profiles)}"
@@ -620,7 +571,8 @@ class AlarmEngine:
             raise CommandError(f"bed {bed} has no active session")
         return s
 
-    def _cmd_dose(self, a: DoseArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+    @_on_known_bed
+    def dose(self, a: DoseArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
         s = self._active_session(a.bed)
         route = a.route or s.route
         profile = self.rules.profiles[s.profile]
@@ -652,7 +604,8 @@ class AlarmEngine:
             self._push_context(a.bed)
         return {"session": s.snapshot(now, self.rules)}, events
 
-    def _cmd_end(self, a: EndArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+    @_on_known_bed
+    def end_session(self, a: EndArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
         s = self._active_session(a.bed)
         s.ended_at = now
         events: list[Event] = [SessionEvent(now, a.bed, "ended", "ended", {
@@ -664,20 +617,23 @@ class AlarmEngine:
         self._push_context(a.bed)
         return {"session": s.snapshot(now, self.rules)}, events
 
-    def _cmd_ack(self, a: AlertArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+    @_on_known_bed
+    def ack(self, a: AlertArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
         if a.alert_id is not None and self.book.find(a.bed, a.alert_id) is None:
             raise CommandError(f"no open alert {a.alert_id!r} on bed {a.bed}")
         events = self.book.acknowledge(now, a.bed, a.alert_id, a.by)
         acked = [e.alert_id for e in events if e.event == "acknowledged"]
         return {"acknowledged": acked}, list(events)
 
-    def _cmd_pause(self, a: PauseArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+    @_on_known_bed
+    def pause(self, a: PauseArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
         if a.alert_id is not None and self.book.find(a.bed, a.alert_id) is None:
             raise CommandError(f"no open alert {a.alert_id!r} on bed {a.bed}")
         events = self.book.pause(now, a.bed, a.alert_id, a.seconds, by=a.by)
         return {"paused": [e.alert_id for e in events]}, list(events)
 
-    def _cmd_symptom(self, a: SymptomArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
+    @_on_known_bed
+    def add_symptom(self, a: SymptomArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
         cfg = self.rules.symptoms
         if not cfg.enabled:
             raise CommandError("symptom entry is switched off in the rule set ([symptoms])")
@@ -704,7 +660,8 @@ class AlarmEngine:
             "bp_requested": alert is None,
         }, events
 
-    def _cmd_symptom_clear(self, a: SymptomClearArgs, now: float
+    @_on_known_bed
+    def clear_symptom(self, a: SymptomClearArgs, now: float
                            ) -> tuple[dict[str, Any], list[Event]]:
         entries = self._symptoms.get(a.bed, {})
         if a.symptom is not None and a.symptom not in entries:
@@ -780,3 +737,15 @@ class AlarmEngine:
         for bed in list(self.book.open):
             if bed not in self.bed_index:
                 del self.book.open[bed]
+
+
+# Argument model → the typed method that runs it (``execute``); names live in ENGINE_COMMANDS.
+_HANDLERS: dict[type[Any], Callable[[AlarmEngine, Any, float], _Reply]] = {
+    StartArgs: AlarmEngine.start_session,
+    DoseArgs: AlarmEngine.dose,
+    EndArgs: AlarmEngine.end_session,
+    AlertArgs: AlarmEngine.ack,
+    PauseArgs: AlarmEngine.pause,
+    SymptomArgs: AlarmEngine.add_symptom,
+    SymptomClearArgs: AlarmEngine.clear_symptom,
+}

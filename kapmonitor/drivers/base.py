@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kapmonitor.clock import Clock
+from kapmonitor.errors import CommandError as CommandError  # re-exported for the drivers
 from kapmonitor.model import Measurement
 
 DeviceState = Literal["connecting", "connected", "stale", "disconnected", "error"]
@@ -85,10 +86,8 @@ class Routed:
 
 
 DriverEvent = Measurement | Status | Routed
-
-
-class CommandError(Exception):
-    """A device command that cannot be carried out; the message goes back to the requester."""
+# A device command that cannot be carried out raises CommandError (the package's one, from
+# kapmonitor.errors); its text goes back to the requester.
 
 
 @dataclass

@@ -17,22 +17,28 @@ What belongs here: the node side of the station handshake and nothing else.
 
 Timing uses the real monotonic clock (a heartbeat is a real-time fact even when the demo
 accelerates the engine's clock); event timestamps use the daemon's clock like every alert.
-The service receives small collaborators (:class:`AlertSink`, :class:`RetainedSink`,
-:class:`Subscriptions`), never the daemon. Defaults and their reasoning: docs/alarms.md.
+The service receives :class:`~kapmonitor.ports.ServicePorts` and the
+:class:`~kapmonitor.ports.Subscriptions` port, never the daemon; it sees the node's alert
+events through :class:`WatchedAlerts`, the durable-publish port the daemon hands the alarm
+service while the watch is on. Defaults and their reasoning: docs/alarms.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from kapmonitor.ports import DurablePublish, ServicePorts, Subscriptions
+from kapmonitor.topics import StationTopics
 
 log = logging.getLogger("kapmonitor.display_watch")
 
@@ -73,40 +79,34 @@ class DisplayWatchConfig(BaseModel):
     priority: str = Field(default="high", description="Priority of `no_alarm_display`.")
 
 
-class AlertSink(Protocol):
-    def publish_alert(self, bed: str, event: dict[str, Any]) -> None: ...
+class WatchedAlerts:
+    """A :class:`~kapmonitor.ports.DurablePublish` that also shows every event to the watch."""
 
+    def __init__(self, inner: DurablePublish, watch: DisplayWatch) -> None:
+        self.inner = inner
+        self.watch = watch
 
-class RetainedSink(Protocol):
-    def set_retained(self, suffix: str, body: dict[str, Any]) -> None: ...
-
-
-class Subscriptions(Protocol):
-    def add_subscription(
-        self, topic_filter: str, callback: Callable[[str, bytes], None]
-    ) -> None: ...
+    def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
+        self.inner.publish_alert(bed, event)
+        self.watch.on_alert(bed, event)
 
 
 class DisplayWatch:
     def __init__(
         self,
         cfg: DisplayWatchConfig,
-        *,
-        base_topic: str,
-        beds: list[str],
-        boot_id: str,
-        alerts: AlertSink,
-        retained: RetainedSink,
+        ports: ServicePorts,
         subscriptions: Subscriptions,
-        now: Callable[[], float],
+        *,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
-        self.beds = beds
-        self.boot_id = boot_id
-        self.alerts = alerts
-        self.retained = retained
-        self.now = now
+        self.beds = list(ports.devices.beds)
+        self.boot_id = ports.boot_id
+        self.alerts = ports.alerts
+        self.retained = ports.retained
+        self.topics = ports.topics
+        self.now = ports.clock.now
         self.monotonic = monotonic
         self.started = monotonic()
         self.last_heartbeat: float | None = None
@@ -118,13 +118,13 @@ class DisplayWatch:
         self.raised_count = 0
         self._alert_ids: dict[str, str] = {}
         self.annunciations: list[asyncio.Task[None]] = []
-        subscriptions.add_subscription(f"{cfg.station_prefix}/+/heartbeat", self.on_heartbeat)
-        subscriptions.add_subscription(f"{base_topic}/display/confirm", self.on_confirm)
+        self.station_topics = StationTopics(cfg.station_prefix)
+        subscriptions.add_subscription(self.station_topics.heartbeats, self.on_heartbeat)
+        subscriptions.add_subscription(ports.topics.display_confirm, self.on_confirm)
 
     # -- inputs ----------------------------------------------------------------------------
     def on_heartbeat(self, topic: str, payload: bytes) -> None:
-        parts = topic.split("/")
-        station = parts[-2] if len(parts) >= 2 else "?"
+        station = self.station_topics.station_of(topic) or "?"
         mono = self.monotonic()
         if station not in self.stations:
             log.info("central station %s is sending heartbeats", station)
@@ -144,7 +144,7 @@ class DisplayWatch:
         while len(self.confirmed) > 10_000:
             self.confirmed.popitem(last=False)
 
-    def on_alert(self, bed: str, event: dict[str, Any]) -> None:
+    def on_alert(self, bed: str, event: Mapping[str, Any]) -> None:
         """Listener of every alert event the node publishes."""
         if event.get("type") != "alert" or event.get("rule") == RULE:
             return
@@ -215,7 +215,7 @@ class DisplayWatch:
 
     def _state(self) -> None:
         mono = self.monotonic()
-        self.retained.set_retained("display/state", {
+        self.retained.set_retained(self.topics.display_state, {
             "state": RULE if self.reason else "ok",
             "reason": self.reason,
             "required": self.cfg.required,
@@ -248,8 +248,18 @@ class DisplayWatch:
             log.error("annunciator command %s exited with %d", cmd[0], rc)
 
     async def run(self) -> None:
+        """Evaluate once a second (spawned by :func:`attach`)."""
         self._state()
         while True:
             await asyncio.sleep(1.0)
             self.evaluate()
             self._state()
+
+
+def attach(cfg: DisplayWatchConfig, ports: ServicePorts,
+           subscriptions: Subscriptions) -> tuple[DisplayWatch, ServicePorts]:
+    """Start the watch; returns it and the ports to give the services whose alert events it
+    must see (their durable publish goes through :class:`WatchedAlerts`)."""
+    watch = DisplayWatch(cfg, ports, subscriptions)
+    ports.spawn(watch.run(), "display-watch")
+    return watch, dataclasses.replace(ports, alerts=WatchedAlerts(ports.alerts, watch))

@@ -30,15 +30,8 @@ import aiomqtt
 
 from kapmonitor.station.config import StationConfig
 from kapmonitor.station.state import StationState
-from kapmonitor.station.topics import (
-    ALARM_SUFFIXES,
-    DATA_SUFFIXES,
-    NodePatterns,
-    confirm_topic,
-    heartbeat_topic,
-    request_topic,
-    station_state_topic,
-)
+from kapmonitor.station.topics import ALARM_KINDS, DATA_KINDS, NodePatterns, StationTopics
+from kapmonitor.topics import encode
 
 log = logging.getLogger("kapmonitor.station.mqtt")
 
@@ -54,6 +47,7 @@ class StationBridge:
         self.state = state
         self.on_change = on_change  # on_change(urgent) after every applied message
         self.patterns = NodePatterns(cfg.nodes)
+        self.station_topics = StationTopics(cfg.heartbeat_prefix)
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.data_connected = False
@@ -65,8 +59,8 @@ class StationBridge:
         self._stopping = False
 
     def _state_body(self, state: str, reason: str) -> bytes:
-        return json.dumps({"state": state, "reason": reason, "station": self.cfg.station_id,
-                           "t": time.time()}).encode()
+        return encode({"state": state, "reason": reason, "station": self.cfg.station_id,
+                       "t": time.time()})
 
     def _broker_state(self) -> None:
         self.state.set_broker(self.connected.is_set() and self.data_connected, time.time())
@@ -86,7 +80,7 @@ class StationBridge:
         tls = None
         if m.tls or m.ca_file is not None:
             tls = ssl.create_default_context(cafile=str(m.ca_file) if m.ca_file else None)
-        state_topic = station_state_topic(self.cfg.heartbeat_prefix, self.cfg.station_id)
+        state_topic = self.station_topics.state(self.cfg.station_id)
         while not self._stopping:
             role = "alarm" if alarm else "data"
             will = aiomqtt.Will(state_topic, self._state_body("offline", "lost"), qos=1,
@@ -103,7 +97,7 @@ class StationBridge:
                         await client.publish(state_topic,
                                              self._state_body("online", "connected"),
                                              qos=1, retain=True)
-                    for f in self.patterns.filters(ALARM_SUFFIXES if alarm else DATA_SUFFIXES):
+                    for f in self.patterns.filters(ALARM_KINDS if alarm else DATA_KINDS):
                         await client.subscribe(f, qos=1)
                     if alarm:
                         self.connected.set()
@@ -139,11 +133,11 @@ class StationBridge:
             delay = min(delay * 2, 5.0)
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
-        topic = heartbeat_topic(self.cfg.heartbeat_prefix, self.cfg.station_id)
+        topic = self.station_topics.heartbeat(self.cfg.station_id)
         while True:
             body = {"station": self.cfg.station_id, "t": time.time(), "pages": self.pages,
                     "audio_armed": self.armed, "every_s": self.cfg.heartbeat_s}
-            await client.publish(topic, json.dumps(body).encode(), qos=0)
+            await client.publish(topic, encode(body), qos=0)
             await asyncio.sleep(self.cfg.heartbeat_s)
 
     async def _read(self, client: aiomqtt.Client) -> None:
@@ -178,8 +172,8 @@ class StationBridge:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[tx] = fut
         try:
-            await client.publish(request_topic(base, name),
-                                 json.dumps({**body, "transaction": tx}).encode(), qos=1)
+            await client.publish(self.patterns.node(base).request(name),
+                                 encode({**body, "transaction": tx}), qos=1)
             async with asyncio.timeout(self.cfg.command_timeout_s):
                 return await fut
         except TimeoutError:
@@ -209,7 +203,8 @@ class StationBridge:
                     "bed": self.state.beds[home[1]].bed if home[1] in self.state.beds else None,
                     "t": time.time(), "audio_armed": self.armed > 0}
             with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(confirm_topic(home[0]), json.dumps(body).encode(), qos=1)
+                await client.publish(self.patterns.node(home[0]).display_confirm, encode(body),
+                                     qos=1)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -218,5 +213,5 @@ class StationBridge:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 async with asyncio.timeout(2):
                     await client.publish(
-                        station_state_topic(self.cfg.heartbeat_prefix, self.cfg.station_id),
+                        self.station_topics.state(self.cfg.station_id),
                         self._state_body("offline", "shutdown"), qos=1, retain=True)

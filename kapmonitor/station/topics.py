@@ -1,33 +1,29 @@
-"""Which node topics the station reads and how it takes their names apart.
+"""Which node topics the station reads, on which of its two connections, and what a topic
+means to it.
 
-What belongs here: topic names only (no payloads, no I/O). The node's topic tree is the one
-documented in the README (``bridge/state``, ``device/<id>/status``, ``bed/<id>/vitals|alarms|
-session|alert``, ``bridge/response/<cmd>``); the station's own heartbeat and the display
-confirmations are defined here too. When ``kapmonitor/topics.py`` (the project-wide
-``Topics(base)``) lands, this module delegates to it.
+What belongs here: the station's view of the topic tree, built on :mod:`kapmonitor.topics`
+(``Topics`` per node, ``NodePatterns`` for ``kapmonitor/+``, ``StationTopics`` for the
+heartbeat); no topic is spelled here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Suffixes (below a node's base topic) the station subscribes to, on two connections: the
-# alarm path (small, urgent) and the bulk data, so an alert never waits in the broker's queue
-# behind a thousand beds' vitals.
-ALARM_SUFFIXES = (
-    "bridge/state",
-    "bed/+/alarms",
-    "bed/+/alert",
-    "bridge/response/#",
-    "display/state",
-)
-DATA_SUFFIXES = (
-    "device/+/status",
-    "bed/+/vitals",
-    "bed/+/session",
-)
-NODE_SUFFIXES = ALARM_SUFFIXES + DATA_SUFFIXES
-BED_LEAVES = frozenset({"vitals", "alarms", "session", "alert"})
+from kapmonitor.topics import BedChannel, Kind, StationTopics, Topics
+from kapmonitor.topics import NodePatterns as _Patterns
+
+__all__ = ["ALARM_KINDS", "DATA_KINDS", "NodePatterns", "NodeTopic", "StationTopics"]
+
+# Two connections: the alarm path (small, urgent) and the bulk data, so that an alert never
+# waits in the broker's queue behind a thousand beds' vitals.
+ALARM_KINDS = [Kind.BRIDGE_STATE, Kind.BED_ALARMS, Kind.BED_ALERT, Kind.RESPONSE,
+               Kind.DISPLAY_STATE]
+DATA_KINDS = [Kind.DEVICE_STATUS, Kind.BED_VITALS, Kind.BED_SESSION]
+_BED_KINDS = {Kind.BED_VITALS: BedChannel.VITALS, Kind.BED_ALARMS: BedChannel.ALARMS,
+              Kind.BED_SESSION: BedChannel.SESSION, Kind.BED_ALERT: BedChannel.ALERT}
+_SIMPLE = {Kind.BRIDGE_STATE: "bridge_state", Kind.DISPLAY_STATE: "display_state",
+           Kind.DEVICE_STATUS: "device_status", Kind.RESPONSE: "response"}
 
 
 @dataclass(frozen=True)
@@ -42,49 +38,22 @@ class NodePatterns:
     """The configured node base topics (``kapmonitor/+`` style patterns)."""
 
     def __init__(self, patterns: list[str]) -> None:
-        self.patterns = [p.split("/") for p in patterns]
+        self._patterns = _Patterns(patterns)
 
-    def filters(self, suffixes: tuple[str, ...] = NODE_SUFFIXES) -> list[str]:
-        return [f"{'/'.join(p)}/{s}" for p in self.patterns for s in suffixes]
+    def filters(self, kinds: list[Kind] | None = None) -> list[str]:
+        return self._patterns.filters(kinds if kinds is not None else ALARM_KINDS + DATA_KINDS)
 
-    def split(self, topic: str) -> tuple[str, list[str]] | None:
-        levels = topic.split("/")
-        for pat in self.patterns:
-            n = len(pat)
-            head = levels[:n]
-            if len(levels) > n and all(a in ("+", b) for a, b in zip(pat, head, strict=True)):
-                return "/".join(levels[:n]), levels[n:]
-        return None
+    def node(self, base: str) -> Topics:
+        t = self._patterns.topics(base + "/x")
+        return t if t is not None and t.base == base else Topics(base)
 
     def parse(self, topic: str) -> NodeTopic | None:
-        found = self.split(topic)
-        if found is None:
+        node = self._patterns.topics(topic)
+        parsed = node.parse(topic) if node is not None else None
+        if node is None or parsed is None:
             return None
-        base, rest = found
-        if rest == ["bridge", "state"]:
-            return NodeTopic(base, "bridge_state")
-        if rest == ["display", "state"]:
-            return NodeTopic(base, "display_state")
-        if len(rest) == 3 and rest[0] == "device" and rest[2] == "status":
-            return NodeTopic(base, "device_status", rest[1])
-        if len(rest) == 3 and rest[0] == "bed" and rest[2] in BED_LEAVES:
-            return NodeTopic(base, "bed", rest[1], rest[2])
-        if len(rest) >= 3 and rest[:2] == ["bridge", "response"]:
-            return NodeTopic(base, "response", "/".join(rest[2:]))
-        return None
-
-
-def request_topic(base: str, command: str) -> str:
-    return f"{base}/bridge/request/{command}"
-
-
-def confirm_topic(base: str) -> str:
-    return f"{base}/display/confirm"
-
-
-def heartbeat_topic(prefix: str, station_id: str) -> str:
-    return f"{prefix}/{station_id}/heartbeat"
-
-
-def station_state_topic(prefix: str, station_id: str) -> str:
-    return f"{prefix}/{station_id}/state"
+        channel = _BED_KINDS.get(parsed.kind)
+        if channel is not None:
+            return NodeTopic(node.base, "bed", parsed.id, channel.value)
+        kind = _SIMPLE.get(parsed.kind)
+        return None if kind is None else NodeTopic(node.base, kind, parsed.id)

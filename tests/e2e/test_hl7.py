@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
+from kapmonitor.topics import Topics
 from tests.helpers.daemon import clinic_config, running
 from tests.helpers.mqtt import Broker, free_port, subscribe
 
 BASE = "kapmonitor/t1"
+TOPICS = Topics(BASE)
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -40,7 +42,7 @@ async def test_hl7_monitors_to_mqtt(broker: Broker, tmp_path: Path) -> None:
     cfg = clinic_config(tmp_path / "state", broker.address, beds=2, extra_devices=[listener])
     cfg["devices"] = [d for d in cfg["devices"] if d["driver"] != "sim"]  # only the monitors
 
-    async with subscribe(broker.address, f"{BASE}/#") as sub, running(cfg):
+    async with subscribe(broker.address, TOPICS.everything) as sub, running(cfg):
         results = await asyncio.gather(
             run_sender(port, "ge", "0A000000000000A1", "ICU^1^1"),
             run_sender(port, "philips", "0A000000000000B2", "KAP^^2"),
@@ -58,7 +60,7 @@ async def test_hl7_monitors_to_mqtt(broker: Broker, tmp_path: Path) -> None:
         await sub.wait_for(nibp_on_both, timeout=20)
         await asyncio.sleep(0.3)
         for bed in ("bed1", "bed2"):
-            readings = [p for t, p, _ in sub.messages if t == f"{BASE}/bed/{bed}/reading"]
+            readings = [p for t, p, _ in sub.messages if t == TOPICS.reading(bed)]
             by_metric: dict[str, list[dict[str, Any]]] = {}
             for r in readings:
                 by_metric.setdefault(r["metric"], []).append(r)

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from kapmonitor.topics import Topics
 from tests.helpers.daemon import clinic_config, running
 from tests.helpers.mqtt import Broker, subscribe
 
 BASE = "kapmonitor/t1"
+TOPICS = Topics(BASE)
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -38,15 +40,15 @@ async def test_intellivue_monitor_to_mqtt(broker: Broker, tmp_path: Path) -> Non
         cfg = clinic_config(tmp_path / "state", broker.address, extra_devices=[monitor])
         cfg["devices"] = [d for d in cfg["devices"] if d["driver"] != "sim"]
 
-        async with subscribe(broker.address, f"{BASE}/#") as sub, running(cfg):
+        async with subscribe(broker.address, TOPICS.everything) as sub, running(cfg):
 
             def nibp(msgs: list[Any]) -> list[dict[str, Any]]:
                 return [p for t, p, _ in msgs
-                        if t == f"{BASE}/bed/bed1/reading" and p["metric"] == "nibp_sys"]
+                        if t == TOPICS.reading("bed1") and p["metric"] == "nibp_sys"]
 
             await sub.wait_for(lambda m: len(nibp(m)) >= 2, timeout=30)
             await asyncio.sleep(1.5)  # three more polls repeat the last result
-            readings = [p for t, p, _ in sub.messages if t == f"{BASE}/bed/bed1/reading"]
+            readings = [p for t, p, _ in sub.messages if t == TOPICS.reading("bed1")]
             by: dict[str, list[dict[str, Any]]] = {}
             for r in readings:
                 by.setdefault(r["metric"], []).append(r)

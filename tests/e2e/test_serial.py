@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from kapmonitor.topics import Topics
 from simulators.physiology import Patient
 from simulators.serial.devices import make_model
 from simulators.serial.links import Link, PtyLink, TcpLink
@@ -15,6 +16,7 @@ from tests.helpers.mqtt import Broker, subscribe
 from tests.helpers.serial import simulator
 
 BASE = "kapmonitor/t1"
+TOPICS = Topics(BASE)
 
 
 def device(protocol: str, link: Link, scenario: Scenario
@@ -40,17 +42,17 @@ async def test_serial_devices_publish_coded_readings(broker: Broker, tmp_path: P
                  "port": tcp.address, "format": "fmt7", "min_interval": 0.5, "stale_after": 5},
             ],
         }
-        async with subscribe(broker.address, f"{BASE}/#") as sub, running(cfg):
+        async with subscribe(broker.address, TOPICS.everything) as sub, running(cfg):
             def done(msgs: list[tuple[str, Any, bool]]) -> bool:
-                r1 = [p for t, p, _ in msgs if t == f"{BASE}/bed/bed1/reading"]
-                r2 = [p for t, p, _ in msgs if t == f"{BASE}/bed/bed2/reading"]
+                r1 = [p for t, p, _ in msgs if t == TOPICS.reading("bed1")]
+                r2 = [p for t, p, _ in msgs if t == TOPICS.reading("bed2")]
                 off = [r for r in r1 if "sensor_off" in r["quality"]]
                 return bool(off) and len(r2) >= 4 and any(r["value"] for r in r1)
 
             await sub.wait_for(done, timeout=20)
 
-    r1 = [p for t, p, _ in sub.messages if t == f"{BASE}/bed/bed1/reading"]
-    r2 = [p for t, p, _ in sub.messages if t == f"{BASE}/bed/bed2/reading"]
+    r1 = [p for t, p, _ in sub.messages if t == TOPICS.reading("bed1")]
+    r2 = [p for t, p, _ in sub.messages if t == TOPICS.reading("bed2")]
     spo2 = next(r for r in r1 if r["metric"] == "spo2" and r["value"] is not None)
     assert spo2["device"] == "masimo1" and spo2["unit"] == "%"
     assert spo2["mdc"] == 150456 and spo2["loinc"] == "59408-5"
@@ -58,6 +60,6 @@ async def test_serial_devices_publish_coded_readings(broker: Broker, tmp_path: P
     assert pr["device"] == "nonin1" and pr["mdc"] == 149530 and pr["unit"] == "/min"
     off = [r for r in r1 if "sensor_off" in r["quality"]]
     assert off and all(r["value"] is None for r in off)  # dropout published as "no value"
-    status = [p for t, p, _ in sub.messages if t == f"{BASE}/device/masimo1/status"]
+    status = [p for t, p, _ in sub.messages if t == TOPICS.device_status("masimo1")]
     assert any(s["state"] == "connected" and s["grade"] == "medical" for s in status)
     assert any(s.get("protocol") == "masimo-ascii" for s in status)

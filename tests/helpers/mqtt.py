@@ -19,6 +19,7 @@ import aiomqtt
 import pytest
 
 from kapmonitor.broker import free_port
+from kapmonitor.topics import Topics
 
 __all__ = ["MOSQUITTO", "Broker", "Collector", "free_port", "request", "subscribe"]
 
@@ -176,11 +177,12 @@ async def request(
     address: tuple[str, int], base: str, command: str, body: Any, *, retain: bool = False,
     raw: bytes | None = None, timeout: float = 10.0,
 ) -> Any:
-    """Send a bridge request and wait for its response."""
+    """Send a bridge request and wait for its response (topics built by :class:`Topics`)."""
+    topics = Topics(base)
     async with aiomqtt.Client(*address, identifier=f"test-req-{free_port()}") as client:
-        await client.subscribe(f"{base}/bridge/response/{command}", qos=1)
+        await client.subscribe(topics.response(command), qos=1)
         payload = raw if raw is not None else json.dumps(body).encode()
-        await client.publish(f"{base}/bridge/request/{command}", payload, qos=1, retain=retain)
+        await client.publish(topics.request(command), payload, qos=1, retain=retain)
         async with asyncio.timeout(timeout):
             async for m in client.messages:
                 assert isinstance(m.payload, bytes)

@@ -11,15 +11,17 @@ from typing import Any
 import aiomqtt
 
 from kapmonitor.clock import ManualClock, ScaledClock
+from kapmonitor.topics import Kind, Topics
 from tests.helpers.daemon import clinic_config, running
 from tests.helpers.mqtt import Broker, request, subscribe
 
 BASE = "kapmonitor/t1"
+TOPICS = Topics(BASE)
 SPEED = 20.0  # simulated seconds per real second: alarm delays of 10-60 s take a few seconds
 
 
 def alerts(msgs: list[tuple[str, Any, bool]], bed: str = "bed1") -> list[dict[str, Any]]:
-    return [p for t, p, _ in msgs if t == f"{BASE}/bed/{bed}/alert" and p.get("type") == "alert"]
+    return [p for t, p, _ in msgs if t == TOPICS.alert(bed) and p.get("type") == "alert"]
 
 
 def config(tmp_path: Path, broker: Broker) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def config(tmp_path: Path, broker: Broker) -> dict[str, Any]:
 
 async def test_desaturation_alert_and_ack_end_to_end(broker: Broker, tmp_path: Path) -> None:
     addr = broker.address
-    async with subscribe(addr, f"{BASE}/#") as sub, running(
+    async with subscribe(addr, TOPICS.everything) as sub, running(
         config(tmp_path, broker), clock=ScaledClock(SPEED)
     ):
         for bed in ("bed1", "bed2"):
@@ -106,10 +108,10 @@ async def test_session_survives_restart_and_log_is_appended(
 
     # Drop the first run's retained session so only the restarted daemon can put one back.
     async with aiomqtt.Client(*addr, identifier="test-clear-retained") as client:
-        await client.publish(f"{BASE}/bed/bed2/session", b"", qos=1, retain=True)
+        await client.publish(TOPICS.session("bed2"), b"", qos=1, retain=True)
 
     async with running(cfg, clock=ScaledClock(SPEED)), \
-            subscribe(addr, f"{BASE}/bed/bed2/session") as sub:
+            subscribe(addr, TOPICS.session("bed2")) as sub:
         msgs = await sub.wait_for(lambda m: [p for _, p, _ in m
                                              if isinstance(p, dict) and p.get("active")])
         assert msgs[-1]["session_id"] == session_id
@@ -133,7 +135,7 @@ async def test_bp_measure(broker: Broker, tmp_path: Path) -> None:
     cfg["devices"] = [d for d in cfg["devices"] if d["id"] != "cuff2"]
     async with running(cfg, clock=ScaledClock(SPEED)) as daemon:
         seen: list[Any] = []
-        daemon.reading_listeners.append(seen.append)
+        daemon.readings.subscribe(seen.append)
         await asyncio.sleep(0.5)
         seen.clear()
         ok = await request(addr, BASE, "bp/measure", {"bed": "bed1"})
@@ -153,7 +155,7 @@ async def test_staff_entered_symptom_end_to_end(broker: Broker, tmp_path: Path) 
     """session/symptom over MQTT: advisory and a BP request at once; a raised BP from the
     remote-start cuff → high bp_with_symptom; session/symptom_clear then ack ends it."""
     addr = broker.address
-    async with subscribe(addr, f"{BASE}/#") as sub, running(
+    async with subscribe(addr, TOPICS.everything) as sub, running(
         config(tmp_path, broker), clock=ScaledClock(SPEED)
     ):
         await request(addr, BASE, "session/start", {"bed": "bed1", "profile": "ketamine"})
@@ -162,9 +164,9 @@ async def test_staff_entered_symptom_end_to_end(broker: Broker, tmp_path: Path) 
         assert sym["status"] == "ok" and sym["data"]["bp_requested"] is True, sym
         await sub.wait_for(lambda m: [a for a in alerts(m) if a["rule"] == "symptom_reported"])
         await sub.wait_for(lambda m: [
-            p for t, p, _ in m if t == f"{BASE}/bed/bed1/alert"
+            p for t, p, _ in m if t == TOPICS.alert("bed1")
             and p.get("event") == "bp_due" and p.get("item") == "symptom"])
-        await sub.wait_for(lambda m: [p for t, p, _ in m if t == f"{BASE}/bed/bed1/session"
+        await sub.wait_for(lambda m: [p for t, p, _ in m if t == TOPICS.session("bed1")
                                       and p.get("symptoms")])
         bad = await request(addr, BASE, "session/symptom", {"bed": "bed1", "symptom": "itch"})
         assert bad["status"] == "error" and "unknown symptom" in bad["error"]
@@ -216,7 +218,7 @@ async def test_simulator_events_produce_the_expected_alerts(
     cfg["outbox"]["historical_after"] = 1e6
     addr = broker.address
     clock = ManualClock(start=1_800_000_000.0)
-    async with subscribe(addr, f"{BASE}/bed/+/alert") as sub, running(cfg, clock=clock):
+    async with subscribe(addr, TOPICS.wildcard(Kind.BED_ALERT)) as sub, running(cfg, clock=clock):
         for bed in ("bed1", "bed2", "bed3"):
             for cmd, body in (("session/start", {"profile": "ketamine", "route": "im"}),
                               ("session/dose", {})):
@@ -247,7 +249,7 @@ async def test_events_after_the_log_closed_do_not_kill_the_daemon(
     """At shutdown the alarm log closes while a command may still produce events (a
     regression: writing them to the closed log raised and stopped the daemon with a fatal
     error). The events must still be published."""
-    async with subscribe(broker.address, f"{BASE}/bed/bed1/alert") as sub, running(
+    async with subscribe(broker.address, TOPICS.alert("bed1")) as sub, running(
         config(tmp_path, broker), clock=ScaledClock(SPEED)
     ) as daemon:
         assert daemon.alarms is not None

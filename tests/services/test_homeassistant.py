@@ -16,11 +16,13 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from kapmonitor import __version__
 from kapmonitor.config import ConfigError, parse_config
-from kapmonitor.homeassistant import BED_METRICS, discovery, object_id
+from kapmonitor.services.homeassistant import BED_METRICS, discovery, object_id
+from kapmonitor.topics import Topics
 from tests.helpers.daemon import clinic_config, running
 from tests.helpers.mqtt import Broker, request, subscribe
 
 BASE = "kapmonitor/t1"
+TOPICS = Topics(BASE)
 JINJA = ImmutableSandboxedEnvironment()
 
 
@@ -44,10 +46,10 @@ def test_discovery_configs_are_complete_and_unique(tmp_path: Path) -> None:
     unique_ids: list[str] = []
     for body in configs.values():
         assert body["origin"]["name"] == "kapmonitor" and body["device"]["identifiers"]
-        assert body["availability"][0]["topic"] == f"{BASE}/bridge/state"
+        assert body["availability"][0]["topic"] == TOPICS.bridge_state
         for cid, comp in body["components"].items():
             assert comp["platform"] in ("sensor", "binary_sensor"), cid
-            assert comp["state_topic"].startswith(f"{BASE}/")
+            assert TOPICS.parse(comp["state_topic"]) is not None
             unique_ids.append(comp["unique_id"])
     assert len(unique_ids) == len(set(unique_ids))
     bed = configs["homeassistant/device/kapmonitor_t1_bed1/config"]
@@ -83,9 +85,9 @@ async def test_daemon_publishes_discovery_whose_templates_read_its_own_payloads(
         await request(addr, BASE, "session/start", {"bed": "bed1", "profile": "ketamine"})
 
         def ready(msgs: list) -> bool:
-            vit = [p for t, p, _ in msgs if t == f"{BASE}/bed/bed1/vitals"]
+            vit = [p for t, p, _ in msgs if t == TOPICS.vitals("bed1")]
             return bool(vit) and {"spo2", "nibp_sys"} <= set(vit[-1]["metrics"]) and any(
-                t == f"{BASE}/bed/bed1/session" and p.get("news2") for t, p, _ in msgs)
+                t == TOPICS.session("bed1") and p.get("news2") for t, p, _ in msgs)
 
         await sub.wait_for(ready, timeout=20)
         latest: dict[str, Any] = {}
@@ -94,7 +96,7 @@ async def test_daemon_publishes_discovery_whose_templates_read_its_own_payloads(
         bed = latest["homeassistant/device/kapmonitor_t1_bed1/config"]
         assert bed["device"]["name"] == "Chair 1"
         comps = bed["components"]
-        vitals = latest[f"{BASE}/bed/bed1/vitals"]
+        vitals = latest[TOPICS.vitals("bed1")]
         for metric in BED_METRICS:
             got = render(comps[metric]["value_template"], vitals)
             value = vitals["metrics"].get(metric, {}).get("value")
@@ -102,21 +104,21 @@ async def test_daemon_publishes_discovery_whose_templates_read_its_own_payloads(
                 assert got == "None", metric
             else:
                 assert math.isclose(float(got), value), metric
-        alarms = latest[f"{BASE}/bed/bed1/alarms"]
+        alarms = latest[TOPICS.alarms("bed1")]
         assert render(comps["alarm"]["value_template"], alarms) == (alarms["highest"] or "none")
         attrs = json.loads(render(comps["alarm"]["json_attributes_template"], alarms))
         assert attrs["count"] == alarms["count"] and len(attrs["alarms"]) == alarms["count"]
         assert render(comps["alarm_sounding"]["value_template"], alarms) in ("ON", "OFF")
-        session = latest[f"{BASE}/bed/bed1/session"]
+        session = latest[TOPICS.session("bed1")]
         assert render(comps["phase"]["value_template"], session) == "pre_dose"
         assert int(render(comps["news2"]["value_template"], session)) == session["news2"]["total"]
 
         node = latest["homeassistant/device/kapmonitor_t1/config"]["components"]
-        status = latest[f"{BASE}/device/ox1/status"]
+        status = latest[TOPICS.device_status("ox1")]
         assert render(node["ox1_state"]["value_template"], status) == status["state"]
         assert float(render(node["ox1_battery"]["value_template"], status)) == status["battery"]
         avail = bed["availability"][0]
-        assert render(avail["value_template"], latest[f"{BASE}/bridge/state"]) == "online"
+        assert render(avail["value_template"], latest[TOPICS.bridge_state]) == "online"
 
         # HA restarts (its birth message): discovery is sent again, after the jitter.
         n = len(sub.messages)

@@ -1,4 +1,15 @@
-"""Home Assistant MQTT discovery (device-based), built from the config: pure, no I/O.
+"""Home Assistant MQTT discovery (device-based): the service that tells HA what to show.
+
+What lives here: :func:`discovery`, which builds the discovery configs from the config (pure,
+no I/O), and :func:`publish_discovery`, the service step the daemon runs at start: it publishes
+them retained through the :class:`~kapmonitor.ports.RetainedState` port and removes the configs
+an earlier run published that this config no longer has (so HA keeps no ghost beds). HA's birth
+message (re-sending everything) is handled by the MQTT owner, which re-publishes all retained
+state including these configs.
+
+What does not: the topics themselves (:class:`~kapmonitor.topics.Topics` builds the discovery
+topic and every state topic a config points at), the payload contents of those state topics
+(the daemon, the pipeline and the alarm service publish them).
 
 HA's device-based discovery takes one retained JSON config per HA device on
 ``<discovery_prefix>/device/<object_id>/config`` with a ``device``, an ``origin`` and a map
@@ -19,11 +30,17 @@ a template that yields ``None`` makes HA show "unknown", never a made-up number.
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from kapmonitor.config import Config
 from kapmonitor.model import METRICS
+from kapmonitor.ports import RetainedState
+from kapmonitor.topics import Topics, encode
+
+__all__ = ["BED_METRICS", "discovery", "object_id", "publish_discovery", "topics_of"]
 
 # The bed's vital signs shown in HA (cuff pressure, RR intervals and battery are not vitals
 # a dashboard needs per bed; battery is on the node device).
@@ -54,14 +71,18 @@ DEVICE_STATE_TEMPLATE = "{{ value_json.state }}"
 BATTERY_TEMPLATE = "{{ value_json.battery if value_json.battery is not none else none }}"
 
 
-def discovery(cfg: Config, version: str) -> dict[str, bytes]:
+def topics_of(cfg: Config) -> Topics:
+    """The topic tree of a configuration (base topic and HA discovery prefix)."""
+    return Topics(cfg.base_topic, cfg.homeassistant.discovery_prefix)
+
+
+def discovery(cfg: Config, version: str, topics: Topics | None = None) -> dict[str, bytes]:
     """Discovery topic → retained payload for every bed and for the node."""
-    ha = cfg.homeassistant
+    topics = topics or topics_of(cfg)
     node = cfg.node.node_id
-    base = cfg.base_topic
     origin = {"name": "kapmonitor", "sw_version": version}
     availability = [{
-        "topic": f"{base}/bridge/state",
+        "topic": topics.bridge_state,
         "value_template": "{{ value_json.state }}",
         "payload_available": "online",
         "payload_not_available": "offline",
@@ -78,13 +99,13 @@ def discovery(cfg: Config, version: str) -> dict[str, bytes]:
                 "platform": "sensor",
                 "unique_id": object_id(bed_ids, metric),
                 "name": info.label,
-                "state_topic": f"{base}/bed/{bed.id}/vitals",
+                "state_topic": topics.vitals(bed.id),
                 "value_template": vital_template(metric),
                 "unit_of_measurement": _DISPLAY_UNIT.get(info.unit, info.unit),
                 "state_class": "measurement",
             }
-        alarms_topic = f"{base}/bed/{bed.id}/alarms"
-        session_topic = f"{base}/bed/{bed.id}/session"
+        alarms_topic = topics.alarms(bed.id)
+        session_topic = topics.session(bed.id)
         components["alarm"] = {
             "platform": "sensor",
             "unique_id": object_id(bed_ids, "alarm"),
@@ -119,7 +140,7 @@ def discovery(cfg: Config, version: str) -> dict[str, bytes]:
             "value_template": NEWS2_TEMPLATE,
             "state_class": "measurement",
         }
-        out[f"{ha.discovery_prefix}/device/{bed_ids}/config"] = {
+        out[topics.discovery(bed_ids)] = {
             "device": {
                 "identifiers": [bed_ids],
                 "name": bed.label or bed.id,
@@ -136,7 +157,7 @@ def discovery(cfg: Config, version: str) -> dict[str, bytes]:
 
     node_components: dict[str, dict[str, Any]] = {}
     for dev in cfg.devices:
-        status_topic = f"{base}/device/{dev.id}/status"
+        status_topic = topics.device_status(dev.id)
         node_components[object_id(dev.id, "state")] = {
             "platform": "sensor",
             "unique_id": object_id(node_ids, dev.id, "state"),
@@ -156,7 +177,7 @@ def discovery(cfg: Config, version: str) -> dict[str, bytes]:
             "state_class": "measurement",
             "entity_category": "diagnostic",
         }
-    out[f"{ha.discovery_prefix}/device/{node_ids}/config"] = {
+    out[topics.discovery(node_ids)] = {
         "device": {
             "identifiers": [node_ids],
             "name": " ".join(part for part in ("kapmonitor", cfg.node.site, node) if part),
@@ -169,4 +190,26 @@ def discovery(cfg: Config, version: str) -> dict[str, bytes]:
         "qos": 1,
         "components": node_components,
     }
-    return {topic: json.dumps(body, ensure_ascii=False).encode() for topic, body in out.items()}
+    return {topic: encode(body) for topic, body in out.items()}
+
+
+def publish_discovery(
+    cfg: Config, version: str, topics: Topics, retained: RetainedState, state_dir: Path
+) -> None:
+    """Publish HA discovery (when enabled) and remove what an earlier config published that
+    this one no longer has (beds or the whole feature gone), so HA keeps no ghosts. The topics
+    published are remembered in ``ha-discovery.json`` in the state directory."""
+    path = state_dir / "ha-discovery.json"
+    try:
+        before = set(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        before = set()
+    now = discovery(cfg, version, topics) if cfg.homeassistant.enabled else {}
+    for topic in sorted(before - set(now)):
+        retained.set_retained(topic, b"")  # an empty retained config removes it
+    for topic, payload in now.items():
+        retained.set_retained(topic, payload)
+    if now or before:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(now)))
+        os.replace(tmp, path)

@@ -1,14 +1,21 @@
-"""The daemon side of the alarm engine: feeds it, ticks it, publishes and persists what it says.
+"""The alarm service: the alarm engine's I/O. It feeds the engine, ticks it, publishes and
+persists what it says, and answers the engine's commands.
 
-The engine (:mod:`kapmonitor.alerts`) is pure; everything with I/O is here:
+What lives here (everything around the pure engine of :mod:`kapmonitor.alerts` that does I/O):
 
-- readings and device status changes go into the engine as they arrive;
+- readings and device status changes go into the engine as they arrive (the
+  :class:`~kapmonitor.ports.ReadingFeed` and :class:`~kapmonitor.ports.StatusFeed` ports);
 - a task ticks it once per second of the daemon's clock;
 - every event goes through the durable outbox to ``bed/<id>/alert`` (QoS 1, not retained) and
   into the append-only alarm log ``alarm-log.jsonl`` in the state directory;
 - the active set and the session go to the retained ``bed/<id>/alarms`` and ``bed/<id>/session``;
 - sessions and latched alerts are saved to ``alarm-state.json`` and restored after a restart;
-- the session, alert and ``bp/measure`` commands arrive on ``bridge/request/…``.
+- the engine's commands (names and models from :data:`~kapmonitor.alerts.commands.ENGINE_COMMANDS`)
+  and ``bp/measure`` arrive on ``bridge/request/…`` already validated.
+
+What does not: alarm semantics (rules, lifecycle, sessions: :mod:`kapmonitor.alerts`), the
+topic spelling and encoding (:mod:`kapmonitor.topics`), and the daemon itself: the service
+gets :class:`~kapmonitor.ports.ServicePorts` and nothing else.
 """
 
 from __future__ import annotations
@@ -16,28 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kapmonitor.alerts import AlarmEngine, Event, load_rules
-from kapmonitor.alerts.engine import (
-    AlertArgs,
-    DoseArgs,
-    EndArgs,
-    PauseArgs,
-    StartArgs,
-    SymptomArgs,
-    SymptomClearArgs,
-)
-from kapmonitor.drivers.base import CommandError as DriverCommandError
-from kapmonitor.mqtt import CommandError
+from kapmonitor.alerts.commands import ENGINE_COMMANDS, EngineArgs
+from kapmonitor.errors import CommandError
+from kapmonitor.ports import ServicePorts
 from kapmonitor.supervisor import DeviceStatus
-
-if TYPE_CHECKING:
-    from kapmonitor.daemon import Daemon
+from kapmonitor.topics import encode
 
 log = logging.getLogger("kapmonitor.alarms")
 
@@ -56,20 +53,24 @@ class MeasureArgs(BaseModel):
 
 
 class AlarmService:
-    def __init__(self, daemon: Daemon, rules_path: Path | None) -> None:
-        self.daemon = daemon
-        self.clock = daemon.clock
+    """See the module docstring. Construct, then :meth:`run` as a task (:func:`attach`)."""
+
+    def __init__(self, ports: ServicePorts, rules_path: Path | None) -> None:
+        self.ports = ports
+        self.clock = ports.clock
+        self.topics = ports.topics
+        self.devices = ports.devices
         self.engine = AlarmEngine(
-            load_rules(rules_path), beds=list(daemon.beds), id_prefix=f"{daemon.boot_id}-"
+            load_rules(rules_path), beds=list(ports.devices.beds), id_prefix=f"{ports.boot_id}-"
         )
-        self.state_path = daemon.state_dir / "alarm-state.json"
-        self.log_path = daemon.state_dir / "alarm-log.jsonl"
+        self.state_path = ports.state_dir / "alarm-state.json"
+        self.log_path = ports.state_dir / "alarm-log.jsonl"
         self._log_file = self.log_path.open("a", encoding="utf-8")
         self._dirty = False
         self._last_save = 0.0
         self._restore()
-        daemon.reading_listeners.append(self.engine.on_reading)
-        daemon.status_listeners.append(self._on_status)
+        ports.readings.subscribe(self.engine.on_reading)
+        ports.statuses.subscribe(self._on_status)
         self._register_commands()
 
     # -- persistence -----------------------------------------------------------------------
@@ -86,7 +87,7 @@ class AlarmService:
         except (ValueError, KeyError, TypeError) as exc:
             self._quarantine(f"not restorable: {exc}")
             return
-        active = [b for b in self.daemon.beds if self.engine.session_state(b).get("active")]
+        active = [b for b in self.devices.beds if self.engine.session_state(b).get("active")]
         log.info("restored alarm state: sessions on %s", ", ".join(active) or "no bed")
 
     def _quarantine(self, why: str) -> None:
@@ -110,9 +111,9 @@ class AlarmService:
         beds: set[str] = set()
         for e in events:
             body = e.to_json()
-            self.daemon.publish_alert(e.bed, body)
+            self.ports.alerts.publish_alert(e.bed, body)
             if not self._log_file.closed:  # closed only at shutdown
-                self._log_file.write(json.dumps(body, separators=(",", ":")) + "\n")
+                self._log_file.write(encode(body).decode() + "\n")
             beds.add(e.bed)
         if beds and not self._log_file.closed:
             self._log_file.flush()
@@ -120,14 +121,14 @@ class AlarmService:
             self.publish_snapshots(beds)
 
     def publish_snapshots(self, beds: Iterable[str] | None = None) -> None:
-        for bed in self.daemon.beds if beds is None else beds:
-            self.daemon.set_retained(f"bed/{bed}/alarms", self.engine.active_alarms(bed))
-            self.daemon.set_retained(f"bed/{bed}/session", self.engine.session_state(bed))
+        retained = self.ports.retained
+        for bed in self.devices.beds if beds is None else beds:
+            retained.set_retained(self.topics.alarms(bed), self.engine.active_alarms(bed))
+            retained.set_retained(self.topics.session(bed), self.engine.session_state(bed))
 
     def _on_status(self, st: DeviceStatus) -> None:
         state = st.state
-        sup = self.daemon.supervisors.get(st.device)
-        if sup is not None and not sup.stale_after and state != "error":
+        if self.devices.is_episodic(st.device) and state != "error":
             # An episodic device (a cuff that connects only to deliver a measurement) is
             # disconnected most of the time by design; a missing measurement is the BP
             # checklist's business (bp_due / bp_overdue), not a "device disconnected" alarm.
@@ -154,45 +155,28 @@ class AlarmService:
 
     # -- commands --------------------------------------------------------------------------
     def _register_commands(self) -> None:
-        for name, model in (
-            ("session/start", StartArgs),
-            ("session/dose", DoseArgs),
-            ("session/end", EndArgs),
-            ("alert/ack", AlertArgs),
-            ("alert/pause", PauseArgs),
-            ("session/symptom", SymptomArgs),
-            ("session/symptom_clear", SymptomClearArgs),
-        ):
-            self.daemon.add_command(name, model, self._engine_command(name))
-        self.daemon.add_command("bp/measure", MeasureArgs, self._measure)
+        for name, model in ENGINE_COMMANDS.items():
+            self.ports.commands.add(name, model, self._engine_command)
+        self.ports.commands.add("bp/measure", MeasureArgs, self._measure)
 
-    def _engine_command(self, name: str) -> Callable[[BaseModel], Awaitable[dict[str, Any]]]:
-        async def handle(args: BaseModel) -> dict[str, Any]:
-            result = self.engine.command(
-                name, args.model_dump(exclude_unset=True), self.clock.now()
-            )
-            if not result.ok:
-                raise CommandError(str(result.response.get("error", "refused")))
-            self._emit(result.events)
-            self.publish_snapshots([str(getattr(args, "bed", ""))])
-            self.save()  # commands change what must survive a restart
-            return {k: v for k, v in result.response.items() if k != "status"}
-
-        return handle
+    async def _engine_command(self, args: EngineArgs) -> dict[str, Any]:
+        """Run a validated engine command; a refusal raises :class:`CommandError`."""
+        result = self.engine.execute(args, self.clock.now())
+        self._emit(result.events)
+        self.publish_snapshots([args.bed])
+        self.save()  # commands change what must survive a restart
+        return {k: v for k, v in result.response.items() if k != "status"}
 
     async def _measure(self, args: MeasureArgs) -> dict[str, Any]:
-        if args.bed not in self.daemon.beds:
+        if args.bed not in self.devices.beds:
             raise CommandError(f"unknown bed {args.bed!r}")
-        candidates = [
-            dev for dev, bed in self.daemon.bed_of.items()
-            if bed == args.bed and dev in self.daemon.supervisors
-            and (args.device is None or dev == args.device)
-        ]
+        candidates = [dev for dev in self.devices.devices_on(args.bed)
+                      if args.device is None or dev == args.device]
         refusals: list[str] = []
         for dev in candidates:
             try:
-                result = await self.daemon.supervisors[dev].command("bp/measure", {})
-            except DriverCommandError as exc:
+                result = await self.devices.command(dev, "bp/measure", {})
+            except CommandError as exc:
                 refusals.append(f"{dev}: {exc}")
                 continue
             log.warning("remote BP measurement started on %s (bed %s)%s", dev, args.bed,
@@ -204,7 +188,8 @@ class AlarmService:
         )
 
 
-def attach(daemon: Daemon, rules_path: Path | None) -> AlarmService:
-    service = AlarmService(daemon, rules_path)
-    daemon.spawn(service.run(), "alarms")
+def attach(ports: ServicePorts, rules_path: Path | None) -> AlarmService:
+    """Create the service, subscribe it to readings and status, and start its ticker."""
+    service = AlarmService(ports, rules_path)
+    ports.spawn(service.run(), "alarms")
     return service

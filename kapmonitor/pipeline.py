@@ -1,0 +1,140 @@
+"""The reading pipeline: what happens to a reading between its supervisor and the services.
+
+A supervisor hands every stamped :class:`~kapmonitor.model.Reading` to :class:`ReadingPipeline`,
+which, in this order:
+
+1. counts it (``kapmonitor_readings_total``);
+2. has the :class:`DurablePublisher` stamp it (``seq``, ``msg_id``, ``boot_id``) and commit it
+   to the outbox for ``bed/<id>/reading``;
+3. updates the :class:`VitalsCache`, the latest *live* value per bed and metric behind the
+   retained ``bed/<id>/vitals`` (a record older than the cached one, e.g. replayed by a cuff,
+   does not overwrite it);
+4. passes it to the subscribed listeners (the alarm service's engine, …).
+
+What lives here: those four pieces and :class:`Listeners`, the fan-out the daemon offers as the
+:class:`~kapmonitor.ports.ReadingFeed` and :class:`~kapmonitor.ports.StatusFeed` ports. The
+:class:`DurablePublisher` is also the :class:`~kapmonitor.ports.DurablePublish` port (alert
+events share the sequence numbers of readings).
+
+What does not: the outbox's storage and quota (:mod:`kapmonitor.outbox`), the connection and
+the retained-state cache (:mod:`kapmonitor.mqtt`), the topic spelling and JSON encoding
+(:mod:`kapmonitor.topics`), and what services do with readings (:mod:`kapmonitor.services`).
+This module runs on the hot path (every reading): it caches labelled counters and topics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+from kapmonitor.clock import Clock
+from kapmonitor.metrics import Metrics
+from kapmonitor.model import Reading
+from kapmonitor.outbox import LANE_ALERT, LANE_READING, Outbox
+from kapmonitor.ports import RetainedState
+from kapmonitor.topics import Topics, encode
+
+__all__ = ["DurablePublisher", "Listeners", "ReadingPipeline", "VitalsCache"]
+
+T = TypeVar("T")
+
+
+class Listeners(Generic[T]):
+    """Subscribers called in subscription order with every item."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[T], None]] = []
+
+    def subscribe(self, listener: Callable[[T], None]) -> None:
+        self._listeners.append(listener)
+
+    def __call__(self, item: T) -> None:
+        for listener in self._listeners:
+            listener(item)
+
+
+class DurablePublisher:
+    """Stamps messages with this run's sequence and commits them to the outbox."""
+
+    def __init__(self, outbox: Outbox, topics: Topics, boot_id: str, clock: Clock) -> None:
+        self.outbox = outbox
+        self.topics = topics
+        self.boot_id = boot_id
+        self.clock = clock
+        self.seq = 0
+
+    def publish_reading(self, r: Reading) -> None:
+        self.seq += 1
+        body = r.payload()
+        body["seq"] = self.seq
+        body["msg_id"] = f"{self.boot_id}-{self.seq}"
+        body["boot_id"] = self.boot_id
+        self.outbox.put(LANE_READING, self.topics.reading(r.bed), encode(body), r.received)
+
+    def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
+        """Queue an alert event for ``bed/<bed>/alert`` (durable, never dropped)."""
+        self.seq += 1
+        body = dict(event)
+        body.update(seq=self.seq, msg_id=f"{self.boot_id}-{self.seq}", boot_id=self.boot_id,
+                    bed=bed)
+        self.outbox.put(LANE_ALERT, self.topics.alert(bed), encode(body), self.clock.now())
+
+
+class VitalsCache:
+    """The latest live value per bed and metric, published retained when it changed."""
+
+    def __init__(self, beds: Iterable[str]) -> None:
+        self.vitals: dict[str, dict[str, dict[str, Any]]] = {b: {} for b in beds}
+        self._dirty: set[str] = set()
+
+    def update(self, r: Reading) -> None:
+        bed = self.vitals.setdefault(r.bed, {})
+        prev = bed.get(r.metric)
+        if prev is None or prev["ts"] <= r.ts:  # stored records replayed by a cuff are older
+            bed[r.metric] = {
+                "value": r.value,
+                "unit": r.unit,
+                "ts": r.ts,
+                "device": r.device,
+                "quality": sorted(r.quality),
+            }
+            self._dirty.add(r.bed)
+
+    def mark_all(self) -> None:
+        """Publish every bed at the next :meth:`flush` (``republish``)."""
+        self._dirty.update(self.vitals)
+
+    def flush(self, retained: RetainedState, topics: Topics) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for bed in dirty:
+            retained.set_retained(topics.vitals(bed), {"bed": bed, "metrics": self.vitals[bed]})
+
+
+class ReadingPipeline:
+    """Supervisor → metrics → outbox → vitals → listeners; see the module docstring."""
+
+    def __init__(
+        self,
+        publisher: DurablePublisher,
+        vitals: VitalsCache,
+        metrics: Metrics,
+        listeners: Listeners[Reading],
+    ) -> None:
+        self.publisher = publisher
+        self.vitals = vitals
+        self.metrics = metrics
+        self.listeners = listeners
+        self._counters: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, r: Reading) -> None:
+        # Hot path: reuse the labelled counter instead of looking it up per call
+        # (bench/throughput.py).
+        counter = self._counters.get((r.metric, r.device))
+        if counter is None:
+            counter = self._counters[(r.metric, r.device)] = (
+                self.metrics.readings.labels(r.metric, r.device)
+            )
+        counter.inc()
+        self.publisher.publish_reading(r)
+        self.vitals.update(r)
+        self.listeners(r)
