@@ -67,9 +67,16 @@ class StationBridge:
         self.on_change(True)
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._run(alarm=True))
-            tg.create_task(self._run(alarm=False))
+        tasks = [asyncio.create_task(self._run(alarm=True), name="station-mqtt-alarm"),
+                 asyncio.create_task(self._run(alarm=False), name="station-mqtt-data")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks, timeout=5.0)
 
     async def _run(self, *, alarm: bool) -> None:
         delay = 0.5
@@ -106,15 +113,8 @@ class StationBridge:
                     self._broker_state()
                     log.info("connected to broker %s:%d (%s)", m.host, m.port, role)
                     delay = 0.5
-                    async with asyncio.TaskGroup() as tg:
-                        if alarm:
-                            tg.create_task(self._heartbeat(client))
-                        tg.create_task(self._read(client))
-            except (aiomqtt.MqttError, ExceptionGroup) as exc:
-                if isinstance(exc, ExceptionGroup) and not all(
-                    isinstance(e, aiomqtt.MqttError) for e in exc.exceptions
-                ):
-                    raise
+                    await self._serve(client, alarm)
+            except aiomqtt.MqttError as exc:
                 if not self._stopping:
                     log.warning("broker %s:%d: %s", m.host, m.port, exc)
             finally:
@@ -131,6 +131,22 @@ class StationBridge:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _serve(self, client: aiomqtt.Client, alarm: bool) -> None:
+        """Read (and on the alarm connection, send heartbeats) until one of them fails; on
+        the way out the tasks are cancelled explicitly and awaited with a bound, so a stop
+        never hangs on a reader that is slow to notice its cancellation."""
+        tasks = [asyncio.create_task(self._read(client), name="station-read")]
+        if alarm:
+            tasks.append(asyncio.create_task(self._heartbeat(client), name="station-heartbeat"))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks, timeout=2.0)
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         topic = self.station_topics.heartbeat(self.cfg.station_id)

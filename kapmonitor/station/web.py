@@ -311,7 +311,7 @@ class Station:
         if self.cfg.tls_cert is not None and self.cfg.tls_key is not None:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_ctx.load_cert_chain(str(self.cfg.tls_cert), str(self.cfg.tls_key))
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.listen_host, self.cfg.listen_port,
                            ssl_context=ssl_ctx)
@@ -332,9 +332,8 @@ class Station:
                 await c.ws.close()
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=8.0)
         if self._runner is not None:
             await self._runner.cleanup()
 
