@@ -1,4 +1,10 @@
-"""The ``kapmonitor`` command line."""
+"""The ``kapmonitor`` command line: argument parsing and the subcommands' entry points.
+
+What belongs here is the dispatch (and the small subcommands ``check-config`` and ``decode``);
+larger subcommands live in their own modules and are imported only when run. Subcommands that
+ship in another distribution (``demo``, from the simulators) are found through the
+``kapmonitor.commands`` entry-point group, never imported by name.
+"""
 
 from __future__ import annotations
 
@@ -200,14 +206,38 @@ def _delegate(module: str, func: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from kapmonitor.demo import main as demo_main
+# -- plug-in subcommands -----------------------------------------------------------------
+COMMANDS_GROUP = "kapmonitor.commands"
+# Subcommands that other distributions provide, with the extra that installs them.
+PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("run a virtual clinic with a live view", "demo"),
+}
 
-    return demo_main(args)
+
+def cmd_plugin(args: argparse.Namespace) -> int:
+    """Run a subcommand registered in the ``kapmonitor.commands`` entry-point group; without
+    it (or without the dependencies of its extra) say what to install and exit 2."""
+    from importlib.metadata import entry_points
+
+    extra = PLUGIN_COMMANDS[args.command][1]
+    hint = (f"kapmonitor {args.command} needs the {extra!r} extra: "
+            f"pip install 'kapmonitor[{extra}]'")
+    for ep in entry_points(group=COMMANDS_GROUP, name=args.command):
+        try:
+            func = ep.load()
+        except ImportError as exc:
+            print(f"{hint} ({exc.name or exc} is not installed)", file=sys.stderr)
+            return EXIT_CONFIG
+        return int(func(args.rest))
+    print(hint, file=sys.stderr)
+    return EXIT_CONFIG
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kapmonitor", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="kapmonitor",
+        description="Vitals bridge and alarm engine for ketamine-assisted psychotherapy sessions.",
+    )
     p.add_argument("--version", action="version", version=f"kapmonitor {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -219,21 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", "-c", required=True, help="TOML config file")
     r.add_argument("--broker", type=parse_hostport, help="HOST:PORT, overrides [mqtt]")
     r.set_defaults(func=cmd_run)
-
-    d = sub.add_parser("demo", help="run a virtual clinic with a live view")
-    d.add_argument("--beds", type=int, default=4, help="number of beds (default 4)")
-    d.add_argument("--speed", type=float, default=10.0, help="time acceleration (default 10)")
-    d.add_argument("--for", dest="duration", type=float, default=None,
-                   help="stop by itself after this many real seconds")
-    d.add_argument("--seed", type=int, default=1, help="seed of the virtual patients")
-    d.add_argument("--config", help="use this config instead of the generated clinic")
-    d.add_argument("--broker", type=parse_hostport, help="HOST:PORT of a broker to use")
-    d.add_argument("--no-view", action="store_true", help="log instead of the live view")
-    d.add_argument("--no-station", action="store_true",
-                   help="do not start the central station (web page)")
-    d.add_argument("--sim-only", action="store_true",
-                   help="only in-process simulated devices (no serial/HL7 simulator processes)")
-    d.set_defaults(func=cmd_demo)
 
     dec = sub.add_parser("decode", help="decode device bytes or lines to readings (JSON lines)")
     dec.add_argument("protocol", help="protocol name (see `kapmonitor decode list`)")
@@ -249,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)
         s.set_defaults(func=_delegate(module, func))
+    for name, (text, _extra) in PLUGIN_COMMANDS.items():
+        s = sub.add_parser(name, help=text, add_help=False)
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+        s.set_defaults(func=cmd_plugin)
     return p
 
 
@@ -260,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, spec in protocols().items():
             print(f"{name:16} {spec.input:11} {spec.summary}")
         return 0
-    delegated = argv[:1] in (["replay"], ["scan"], ["pair"], ["station"])
+    delegated = argv[:1] in (["replay"], ["scan"], ["pair"], ["station"],
+                             *([c] for c in PLUGIN_COMMANDS))
     # argparse.REMAINDER rejects options that come first (`scan --timeout 5`): delegated
     # subcommands get their arguments untouched.
     args = build_parser().parse_args(argv[:1] if delegated else argv)

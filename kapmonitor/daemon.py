@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kapmonitor import __version__
+from kapmonitor.ble.config import BleConfig
 from kapmonitor.clock import Clock, SystemClock
 from kapmonitor.commands import CommandRouter
 from kapmonitor.config import Config
@@ -265,9 +266,8 @@ class Daemon:
             self.alarms = attach_alarms(ports, cfg.alarms.rules)
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
-        ctx = DriverContext(
-            clock=self.clock, state_dir=self.state_dir, shared={"ble.config": cfg.ble}
-        )
+        ctx = DriverContext(clock=self.clock, state_dir=self.state_dir)
+        ctx.put(BleConfig, cfg.ble)
         registry = drivers()
         for dev in cfg.devices:
             if not dev.enabled:

@@ -1,17 +1,25 @@
-"""The one reading model used everywhere in kapmonitor.
+"""The one reading model used everywhere in kapmonitor, and the vocabulary it is written in.
 
 Codecs produce :class:`Measurement` (what a device said, with no idea of beds or hosts); the
 device supervisor stamps it into a :class:`Reading` (bed, device, host receive time, codes).
 The metric vocabulary below is public interface: names, canonical units and codes are what
 consumers of the MQTT topics see.
 
-Codes follow ISO/IEEE 11073-10101 (32-bit codes = partition × 65536 + term), LOINC and UCUM
-(docs/sources.md [P17]–[P19]). Where a code is not yet verified or none is assigned, the entry
-says so in ``note`` and docs/readings.md lists it.
+What belongs here is what every layer shares and nobody may rebuild downstream: the metric
+vocabulary (:data:`METRICS`, from which the codecs' nomenclature table is derived), the quality
+flags, the NIBP group (:data:`NIBP_GROUP`: the parts one blood-pressure measurement is split
+into, tied together by a group id) and unit conversions into the canonical units
+(:func:`kpa_to_mmhg`). Nothing here does I/O.
+
+Codes are IEEE 11073-10101 32-bit codes (partition × 65536 + term), LOINC and UCUM
+(docs/sources.md [P17]–[P19]). Where a
+code is unverified or none exists, the entry says so in ``note`` and docs/readings.md lists
+it.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -103,6 +111,31 @@ QUALITY_FLAGS = frozenset(
 )
 
 
+# -- the NIBP group ------------------------------------------------------------------------------
+# One non-invasive blood pressure measurement arrives as these parts. A codec that splits a
+# measurement gives its parts one group id (:func:`nibp_measurements`), so the supervisor can give
+# them one timestamp and the alarm engine can put them back together without guessing.
+NIBP_GROUP: tuple[str, str, str] = ("nibp_sys", "nibp_dia", "nibp_mean")
+NIBP_METRICS: frozenset[str] = frozenset(NIBP_GROUP)
+
+_group_ids = itertools.count(1)
+
+
+def new_group_id(kind: str = "nibp") -> str:
+    """A group id unique in this process (``nibp-1``, ``nibp-2``, …)."""
+    return f"{kind}-{next(_group_ids)}"
+
+
+# -- unit conversions into the canonical units -------------------------------------------------
+PA_PER_MMHG = 133.322387415  # the conventional millimetre of mercury
+MMHG_PER_KPA = 1000.0 / PA_PER_MMHG
+
+
+def kpa_to_mmhg(kpa: float) -> float:
+    """A pressure in kPa in mm[Hg], to 0.1 mm[Hg] (finer than any cuff resolves)."""
+    return round(kpa * MMHG_PER_KPA, 1)
+
+
 def metric(name: str) -> MetricInfo:
     """Look up a metric, raising KeyError with the vocabulary when the name is unknown."""
     try:
@@ -117,7 +150,9 @@ class Measurement:
 
     ``value`` is None when the device said "no value" (special values, invalid markers,
     sensor off); never a made-up number. ``status`` keeps the decoded raw status fields
-    (for ``kapmonitor decode`` and debugging), ``flags`` the mapped quality flags.
+    (for ``kapmonitor decode`` and debugging), ``flags`` the mapped quality flags. ``group``
+    ties the parts of one split measurement together (the NIBP trio); it is bookkeeping, not
+    content, so it takes no part in equality and is not in :meth:`to_json`.
     """
 
     metric: str
@@ -126,6 +161,7 @@ class Measurement:
     flags: frozenset[str] = frozenset()
     device_time: datetime | None = None
     status: Mapping[str, Any] = field(default_factory=dict)
+    group: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"metric": self.metric, "value": self.value, "unit": self.unit}
@@ -143,6 +179,7 @@ def measurement(
     flags: Iterable[str] = (),
     device_time: datetime | None = None,
     status: Mapping[str, Any] | None = None,
+    group: str | None = None,
 ) -> Measurement:
     """Build a Measurement in the metric's canonical unit (NaN becomes None)."""
     info = metric(name)
@@ -155,7 +192,25 @@ def measurement(
         frozenset(flags),
         device_time,
         status or {},
+        group,
     )
+
+
+def nibp_measurements(
+    sys_: float | None,
+    dia: float | None,
+    mean: float | None,
+    flags: Iterable[str] = (),
+    device_time: datetime | None = None,
+    status: Mapping[str, Any] | None = None,
+) -> list[Measurement]:
+    """One NIBP measurement as its :data:`NIBP_GROUP` parts, sharing a new group id."""
+    group = new_group_id()
+    flags = frozenset(flags)
+    return [
+        measurement(name, value, flags, device_time, status, group)
+        for name, value in zip(NIBP_GROUP, (sys_, dia, mean), strict=True)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +227,7 @@ class Reading:
     quality: frozenset[str] = frozenset()
     mdc: int | None = None
     loinc: str | None = None
+    group: str | None = field(default=None, compare=False)  # see Measurement.group; not published
 
     @classmethod
     def from_measurement(
@@ -197,6 +253,7 @@ class Reading:
             quality=quality,
             mdc=info.mdc,
             loinc=info.loinc,
+            group=m.group,
         )
 
     def payload(self) -> dict[str, Any]:

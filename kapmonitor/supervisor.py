@@ -21,11 +21,9 @@ from typing import Any
 
 from kapmonitor.clock import Clock
 from kapmonitor.drivers.base import DeviceState, Driver, Routed, Status
-from kapmonitor.model import Measurement, Reading
+from kapmonitor.model import NIBP_METRICS, Measurement, Reading
 
 log = logging.getLogger("kapmonitor.supervisor")
-
-NIBP_PARTS = frozenset({"nibp_sys", "nibp_dia", "nibp_mean"})
 
 
 @dataclass
@@ -103,7 +101,8 @@ class Supervisor:
         )
         self._last_data = clock.monotonic()
         self._stale_cancel = False
-        self._nibp_group: tuple[float, float, set[str]] | None = None
+        # (shared ts, monotonic start, parts seen, group id) of the NIBP measurement under way
+        self._nibp_group: tuple[float, float, set[str], str | None] | None = None
         self.sessions = 0
 
     # -- status --------------------------------------------------------------------------
@@ -216,8 +215,8 @@ class Supervisor:
         now = self.clock.now()
         if ts is None and m.device_time is not None:
             ts = m.device_time.timestamp()
-        if ts is None and m.metric in NIBP_PARTS:
-            ts = self._nibp_stamp(m.metric, now)
+        if ts is None and m.metric in NIBP_METRICS:
+            ts = self._nibp_stamp(m, now)
         reading = Reading.from_measurement(
             m, bed=bed, device=device or self.device_id, received=now, ts=ts
         )
@@ -234,15 +233,20 @@ class Supervisor:
             self._publish_status()
         self._on_reading(reading)
 
-    def _nibp_stamp(self, metric: str, now: float) -> float:
+    def _nibp_stamp(self, m: Measurement, now: float) -> float:
         """One NIBP measurement arrives as sys/dia/mean parts; parts a device sends without a
-        measurement time get one shared timestamp so consumers (and the alarm engine) can tell
-        they belong together. A repeated part or a pause of 2 s starts a new measurement."""
+        measurement time get one shared timestamp so consumers can tell they belong together.
+        The parts' group id (set by the codec that split the measurement) says which belong
+        together; only for parts without one (a driver yielding them one by one) a repeated part
+        or a pause of 2 s starts a new measurement."""
         mono = self.clock.monotonic()
         g = self._nibp_group
-        if g is None or metric in g[2] or mono - g[1] > 2.0:
-            g = self._nibp_group = (now, mono, set())
-        g[2].add(metric)
+        if m.group is not None:
+            if g is None or g[3] != m.group:
+                g = self._nibp_group = (now, mono, set(), m.group)
+        elif g is None or g[3] is not None or m.metric in g[2] or mono - g[1] > 2.0:
+            g = self._nibp_group = (now, mono, set(), None)
+        g[2].add(m.metric)
         return g[0]
 
     async def command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 # Shared set-up for scripts/demo and scripts/test (sourced, not run).
 # On a fresh Debian / Raspberry Pi OS box with only Python >= 3.11 it installs what the project
 # needs: system packages via apt-get when we are root (else it says what to install), a
-# virtualenv in .venv, and the project with its dev extras. Re-runs are quick: pip runs again
-# only when pyproject.toml changed.
+# virtualenv in .venv, and the project with its dev and demo extras (the tests run the demo).
+# Re-runs are quick: pip runs again only when pyproject.toml changed.
 
 KAP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$KAP_ROOT/.venv"
@@ -79,7 +79,7 @@ ensure_venv() {
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "installing kapmonitor and its dependencies into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$KAP_ROOT[dev]"
+    "$VENV/bin/python" -m pip install -q -e "$KAP_ROOT[dev,demo]"
     echo "$want" > "$stamp"
   fi
 }

@@ -1,4 +1,4 @@
-"""``python -m simulators <device-family> …``: run virtual devices outside the daemon.
+"""``python -m kapmonitor_simulators <device-family> …``: run virtual devices outside the daemon.
 
 Each subcommand lives in a module with ``add_arguments(parser)`` and ``main(args) -> int``;
 to add one, add a line to ``SUBCOMMANDS``.
@@ -12,14 +12,20 @@ import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
-    "serial": ("simulators.serial.cli", "a serial oximeter on a pty or TCP port (ser2net style)"),
-    "hl7": ("simulators.hl7_sender", "a monitor sending HL7 ORU^R01 over MLLP"),
-    "intellivue": ("simulators.intellivue", "a Philips IntelliVue monitor on a pty or TCP"),
+    "serial": (
+        "kapmonitor_simulators.serial.cli",
+        "a serial oximeter on a pty or TCP port (ser2net style)",
+    ),
+    "hl7": ("kapmonitor_simulators.hl7_sender", "a monitor sending HL7 ORU^R01 over MLLP"),
+    "intellivue": (
+        "kapmonitor_simulators.intellivue",
+        "a Philips IntelliVue monitor on a pty or TCP",
+    ),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kapmonitor_simulators", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
         mod = importlib.import_module(module)

@@ -1,13 +1,13 @@
 """A bedside monitor that pushes HL7 ORU^R01 vitals over MLLP, like a GE B-series (IHE PCD-01),
 a Philips Efficia (LAN export) or a Mindray gateway does (docs/sources.md [P15], [P16]).
 
-It samples :class:`~simulators.physiology.Patient`, sends one report every ``interval`` seconds
-(NIBP measured every ``nibp_every`` seconds and repeated, with its measurement time in OBX-14,
-in every report until the next one, as PCD-01 monitors do), waits for the ACK and resends the
-same message (same MSH-10) when none comes within ``ack_timeout``; a lost connection is
-re-opened. The wire format comes from :func:`kapmonitor.codecs.hl7.encode_oru`.
+It samples :class:`~kapmonitor_simulators.physiology.Patient`, sends one report every ``interval``
+seconds (NIBP measured every ``nibp_every`` seconds and repeated, with its measurement time in
+OBX-14, in every report until the next one, as PCD-01 monitors do), waits for the ACK and resends
+the same message (same MSH-10) when none comes within ``ack_timeout``; a lost connection is
+re-opened. The wire format comes from :func:`kapmonitor.codecs.hl7_oru.encode_oru`.
 
-Run: ``python -m simulators hl7 --port 2575 --style ge`` (see ``--help``).
+Run: ``python -m kapmonitor_simulators hl7 --port 2575 --style ge`` (see ``--help``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from kapmonitor_simulators import hl7_oru
+from kapmonitor_simulators.physiology import Patient, add_patient_arguments, patient_from_args
+
 from kapmonitor.clock import Clock, ScaledClock, SystemClock
 from kapmonitor.codecs import hl7
-from simulators.physiology import Patient, add_patient_arguments, patient_from_args
 
-log = logging.getLogger("simulators.hl7")
+log = logging.getLogger("kapmonitor_simulators.hl7")
 
 # Default identities per style (synthetic; the EUI-64s use a locally administered prefix).
-STYLE_IDENTITY: dict[hl7.VendorStyle, tuple[str, str]] = {
+STYLE_IDENTITY: dict[hl7_oru.VendorStyle, tuple[str, str]] = {
     "ge": ("B40_SIM", "GE_SIM"),
     "philips": ("EFFICIA_SIM", "PHILIPS_SIM"),
     "mindray": ("MINDRAY_EGATEWAY_SIM", "MINDRAY_SIM"),
@@ -57,7 +59,7 @@ class Hl7Sender:
         port: int,
         *,
         patient: Patient | None = None,
-        style: hl7.VendorStyle = "ge",
+        style: hl7_oru.VendorStyle = "ge",
         clock: Clock | None = None,
         equipment_id: str = "0A00000000000001",
         application: str | None = None,
@@ -96,10 +98,10 @@ class Hl7Sender:
     def _when(self, sim_t: float) -> datetime:
         return datetime.fromtimestamp(self.start + sim_t).astimezone()
 
-    def observations(self, sim_t: float) -> list[hl7.OutObservation]:
+    def observations(self, sim_t: float) -> list[hl7_oru.OutObservation]:
         """What the monitor shows at ``sim_t`` seconds after start."""
         v = self.patient.vitals(sim_t)
-        wanted = hl7.ENCODABLE_METRICS[self.style]
+        wanted = hl7_oru.ENCODABLE_METRICS[self.style]
         now = self._when(sim_t)
         values: dict[str, float | None] = {
             "heart_rate": v.heart_rate,
@@ -108,15 +110,15 @@ class Hl7Sender:
             "resp_rate": v.resp_rate,
             "perfusion_index": v.perfusion_index,
         }
-        out = [hl7.OutObservation(m, val, now) for m, val in values.items() if m in wanted]
+        out = [hl7_oru.OutObservation(m, val, now) for m, val in values.items() if m in wanted]
         # The latest NIBP (one at start, then every nibp_every s), repeated until the next one.
         last_nibp = max(0.0, (sim_t // self.nibp_every) * self.nibp_every)
         sys_, dia, mean = self.patient.nibp(last_nibp)
         t_nibp = self._when(last_nibp)
         out += [
-            hl7.OutObservation("nibp_sys", sys_, t_nibp),
-            hl7.OutObservation("nibp_dia", dia, t_nibp),
-            hl7.OutObservation("nibp_mean", mean, t_nibp),
+            hl7_oru.OutObservation("nibp_sys", sys_, t_nibp),
+            hl7_oru.OutObservation("nibp_dia", dia, t_nibp),
+            hl7_oru.OutObservation("nibp_mean", mean, t_nibp),
         ]
         return out
 
@@ -125,7 +127,7 @@ class Hl7Sender:
         return f"{self.application[:8]}{self._seq:06d}"
 
     def report(self, sim_t: float, control_id: str | None = None) -> bytes:
-        return hl7.encode_oru(
+        return hl7_oru.encode_oru(
             self.style,
             self.observations(sim_t),
             control_id=control_id or self.next_control_id(),
@@ -247,10 +249,12 @@ class Hl7Sender:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    p = parser or argparse.ArgumentParser(prog="python -m simulators hl7", description=__doc__)
+    p = parser or argparse.ArgumentParser(
+        prog="python -m kapmonitor_simulators hl7", description=__doc__
+    )
     p.add_argument("--host", default="127.0.0.1", help="listener address")
     p.add_argument("--port", type=int, default=2575, help="listener port (MLLP: 2575)")
-    p.add_argument("--style", choices=hl7.VENDOR_STYLES, default="ge", help="vendor style")
+    p.add_argument("--style", choices=hl7_oru.VENDOR_STYLES, default="ge", help="vendor style")
     add_patient_arguments(p)
     p.add_argument("--interval", type=float, default=60.0, help="seconds between reports")
     p.add_argument("--nibp-every", type=float, default=300.0, help="seconds between NIBPs")
@@ -264,7 +268,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Hook for the ``python -m simulators`` dispatcher."""
+    """Hook for the ``python -m kapmonitor_simulators`` dispatcher."""
     build_parser(parser)
 
 

@@ -3,9 +3,9 @@
 It speaks the protocol in docs/sources.md [P10] (modelled on mindleaving's simulator) through the
 codec's encoders: waits for an association request, accepts it (or refuses while another host
 holds the association), sends the MDS-create event report, answers single and extended numeric
-polls from a :class:`~simulators.physiology.Patient` (periodic extended replies at 1 s while a
-TIME_PD_POLL duration runs; results above the host's MTU split into linked results), aborts when
-the host goes quiet for the timeout the manual prescribes, and answers release with released.
+polls from a :class:`~kapmonitor_simulators.physiology.Patient` (periodic extended replies at 1 s
+while a TIME_PD_POLL duration runs; results above the host's MTU split into linked results), aborts
+when the host goes quiet for the timeout the manual prescribes, and answers release with released.
 
 NIBP is episodic: a cuff cycle starts on a schedule (``nibp_interval``) or on request, reports
 MSMT_ONGOING with the previous result while it runs, and then publishes a new result stamped with
@@ -17,8 +17,9 @@ association), :meth:`IntellivueMonitor.garbage` (line noise and a corrupt frame)
 ``serve_*`` coroutines put it on a pseudo-terminal (``os.openpty``) or a TCP port — the daemon
 reaches the latter with the pyserial URL ``socket://host:port``.
 
-Run it: ``python -m simulators intellivue --pty /tmp/ivue`` (or ``--tcp 127.0.0.1:5555``);
-type ``nibp``, ``drop``, ``garbage`` or ``silent 15`` on stdin to inject events.
+Run it: ``python -m kapmonitor_simulators intellivue --pty /tmp/ivue``
+(or ``--tcp 127.0.0.1:5555``); type ``nibp``, ``drop``, ``garbage`` or ``silent 15`` on stdin to
+inject events.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import tty
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+
+from kapmonitor_simulators.physiology import Patient, add_patient_arguments, patient_from_args
 
 from kapmonitor.clock import Clock, ScaledClock, SystemClock
 from kapmonitor.codecs.base import DecodeError
@@ -82,9 +85,8 @@ from kapmonitor.codecs.intellivue.numerics import (
     nibp_object,
     numeric_object,
 )
-from simulators.physiology import Patient, add_patient_arguments, patient_from_args
 
-log = logging.getLogger("simulators.intellivue")
+log = logging.getLogger("kapmonitor_simulators.intellivue")
 
 MONITOR_MIN_POLL_TICKS = 1000  # 125 ms: the fastest poll period this monitor accepts
 MONITOR_MTU = 1000  # largest user data this monitor sends per frame
@@ -634,7 +636,8 @@ async def main_async(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Entry point of ``python -m simulators intellivue`` (arguments from :func:`add_arguments`)."""
+    """Entry point of ``python -m kapmonitor_simulators intellivue`` (arguments from
+    :func:`add_arguments`)."""
     logging.basicConfig(level=logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main_async(args))
@@ -642,7 +645,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m simulators.intellivue", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m kapmonitor_simulators.intellivue",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     sys.exit(main(parser.parse_args()))

@@ -12,7 +12,7 @@ import pytest
 
 from kapmonitor.clock import ManualClock
 from kapmonitor.drivers.base import DeviceConfig, Driver, DriverContext, DriverEvent, Routed, Status
-from kapmonitor.model import Reading, measurement
+from kapmonitor.model import Reading, measurement, nibp_measurements
 from kapmonitor.supervisor import Backoff, DeviceStatus, Supervisor
 
 
@@ -140,3 +140,63 @@ def test_codes(name: str, mdc: int, loinc: str, unit: str) -> None:
     r = Reading.from_measurement(measurement(name, 50), bed="b", device="d", received=0.0)
     payload: dict[str, Any] = r.payload()
     assert (payload["mdc"], payload["loinc"], payload["unit"]) == (mdc, loinc, unit)
+
+
+class NibpScriptDriver(Driver):
+    """Yields two NIBP measurements without device time: the first with a pause inside, the
+    second right after it."""
+
+    name = "script"
+    config_model = ScriptConfig
+
+    async def session(self) -> AsyncIterator[DriverEvent]:
+        yield Status("connected")
+        a, b = nibp_measurements(120, 80, 93), nibp_measurements(130, 85, 100)
+        yield a[0]
+        yield a[1]
+        await self.ctx.clock.sleep(3.0)  # longer than the fallback's 2-second pause
+        yield a[2]
+        yield b[0]  # right after a's last part, and not a repeated metric
+        yield b[1]
+        yield b[2]
+        await asyncio.Event().wait()
+
+
+async def test_nibp_parts_get_one_timestamp_per_group_id(tmp_path: Path) -> None:
+    clock = ManualClock()
+    cfg = ScriptConfig(id="d1", bed="bed1", stale_after=None)
+    driver = NibpScriptDriver(cfg, DriverContext(clock=clock, state_dir=tmp_path))
+    readings: list[Reading] = []
+    sup = Supervisor(driver, clock, lambda _dev: "bed1", readings.append, lambda _s: None)
+    task = asyncio.create_task(sup.run())
+    await spin(clock, 5)
+    task.cancel()
+    assert [r.value for r in readings] == [120, 80, 93, 130, 85, 100]
+    first, second = readings[:3], readings[3:]
+    assert len({r.ts for r in first}) == 1 and len({r.ts for r in second}) == 1
+    assert first[0].ts < second[0].ts
+    assert first[0].group != second[0].group
+
+
+async def test_ungrouped_nibp_parts_fall_back_to_the_pause_rule(tmp_path: Path) -> None:
+    class Ungrouped(Driver):
+        name = "script"
+        config_model = ScriptConfig
+
+        async def session(self) -> AsyncIterator[DriverEvent]:
+            yield Status("connected")
+            for metric, value in (("nibp_sys", 120), ("nibp_dia", 80), ("nibp_mean", 93)):
+                yield measurement(metric, value)
+            await self.ctx.clock.sleep(3.0)
+            yield measurement("nibp_sys", 130)
+            await asyncio.Event().wait()
+
+    clock = ManualClock()
+    cfg = ScriptConfig(id="d1", bed="bed1", stale_after=None)
+    readings: list[Reading] = []
+    sup = Supervisor(Ungrouped(cfg, DriverContext(clock=clock, state_dir=tmp_path)), clock,
+                     lambda _dev: "bed1", readings.append, lambda _s: None)
+    task = asyncio.create_task(sup.run())
+    await spin(clock, 5)
+    task.cancel()
+    assert len({r.ts for r in readings[:3]}) == 1 and readings[3].ts > readings[0].ts

@@ -15,8 +15,9 @@ Usage::
 
 Time is whatever the caller passes (epoch seconds in the daemon, trace seconds in replay); the
 engine never reads a clock. Ticks fall on multiples of ``tick_s``. Readings are placed by their
-host ``received`` time; NIBP parts (sys/dia/mean) with the same device and source timestamp form
-one measurement, validated and evaluated at the first tick after they arrived.
+host ``received`` time; NIBP parts (sys/dia/mean) with the same device and group id (without
+one: the same source timestamp) form one measurement, validated and evaluated at the first tick
+after they arrived.
 
 Commands (argument models and the name table in :mod:`kapmonitor.alerts.commands`; a refused
 command raises :class:`~kapmonitor.errors.CommandError`; ``command(name, mapping, now)`` is the
@@ -144,7 +145,7 @@ class AlarmEngine:
         self.catch_up_limit_s = catch_up_limit_s
         self.tick_k: int | None = None
         self.last_tick: float | None = None
-        self._nibp_parts: dict[str, dict[tuple[str, float], _NibpParts]] = {}
+        self._nibp_parts: dict[str, dict[tuple[str, str | float], _NibpParts]] = {}
         self._nibp_ready: dict[str, deque[_NibpParts]] = {b: deque() for b in self.beds}
         self._nibp_now = np.full((3, len(self.beds)), np.nan)
         self._devices: dict[tuple[str, str], tuple[str, float]] = {}
@@ -172,7 +173,7 @@ class AlarmEngine:
             self.sampler.ingest(b, m, reading.value, reading.received, reading.quality)
         elif m in NIBP_SIGNALS:
             parts = self._nibp_parts.setdefault(reading.bed, {})
-            key = (reading.device, reading.ts)
+            key = (reading.device, reading.group or reading.ts)
             p = parts.get(key)
             if p is None:
                 p = parts[key] = _NibpParts(reading.received)

@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from kapmonitor.model import NIBP_GROUP
+
 Phase = Literal["idle", "pre_dose", "onset", "peak", "recovery", "ended"]
 PHASES: tuple[Phase, ...] = ("idle", "pre_dose", "onset", "peak", "recovery", "ended")
 SESSION_PHASES: tuple[Phase, ...] = ("pre_dose", "onset", "peak", "recovery")
@@ -46,7 +48,7 @@ CONTINUOUS_METRICS: tuple[str, ...] = (
     "perfusion_index",
     "battery",
 )
-NIBP_SIGNALS: tuple[str, ...] = ("nibp_sys", "nibp_dia", "nibp_mean")
+NIBP_SIGNALS: tuple[str, ...] = NIBP_GROUP
 # Signals with a pre-dose baseline (relative terms may only use these).
 BASELINE_SIGNALS: tuple[str, ...] = ("spo2", "hr", "resp_rate", *NIBP_SIGNALS)
 # The physiological parameter a signal belongs to (multi-parameter escalation counts these).

@@ -1,5 +1,5 @@
 """The BLE layer: adapter/connection manager, device matching, link helpers, CLI (scan, pair).
 
 Drivers live in :mod:`kapmonitor.drivers` (``ble_*`` modules); the simulated bleak backend in
-:mod:`simulators.ble`.
+:mod:`kapmonitor_simulators.ble`.
 """

@@ -22,6 +22,7 @@ from bleak.backends.scanner import AdvertisementData
 from kapmonitor.ble.config import BleConfig
 from kapmonitor.ble.driver import BleDriver
 from kapmonitor.ble.matching import DeviceMatch
+from kapmonitor.ble.radio import radio_plugin
 from kapmonitor.clock import SystemClock
 
 
@@ -84,21 +85,18 @@ async def scan(seconds: float, config: BleConfig) -> list[Found]:
             found[device.address] = Found(device, adv, names)
 
     kwargs: dict[str, object] = {}
-    world = None
-    if config.backend == "simulated":
-        from simulators.ble.backend import SimBleakScanner
-        from simulators.ble.showroom import showroom
-
-        world = showroom(SystemClock())
-        kwargs = {"backend": SimBleakScanner, "world": world}
+    radio = None
+    if config.backend != "bluez":
+        radio = radio_plugin(config.backend).showroom(SystemClock())
+        kwargs = {"backend": radio.scanner_backend, **radio.scanner_kwargs()}
     elif config.adapter:
         kwargs = {"bluez": {"adapter": config.adapter}}
     try:
         async with BleakScanner(seen, scanning_mode=config.scanning_mode, **kwargs):  # type: ignore[arg-type]
             await asyncio.sleep(seconds)
     finally:
-        if world is not None:
-            await world.close()
+        if radio is not None:
+            await radio.close()
     return sorted(found.values(), key=lambda f: -f.adv.rssi)
 
 

@@ -11,10 +11,11 @@ These are the patterns that keep bleak on BlueZ healthy (docs/sources.md [P8]):
 * A **scanner watchdog**: a controller that silently stops reporting advertisements is
   restarted.
 
-Drivers reach the manager through :meth:`BleManager.for_context`: the daemon may put a
-:class:`~kapmonitor.ble.config.BleConfig` at ``ctx.shared["ble.config"]`` (and, for the
-simulated backend, a ready :class:`simulators.ble.World` at ``ctx.shared["ble.world"]``);
-the first driver to ask creates the manager and stores it at ``ctx.shared["ble.manager"]``.
+Drivers reach the manager through :meth:`BleManager.for_context`: the daemon puts the
+:class:`~kapmonitor.ble.config.BleConfig` into the driver context (``ctx.put``); the first
+driver to ask creates the manager as a context component. With ``backend`` other than
+``bluez`` the manager takes a :class:`~kapmonitor.ble.radio.Radio` from that backend's plug-in
+and passes its bleak backend classes through bleak's ``backend=`` parameter.
 """
 
 from __future__ import annotations
@@ -33,18 +34,14 @@ from bleak_retry_connector import BleakClientWithServiceCache, establish_connect
 
 from kapmonitor.ble.config import BleConfig
 from kapmonitor.ble.matching import DeviceMatch
+from kapmonitor.ble.radio import Radio, radio_plugin
 from kapmonitor.ble.waiting import wait_for
 from kapmonitor.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
-    from kapmonitor.drivers.base import DriverContext
-    from simulators.ble.world import World
+    from kapmonitor.drivers.base import DeviceConfig, DriverContext
 
 log = logging.getLogger("kapmonitor.ble")
-
-SHARED_MANAGER = "ble.manager"
-SHARED_CONFIG = "ble.config"
-SHARED_WORLD = "ble.world"
 
 DISCONNECT_TIMEOUT = 10.0  # a disconnect on a dead link can hang in D-Bus; never wait forever
 
@@ -76,13 +73,11 @@ class BleManager:
         config: BleConfig | None = None,
         clock: Clock | None = None,
         *,
-        world: World | None = None,
-        shared: dict[str, Any] | None = None,
+        radio: Radio | None = None,
     ) -> None:
         self.config = config or BleConfig()
         self.clock = clock or SystemClock()
-        self.shared = shared if shared is not None else {}
-        self._world = world
+        self.radio = radio
         self._scanner: BleakScanner | None = None
         self._scanner_lock = asyncio.Lock()
         self._connect_lock = asyncio.Lock()
@@ -96,59 +91,37 @@ class BleManager:
 
     @classmethod
     def for_context(cls, ctx: DriverContext) -> BleManager:
-        """The daemon-wide manager, created on first use from ``ctx.shared``."""
-        manager = ctx.shared.get(SHARED_MANAGER)
-        if manager is None:
-            manager = cls(
-                ctx.shared.get(SHARED_CONFIG),
-                ctx.clock,
-                world=ctx.shared.get(SHARED_WORLD),
-                shared=ctx.shared,
-            )
-            ctx.shared[SHARED_MANAGER] = manager
-        assert isinstance(manager, BleManager)
-        return manager
+        """The daemon-wide manager, created on first use (with the context's
+        :class:`BleConfig` and, for a backend other than BlueZ, its radio plug-in)."""
+
+        def make() -> BleManager:
+            config = ctx.component(BleConfig, BleConfig)
+            radio = None
+            if config.backend != "bluez":
+                radio = radio_plugin(config.backend).for_context(ctx)
+            return cls(config, ctx.clock, radio=radio)
+
+        return ctx.component(BleManager, make)
 
     # -- backend selection ---------------------------------------------------------------------
     @property
     def simulated(self) -> bool:
-        return self.config.backend == "simulated"
-
-    @property
-    def world(self) -> World:
-        """The virtual radio (simulated backend only), created on first use."""
-        if not self.simulated:
-            raise RuntimeError("the BlueZ backend has no simulated world")
-        if self._world is None:
-            from simulators.ble.world import World
-
-            # Same time axis as the `sim` driver's patients (shared["sim_epoch"]).
-            t0 = self.shared.setdefault("sim_epoch", self.clock.now())
-            self._world = World(self.clock, t0=t0)
-            self.shared[SHARED_WORLD] = self._world
-        return self._world
+        return self.radio is not None
 
     def _scanner_kwargs(self) -> dict[str, Any]:
-        if self.simulated:
-            from simulators.ble.backend import SimBleakScanner
-
-            return {"backend": SimBleakScanner, "world": self.world}
+        if self.radio is not None:
+            return {"backend": self.radio.scanner_backend, **self.radio.scanner_kwargs()}
         return {"bluez": {"adapter": self.config.adapter}} if self.config.adapter else {}
 
     def _client_kwargs(self) -> dict[str, Any]:
-        if self.simulated:
-            from simulators.ble.backend import SimBleakClient
-
-            return {"backend": SimBleakClient}
+        if self.radio is not None:
+            return {"backend": self.radio.client_backend}
         return {"bluez": {"adapter": self.config.adapter}} if self.config.adapter else {}
 
-    def ensure_twin(self, device_config: Any, driver: str) -> None:
-        """Simulated backend: give a configured device a virtual twin if none matches it."""
-        if not self.simulated:
-            return
-        from simulators.ble.twins import ensure_twin
-
-        ensure_twin(self.world, device_config, driver, self.shared)
+    def ensure_twin(self, device_config: DeviceConfig, driver: str) -> None:
+        """Simulated radio: give a configured device a virtual twin if none matches it."""
+        if self.radio is not None:
+            self.radio.add_twin(device_config, driver)
 
     # -- scanning ------------------------------------------------------------------------------
     async def ensure_scanning(self) -> None:

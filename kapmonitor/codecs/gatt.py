@@ -27,10 +27,7 @@ from kapmonitor.codecs.ieee11073 import (
     sfloat_bytes,
     sfloat_from,
 )
-from kapmonitor.model import Measurement, measurement
-
-# mm[Hg] per kPa: 1 mmHg = 133.322387415 Pa (conventional millimetre of mercury).
-KPA_TO_MMHG = 1000 / 133.322387415
+from kapmonitor.model import NIBP_GROUP, Measurement, kpa_to_mmhg, measurement, new_group_id
 
 UUID_BASE = "0000{:04x}-0000-1000-8000-00805f9b34fb"
 
@@ -281,6 +278,7 @@ def _value_measurement(
     convert: Callable[[float], float] | None = None,
     unit_raw: str | None = None,
     force_none: str | None = None,
+    group: str | None = None,
 ) -> Measurement:
     """One measurement from a decoded number; specials (and ``force_none``) give value None."""
     st = dict(status)
@@ -301,11 +299,7 @@ def _value_measurement(
             st.setdefault("raw_value", value)
             st["no_value_reason"] = force_none
             out = None
-    return measurement(metric_name, out, flags, device_time, st)
-
-
-def _kpa_to_mmhg(kpa: float) -> float:
-    return round(kpa * KPA_TO_MMHG, 1)
+    return measurement(metric_name, out, flags, device_time, st, group)
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,16 +446,17 @@ class BloodPressureMeasurement:
             self.kpa, self.user_id, self.measurement_status, self.reserved_flags
         )
         device_time = _device_time_status(self.timestamp, status)
-        convert = _kpa_to_mmhg if self.kpa else None
+        convert = kpa_to_mmhg if self.kpa else None
+        group = new_group_id()
         out = [
             _value_measurement(
                 name, value, flags=flags, device_time=device_time, status=status,
-                convert=convert, unit_raw="kPa" if self.kpa else None,
+                convert=convert, unit_raw="kPa" if self.kpa else None, group=group,
             )
-            for name, value in (
-                ("nibp_sys", self.systolic),
-                ("nibp_dia", self.diastolic),
-                ("nibp_mean", self.mean_arterial_pressure),
+            for name, value in zip(
+                NIBP_GROUP,
+                (self.systolic, self.diastolic, self.mean_arterial_pressure),
+                strict=True,
             )
         ]
         if self.pulse_rate is not None:
@@ -529,7 +524,7 @@ class IntermediateCuffPressure:
         return [
             _value_measurement(
                 "cuff_pressure", self.cuff_pressure, flags=flags, device_time=device_time,
-                status=status, convert=_kpa_to_mmhg if self.kpa else None,
+                status=status, convert=kpa_to_mmhg if self.kpa else None,
                 unit_raw="kPa" if self.kpa else None,
             )
         ]

@@ -42,7 +42,7 @@ from typing import Any
 from kapmonitor.codecs.base import DecodeError, Note, Output, Problem, ProtocolSpec
 from kapmonitor.codecs.gatt import DateTime
 from kapmonitor.codecs.ieee11073 import EncodeError
-from kapmonitor.model import Measurement, measurement
+from kapmonitor.model import NIBP_GROUP, NIBP_METRICS, Measurement, measurement, new_group_id
 
 SERVICE_UUID = "14839ac4-7d7e-415c-9a42-167340cf2339"
 WRITE_UUID = "8b00ace7-eb0b-49b0-bbe9-9aee0a26e1a3"
@@ -613,15 +613,15 @@ class Bp2RtData:
             st = {**status, "state": f["state"], "diagnostic": f["diagnostic"]}
             failed = f["systolic"] == 0 and f["diastolic"] == 0
             flags = {"measurement_error"} if failed else set()
-            for name, key in (
-                ("nibp_sys", "systolic"), ("nibp_dia", "diastolic"), ("nibp_mean", "mean"),
-                ("pulse_rate", "pulse_rate"),
-            ):
+            group = new_group_id()
+            for name, key in (*zip(NIBP_GROUP, ("systolic", "diastolic", "mean"), strict=True),
+                              ("pulse_rate", "pulse_rate")):
                 raw = f[key]
                 # 0 is never a blood pressure or pulse: the device's "no result".
                 value = None if raw == 0 else float(raw)
                 extra = {"raw_value": raw, "no_value_reason": "zero"} if value is None else {}
-                out.append(measurement(name, value, flags, None, {**st, **extra}))
+                out.append(measurement(name, value, flags, None, {**st, **extra},
+                                       group if name in NIBP_METRICS else None))
         out.append(
             measurement(
                 "battery", float(self.battery_level), (), None,

@@ -8,25 +8,32 @@ publication, stamping measurements into readings with bed and codes — belongs 
 :class:`~kapmonitor.supervisor.Supervisor`, the same for every driver.
 
 A driver module in ``kapmonitor.drivers`` registers itself by defining ``DRIVERS``: a list of
-Driver subclasses. Each subclass names its ``config_model``, a :class:`DeviceConfig` subclass
-whose ``driver`` field is a ``Literal`` of the driver's name; the configuration's device list is
-a discriminated union over all of them.
+Driver subclasses (drivers from other packages use the ``kapmonitor.drivers`` entry-point
+group, see :mod:`kapmonitor.drivers.registry`). Each subclass names its ``config_model``, a
+:class:`DeviceConfig` subclass whose ``driver`` field is a ``Literal`` of the driver's name; the
+configuration's device list is a discriminated union over all of them.
+
+What belongs here is only that contract: the config base, the events a session yields, the
+command error, and the :class:`DriverContext` a driver gets (clock, state directory, and typed
+per-daemon components it may share with other drivers).
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from kapmonitor.clock import Clock
 from kapmonitor.errors import CommandError as CommandError  # re-exported for the drivers
 from kapmonitor.model import Measurement
+
+T = TypeVar("T")
 
 DeviceState = Literal["connecting", "connected", "stale", "disconnected", "error"]
 DEVICE_STATES: tuple[DeviceState, ...] = (
@@ -96,10 +103,29 @@ class DriverContext:
 
     clock: Clock
     state_dir: Path
-    # Shared per-daemon objects drivers may coordinate through (the BLE adapter manager,
-    # the simulated patients of the virtual clinic, …), created lazily by whoever needs them.
-    shared: dict[str, Any] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("kapmonitor.driver"))
+    _components: dict[type, object] = field(default_factory=dict, repr=False)
+
+    def component(self, kind: type[T], make: Callable[[], T]) -> T:
+        """The daemon-wide instance of ``kind`` that drivers coordinate through (the BLE adapter
+        manager and its ``[ble]`` configuration, the simulated radio, the virtual clinic's
+        patients), made by ``make`` on first use. Keyed by class, so every user gets the type
+        it asked for."""
+        found = self._components.get(kind)
+        if found is None:
+            found = self._components[kind] = make()
+        if not isinstance(found, kind):
+            raise TypeError(f"component {kind.__name__} is a {type(found).__name__}")
+        return found
+
+    def get(self, kind: type[T]) -> T | None:
+        """The instance of ``kind`` if one was made, else None."""
+        found = self._components.get(kind)
+        return found if isinstance(found, kind) else None
+
+    def put(self, kind: type[T], value: T) -> None:
+        """Install ``value`` as the instance of ``kind`` (tests wire ready-made parts this way)."""
+        self._components[kind] = value
 
 
 class Driver(ABC):

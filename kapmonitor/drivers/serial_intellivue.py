@@ -59,7 +59,6 @@ from kapmonitor.codecs.intellivue.messages import (
     find_attribute,
 )
 from kapmonitor.codecs.intellivue.numerics import (
-    NIBP_METRICS,
     NOM_ATTR_ID_BED_LABEL,
     NOM_ATTR_TIME_ABS,
     NibpEpisodes,
@@ -67,7 +66,7 @@ from kapmonitor.codecs.intellivue.numerics import (
     poll_measurements,
 )
 from kapmonitor.drivers.base import DeviceConfig, Driver, DriverContext, DriverEvent, Status
-from kapmonitor.model import Measurement
+from kapmonitor.model import NIBP_METRICS, Measurement
 from kapmonitor.transport.serial import ByteStream, LinkSettings, SerialPortConfig, open_serial
 
 DEFAULTS = LinkSettings(baudrate=115200)

@@ -2,9 +2,9 @@
 
 Pass them as ``backend=`` to the real ``BleakScanner``/``BleakClient`` (and to
 ``bleak_retry_connector.establish_connection``); everything above the backend layer is the
-unmodified bleak API. The scanner needs ``world=`` (a :class:`~simulators.ble.world.World`);
-a client finds the world through the ``BLEDevice`` the scanner produced, or takes ``world=``
-when built from an address string.
+unmodified bleak API. The scanner needs ``world=`` (a
+:class:`~kapmonitor_simulators.ble.world.World`); a client finds the world through the ``BLEDevice``
+the scanner produced, or takes ``world=`` when built from an address string.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback, BaseBleakScanner
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError
-
-from simulators.ble.world import Link, Peripheral, SimDeviceDetails, World, uuid16
+from kapmonitor_simulators.ble.world import Link, Peripheral, SimDeviceDetails, World, uuid16
 
 CCCD = uuid16(0x2902)
 MTU = 185  # a typical negotiated ATT MTU on Linux; payloads must fit MTU - 3
@@ -42,7 +41,9 @@ class SimBleakScanner(BaseBleakScanner):
     ) -> None:
         super().__init__(detection_callback, service_uuids)
         if world is None:
-            raise BleakError("the simulated BLE backend needs world=<simulators.ble.World>")
+            raise BleakError(
+                "the simulated BLE backend needs world=<kapmonitor_simulators.ble.World>"
+            )
         self._world = world
         self._passive = scanning_mode == "passive"
 
@@ -78,7 +79,7 @@ class SimBleakScanner(BaseBleakScanner):
 
 
 class SimBleakClient(BaseBleakClient):
-    """Client backend: a GATT client over a :class:`~simulators.ble.world.Link`."""
+    """Client backend: a GATT client over a :class:`~kapmonitor_simulators.ble.world.Link`."""
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ from dbus_fast.annotations import (
 from dbus_fast.constants import PropertyAccess
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
-log = logging.getLogger("simulators.ble.bluez")
+log = logging.getLogger("kapmonitor_simulators.ble.bluez")
 
 BLUEZ = "org.bluez"
 DBusStrings = Annotated[list[str], DBusSignature("as")]

@@ -1,9 +1,9 @@
 """Virtual BLE health devices for the simulated radio, driven by the physiology model.
 
-Every device samples a :class:`~simulators.physiology.Patient` at the world's simulation time
-and builds its wire bytes with the codec encoders of :mod:`kapmonitor.codecs`, so what the
+Every device samples a :class:`~kapmonitor_simulators.physiology.Patient` at the world's simulation
+time and builds its wire bytes with the codec encoders of :mod:`kapmonitor.codecs`, so what the
 drivers decode is spec-accurate. A patient ``device_drop`` event takes the device out of radio
-range for its duration (the link dies silently; see :mod:`simulators.ble.world`).
+range for its duration (the link dies silently; see :mod:`kapmonitor_simulators.ble.world`).
 
 * :class:`VirtualCuff` — standard Blood Pressure Service cuff with the real button-press cycle:
   measure, store the record, advertise, wait for a central, indicate the stored records, hang
@@ -21,6 +21,9 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from kapmonitor_simulators.ble.world import GattCharacteristic, GattService, Peripheral, uuid16
+from kapmonitor_simulators.physiology import Patient
 
 from kapmonitor.codecs.base import DecodeError
 from kapmonitor.codecs.gatt import (
@@ -41,8 +44,6 @@ from kapmonitor.codecs.gatt import (
     Uuid,
     decode_racp,
 )
-from simulators.ble.world import GattCharacteristic, GattService, Peripheral, uuid16
-from simulators.physiology import Patient
 
 U = Uuid  # short alias: U.BATTERY_LEVEL.uuid
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kapmonitor_simulators.ble.devices import PatientDevice
+from kapmonitor_simulators.ble.world import GattCharacteristic, GattService
+from kapmonitor_simulators.physiology import Patient
+
 from kapmonitor.codecs import berrymed, viatom
 from kapmonitor.codecs.viatom import (
     Bp2RtData,
@@ -18,9 +22,6 @@ from kapmonitor.codecs.viatom import (
     OxyRtData,
     OxySensorReading,
 )
-from simulators.ble.devices import PatientDevice
-from simulators.ble.world import GattCharacteristic, GattService
-from simulators.physiology import Patient
 
 NOTIFY_CHUNK = 20  # what these devices put in one notification (ATT MTU 23)
 

@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+from kapmonitor_simulators.ble.devices import (
+    VirtualCuff,
+    VirtualHeartRateSensor,
+    VirtualPlxOximeter,
+)
+from kapmonitor_simulators.ble.proprietary import VirtualBerryMed, VirtualLepuBp2, VirtualViatomOxy
+from kapmonitor_simulators.ble.world import World
+from kapmonitor_simulators.physiology import Patient
+
 from kapmonitor.clock import Clock
-from simulators.ble.devices import VirtualCuff, VirtualHeartRateSensor, VirtualPlxOximeter
-from simulators.ble.proprietary import VirtualBerryMed, VirtualLepuBp2, VirtualViatomOxy
-from simulators.ble.world import World
-from simulators.physiology import Patient
 
 
 def showroom(clock: Clock) -> World:

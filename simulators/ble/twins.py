@@ -1,9 +1,9 @@
 """Virtual twins: with ``[ble] backend = "simulated"`` every configured BLE device gets a
 virtual device in the world that its driver's match rule finds.
 
-The twin samples the bed's simulated patient: the one a ``sim`` device of the same bed created
-(``shared["sim_patients"]``, bed id → :class:`~simulators.physiology.Patient`, with its seed and
-scripted events), else a patient seeded from the bed id, shared by all devices of that bed.
+The twin samples the bed's simulated patient from the :class:`~kapmonitor_simulators.ward.Ward`:
+the one a ``sim`` device of the same bed created (with its seed and scripted events), else a
+patient seeded from the bed id, shared by all devices of that bed.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from typing import Any
 
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
+from kapmonitor_simulators.ble.world import Peripheral, World
+from kapmonitor_simulators.physiology import Patient
+from kapmonitor_simulators.ward import Ward
 
 from kapmonitor.ble.matching import DeviceMatch
-from simulators.ble.world import Peripheral, World
-from simulators.physiology import Patient
-
-SHARED_PATIENTS = "sim_patients"  # the same dict the `sim` driver fills (bed -> Patient)
 
 # Seconds between simulated button presses on twin cuffs (a nurse measuring regularly).
 TWIN_CUFF_INTERVAL = 900.0
@@ -29,8 +28,8 @@ Factory = Callable[[str, str, Patient], Peripheral]
 
 
 def _factories() -> dict[str, tuple[str, Factory]]:
-    from simulators.ble import devices as d
-    from simulators.ble import proprietary as pr
+    from kapmonitor_simulators.ble import devices as d
+    from kapmonitor_simulators.ble import proprietary as pr
 
     table: dict[str, tuple[str, Factory]] = {
         "ble-bps": (
@@ -52,11 +51,8 @@ def _factories() -> dict[str, tuple[str, Factory]]:
     return table
 
 
-def patient_for(shared: dict[str, Any], bed: str) -> Patient:
-    patients: dict[str, Patient] = shared.setdefault(SHARED_PATIENTS, {})
-    if bed not in patients:
-        patients[bed] = Patient(seed=zlib.crc32(bed.encode()) & 0xFFFF)
-    return patients[bed]
+def patient_for(ward: Ward, bed: str) -> Patient:
+    return ward.patient(bed, lambda: Patient(seed=zlib.crc32(bed.encode()) & 0xFFFF))
 
 
 def twin_address(device_id: str) -> str:
@@ -69,7 +65,7 @@ def _matches(match: DeviceMatch, p: Peripheral) -> bool:
     return match.matches(BLEDevice(p.address, p.name, None), adv)
 
 
-def ensure_twin(world: World, config: Any, driver: str, shared: dict[str, Any]) -> None:
+def ensure_twin(world: World, config: Any, driver: str, ward: Ward) -> None:
     """Add a virtual device for ``config`` unless one already matches its rule."""
     from kapmonitor.ble.driver import BleDriver
     from kapmonitor.drivers.registry import drivers
@@ -94,6 +90,6 @@ def ensure_twin(world: World, config: Any, driver: str, shared: dict[str, Any]) 
     if config.name_prefix:
         name = f"{config.name_prefix}{'' if config.name_prefix.endswith(' ') else ' '}{config.id}"
     address = config.address or twin_address(config.id)
-    world.add(make(address, name, patient_for(shared, config.bed)))
+    world.add(make(address, name, patient_for(ward, config.bed)))
     twins[config.id] = address
 

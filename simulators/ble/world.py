@@ -2,8 +2,8 @@
 
 A :class:`World` holds virtual :class:`Peripheral` objects (address, advertised name and service
 UUIDs, RSSI, a GATT table) and the links between them and simulated centrals. The bleak backend
-classes in :mod:`simulators.ble.backend` are the only things that talk to it, so drivers run
-unchanged through the real ``BleakClient``/``BleakScanner`` and only the radio is fake.
+classes in :mod:`kapmonitor_simulators.ble.backend` are the only things that talk to it, so drivers
+run unchanged through the real ``BleakClient``/``BleakScanner`` and only the radio is fake.
 
 Radio behaviour modelled here, because the drivers must survive it:
 
@@ -31,9 +31,9 @@ from bleak.uuids import normalize_uuid_str
 from kapmonitor.clock import Clock
 
 if TYPE_CHECKING:
-    from simulators.ble.backend import SimBleakClient, SimBleakScanner
+    from kapmonitor_simulators.ble.backend import SimBleakClient, SimBleakScanner
 
-log = logging.getLogger("simulators.ble")
+log = logging.getLogger("kapmonitor_simulators.ble")
 
 Property = str  # bleak property names: "read", "write", "write-without-response", "notify", …
 

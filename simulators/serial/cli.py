@@ -1,4 +1,5 @@
-"""``python -m simulators serial``: run one simulated serial oximeter on a pty or TCP port."""
+"""``python -m kapmonitor_simulators serial``: run one simulated serial oximeter on a pty or TCP
+port."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import contextlib
 import logging
 import sys
 
+from kapmonitor_simulators.physiology import add_patient_arguments, patient_from_args
+from kapmonitor_simulators.serial.devices import PROTOCOLS, make_model
+from kapmonitor_simulators.serial.links import Link, PtyLink, TcpLink
+from kapmonitor_simulators.serial.runner import Scenario, SerialSimulator
+
 from kapmonitor.clock import Clock, ScaledClock, SystemClock
-from simulators.physiology import add_patient_arguments, patient_from_args
-from simulators.serial.devices import PROTOCOLS, make_model
-from simulators.serial.links import Link, PtyLink, TcpLink
-from simulators.serial.runner import Scenario, SerialSimulator
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """Byte-accurate serial oximeter models: a patient in, the device's wire bytes out.
 
-Each model samples :class:`simulators.physiology.Patient` at its protocol's packet rate and
-frames the values with the codec's own encoder, so what the simulator sends is exactly what the
+Each model samples :class:`kapmonitor_simulators.physiology.Patient` at its protocol's packet rate
+and frames the values with the codec's own encoder, so what the simulator sends is exactly what the
 decoders are tested against. Dropouts come from the patient: a ``sensor_off`` event is a
 finger out / sensor off (dashes, EXC bits, SNSA, probe error ...), an ``artifact`` event is
 motion. Models are pure (no I/O, no clocks): the runner calls :meth:`DeviceModel.tick` with
@@ -15,10 +15,11 @@ from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
+from kapmonitor_simulators.physiology import Patient, Vitals
+
 from kapmonitor.codecs import berrymed, contec, masimo, nonin
 from kapmonitor.codecs.base import Note
 from kapmonitor.transport.serial import LinkSettings
-from simulators.physiology import Patient, Vitals
 
 MAX_CATCH_UP = 1.0  # seconds of packets sent at most after a stall (a real device drops them)
 

@@ -11,12 +11,13 @@ import logging
 import random
 from dataclasses import dataclass
 
-from kapmonitor.clock import Clock, SystemClock
-from simulators.physiology import SimEvent
-from simulators.serial.devices import DeviceModel
-from simulators.serial.links import Link
+from kapmonitor_simulators.physiology import SimEvent
+from kapmonitor_simulators.serial.devices import DeviceModel
+from kapmonitor_simulators.serial.links import Link
 
-log = logging.getLogger("simulators.serial")
+from kapmonitor.clock import Clock, SystemClock
+
+log = logging.getLogger("kapmonitor_simulators.serial")
 
 TICK = 0.05  # seconds between link polls / transmissions
 

@@ -27,9 +27,10 @@ from typing import Any
 import pytest
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
+from kapmonitor_simulators.ble.bluez_peripheral import BluezPeripheral, CharSpec, ServiceSpec
 
 from kapmonitor.ble.config import BleConfig
-from kapmonitor.ble.manager import SHARED_CONFIG, SHARED_MANAGER
+from kapmonitor.ble.manager import BleManager
 from kapmonitor.clock import SystemClock
 from kapmonitor.codecs.gatt import (
     BloodPressureMeasurement,
@@ -40,7 +41,6 @@ from kapmonitor.codecs.gatt import (
 from kapmonitor.drivers.base import DriverContext, DriverEvent
 from kapmonitor.drivers.ble_bps import BpsConfig, BpsDriver
 from kapmonitor.model import Measurement
-from simulators.ble.bluez_peripheral import BluezPeripheral, CharSpec, ServiceSpec
 
 DBUS_DAEMON = shutil.which("dbus-daemon")
 BLUEZOO = shutil.which("bluezoo") or str(Path(sys.executable).with_name("bluezoo"))
@@ -204,11 +204,8 @@ async def test_bleak_scans_connects_and_receives_indications(bluez_bus: str) -> 
 
 async def test_bps_driver_session_over_bluez(bluez_bus: str, tmp_path: Path) -> None:
     cuff = await start_cuff(bluez_bus)
-    ctx = DriverContext(
-        clock=SystemClock(),
-        state_dir=tmp_path,
-        shared={SHARED_CONFIG: BleConfig(backend="bluez", adapter="hci0")},
-    )
+    ctx = DriverContext(clock=SystemClock(), state_dir=tmp_path)
+    ctx.put(BleConfig, BleConfig(backend="bluez", adapter="hci0"))
     driver = BpsDriver(BpsConfig(id="cuff", bed="b1", session_idle=2.0), ctx)  # service match
     events: list[DriverEvent] = []
     pusher = asyncio.ensure_future(push_records_when_subscribed(cuff))
@@ -221,7 +218,7 @@ async def test_bps_driver_session_over_bluez(bluez_bus: str, tmp_path: Path) -> 
         await pusher
     finally:
         pusher.cancel()
-        await ctx.shared[SHARED_MANAGER].close()
+        await BleManager.for_context(ctx).close()
         await cuff.stop()
     nibp = [e for e in events if isinstance(e, Measurement) and e.metric == "nibp_sys"]
     assert [m.value for m in nibp] == [121.0, 134.5, None]

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kapmonitor_simulators.ble.backend import SimBleakClient
+from kapmonitor_simulators.ble.devices import VirtualHeartRateSensor
+from kapmonitor_simulators.physiology import Patient
 
 from kapmonitor.ble.manager import DeviceNotFound
 from kapmonitor.drivers.ble_hrs import HrsConfig, HrsDriver
-from simulators.ble.backend import SimBleakClient
-from simulators.ble.devices import VirtualHeartRateSensor
-from simulators.physiology import Patient
 from tests.helpers.ble import Rig, close_rig, make_rig, measurements, run_session, states
 
 ADDRESSES = [f"C0:00:00:00:AA:0{i}" for i in range(1, 5)]

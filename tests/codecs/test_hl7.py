@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kapmonitor_simulators import hl7_oru
 
 from kapmonitor.codecs import hl7
 from kapmonitor.codecs.base import DecodeError, Note, Problem
@@ -539,10 +540,10 @@ TZ = timezone(timedelta(hours=2))
 
 
 @st.composite
-def reports(draw: st.DrawFn) -> tuple[str, list[hl7.OutObservation], str, str]:
-    style = draw(st.sampled_from(hl7.VENDOR_STYLES))
+def reports(draw: st.DrawFn) -> tuple[str, list[hl7_oru.OutObservation], str, str]:
+    style = draw(st.sampled_from(hl7_oru.VENDOR_STYLES))
     metrics = draw(
-        st.lists(st.sampled_from(sorted(hl7.ENCODABLE_METRICS[style])), unique=True, min_size=1)
+        st.lists(st.sampled_from(sorted(hl7_oru.ENCODABLE_METRICS[style])), unique=True, min_size=1)
     )
     obs = []
     for m in metrics:
@@ -551,7 +552,7 @@ def reports(draw: st.DrawFn) -> tuple[str, list[hl7.OutObservation], str, str]:
                      | st.decimals(lo, hi, places=2).map(float))
         when = draw(st.none() | st.datetimes(datetime(2000, 1, 1), datetime(2099, 1, 1)).map(
             lambda t: t.replace(microsecond=0, tzinfo=TZ)))
-        obs.append(hl7.OutObservation(m, value, when))
+        obs.append(hl7_oru.OutObservation(m, value, when))
     control = draw(st.text(alphabet="AZ09|^~\\&-. ", min_size=1, max_size=12).filter(str.strip))
     app = draw(st.text(alphabet="ABC_|^&~\\x", min_size=1, max_size=10).filter(str.strip))
     return style, obs, control.strip(), app.strip()
@@ -559,10 +560,12 @@ def reports(draw: st.DrawFn) -> tuple[str, list[hl7.OutObservation], str, str]:
 
 @settings(max_examples=150)
 @given(reports())
-def test_encoder_parser_round_trip(case: tuple[str, list[hl7.OutObservation], str, str]) -> None:
+def test_encoder_parser_round_trip(
+    case: tuple[str, list[hl7_oru.OutObservation], str, str],
+) -> None:
     style, obs, control, app = case
     codes = {"99MNDRY:9001": "perfusion_index"}
-    msg = hl7.encode_oru(
+    msg = hl7_oru.encode_oru(
         style,  # type: ignore[arg-type]
         obs,
         control_id=control,

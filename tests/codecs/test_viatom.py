@@ -448,3 +448,13 @@ def test_protocol_table() -> None:
     stream = conversation()
     out = dec.feed(stream[:10]) + dec.feed(stream[10:]) + dec.close()
     assert summarize(out) == EXPECTED
+
+
+def test_bp2_result_parts_share_a_group_and_the_pulse_has_none() -> None:
+    result = _sdk_rt_payload(1, bp2_result_data(131, 84, 99, 67, state=0, diagnostic=0))
+    first = decode_bp2_rt_data(result).to_measurements()
+    second = decode_bp2_rt_data(result).to_measurements()
+    groups = {m.metric: m.group for m in first}
+    assert groups["nibp_sys"] is not None and groups["pulse_rate"] is None
+    assert groups["nibp_sys"] == groups["nibp_dia"] == groups["nibp_mean"]
+    assert groups["nibp_sys"] != {m.metric: m.group for m in second}["nibp_sys"]

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from kapmonitor_simulators.ble.devices import VirtualCuff
+from kapmonitor_simulators.physiology import Patient
 
 from kapmonitor.codecs.gatt import BloodPressureMeasurement, DateTime
 from kapmonitor.drivers.ble_bps import BpsConfig, BpsDriver
-from simulators.ble.devices import VirtualCuff
-from simulators.physiology import Patient
 from tests.helpers.ble import (
     Rig,
     close_rig,

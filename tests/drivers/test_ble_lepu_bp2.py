@@ -10,15 +10,15 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from kapmonitor_simulators.ble.devices import VirtualHeartRateSensor
+from kapmonitor_simulators.ble.proprietary import BP2_RESULT, VirtualLepuBp2
+from kapmonitor_simulators.physiology import Patient
 
 from kapmonitor.drivers.base import CommandError, DriverEvent, Status
 from kapmonitor.drivers.ble_hrs import HrsConfig, HrsDriver
 from kapmonitor.drivers.ble_lepu_bp2 import LepuBp2Config, LepuBp2Driver
 from kapmonitor.model import Reading
 from kapmonitor.supervisor import Backoff, DeviceStatus, Supervisor
-from simulators.ble.devices import VirtualHeartRateSensor
-from simulators.ble.proprietary import BP2_RESULT, VirtualLepuBp2
-from simulators.physiology import Patient
 from tests.helpers.ble import Rig, close_rig, make_rig, measurements, wait_until
 
 BP2 = "46:22:4E:7C:B4:D8"

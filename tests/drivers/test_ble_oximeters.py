@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kapmonitor_simulators.ble.devices import VirtualHeartRateSensor, VirtualPlxOximeter
+from kapmonitor_simulators.ble.proprietary import VirtualBerryMed, VirtualViatomOxy
+from kapmonitor_simulators.physiology import Patient, SimEvent
 
 from kapmonitor.ble.link import LinkLost
 from kapmonitor.drivers.base import Driver, DriverEvent
@@ -18,9 +21,6 @@ from kapmonitor.drivers.ble_berrymed import BerryMedConfig, BerryMedDriver
 from kapmonitor.drivers.ble_hrs import HrsConfig, HrsDriver
 from kapmonitor.drivers.ble_plx import PlxConfig, PlxDriver
 from kapmonitor.drivers.ble_viatom import ViatomOxyConfig, ViatomOxyDriver
-from simulators.ble.devices import VirtualHeartRateSensor, VirtualPlxOximeter
-from simulators.ble.proprietary import VirtualBerryMed, VirtualViatomOxy
-from simulators.physiology import Patient, SimEvent
 from tests.helpers.ble import Rig, close_rig, make_rig, measurements, run_session, states
 
 ADDR = "00:A0:50:00:00:01"

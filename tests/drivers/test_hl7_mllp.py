@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kapmonitor_simulators import hl7_oru
+from kapmonitor_simulators.hl7_sender import AckTimeout, Hl7Sender
+from kapmonitor_simulators.physiology import Patient
 from pydantic import ValidationError
 
 from kapmonitor.clock import ScaledClock, SystemClock
@@ -23,8 +26,6 @@ from kapmonitor.codecs import hl7
 from kapmonitor.drivers.base import DriverContext, DriverEvent, Routed, Status
 from kapmonitor.drivers.hl7_mllp import Hl7MllpConfig, Hl7MllpDriver
 from kapmonitor.drivers.registry import drivers
-from simulators.hl7_sender import AckTimeout, Hl7Sender
-from simulators.physiology import Patient
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -137,18 +138,18 @@ class Client:
             await self.writer.wait_closed()
 
 
-def report(style: hl7.VendorStyle = "ge", control: str = "C1", *, equipment: str = EUI_A,
+def report(style: hl7_oru.VendorStyle = "ge", control: str = "C1", *, equipment: str = EUI_A,
            app: str = "B40_SIM", facility: str = "GE_SIM",
            location: hl7.Location | None = None, nibp_time: datetime = T0,
            spo2: float | None = 97.0) -> bytes:
     obs = [
-        hl7.OutObservation("heart_rate", 71.0, T0 + timedelta(minutes=5)),
-        hl7.OutObservation("spo2", spo2, T0 + timedelta(minutes=5)),
-        hl7.OutObservation("nibp_sys", 131.0, nibp_time),
-        hl7.OutObservation("nibp_dia", 84.0, nibp_time),
-        hl7.OutObservation("nibp_mean", 100.0, nibp_time),
+        hl7_oru.OutObservation("heart_rate", 71.0, T0 + timedelta(minutes=5)),
+        hl7_oru.OutObservation("spo2", spo2, T0 + timedelta(minutes=5)),
+        hl7_oru.OutObservation("nibp_sys", 131.0, nibp_time),
+        hl7_oru.OutObservation("nibp_dia", 84.0, nibp_time),
+        hl7_oru.OutObservation("nibp_mean", 100.0, nibp_time),
     ]
-    return hl7.encode_oru(style, obs, control_id=control, timestamp=T0 + timedelta(minutes=5),
+    return hl7_oru.encode_oru(style, obs, control_id=control, timestamp=T0 + timedelta(minutes=5),
                           application=app, facility=facility, equipment_id=equipment,
                           location=location or hl7.Location("KAP", "1", "1"))
 

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from kapmonitor_simulators.physiology import Patient, SimEvent
+from kapmonitor_simulators.serial.devices import Contec9Model, make_model
+from kapmonitor_simulators.serial.links import PtyLink, TcpLink
+from kapmonitor_simulators.serial.runner import Scenario
 
 from kapmonitor.clock import Clock, ScaledClock, SystemClock
 from kapmonitor.codecs import contec, nonin
@@ -22,10 +26,6 @@ from kapmonitor.drivers.registry import drivers
 from kapmonitor.model import Measurement
 from kapmonitor.supervisor import Backoff, DeviceStatus, Supervisor
 from kapmonitor.transport.serial import SerialPortLost
-from simulators.physiology import Patient, SimEvent
-from simulators.serial.devices import Contec9Model, make_model
-from simulators.serial.links import PtyLink, TcpLink
-from simulators.serial.runner import Scenario
 from tests.helpers.paths import ROOT
 from tests.helpers.serial import SPEED, simulator
 
@@ -282,8 +282,8 @@ async def test_silent_device_gives_no_readings_and_goes_stale(tmp_path: Path) ->
 async def test_simulator_cli_pty_prints_its_path_and_streams(tmp_path: Path) -> None:
     link = tmp_path / "cli-masimo"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators", "serial", "--protocol", "masimo-ascii", "--pty",
-        "--link", str(link), "--speed", "20", "--duration", "30",
+        sys.executable, "-m", "kapmonitor_simulators", "serial", "--protocol", "masimo-ascii",
+        "--pty", "--link", str(link), "--speed", "20", "--duration", "30",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         cwd=ROOT,
     )

@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kapmonitor_simulators.intellivue import (
+    IntellivueMonitor,
+    MonitorRunner,
+    PtyPort,
+    serve_pty,
+    serve_tcp,
+)
+from kapmonitor_simulators.physiology import Patient
 from pydantic import ValidationError
 
 from kapmonitor.clock import ScaledClock
@@ -43,8 +51,6 @@ from kapmonitor.drivers.serial_intellivue import (
 )
 from kapmonitor.model import Measurement, Reading
 from kapmonitor.supervisor import Backoff, DeviceStatus, Supervisor
-from simulators.intellivue import IntellivueMonitor, MonitorRunner, PtyPort, serve_pty, serve_tcp
-from simulators.physiology import Patient
 
 SPEED = 10.0
 

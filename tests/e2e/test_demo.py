@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from kapmonitor_simulators.broker import _amqtt
+from kapmonitor_simulators.demo import BedView, ClinicView, render_plain
+from kapmonitor_simulators.demo_clinic import demo_layout
 
-from kapmonitor.broker import _amqtt
-from kapmonitor.demo import ClinicView
-from kapmonitor.demo_clinic import demo_layout
 from tests.helpers.daemon import clinic_config, running
 from tests.helpers.mqtt import subscribe
 from tests.helpers.paths import ROOT
@@ -48,7 +48,7 @@ def test_demo_config_is_valid_for_many_beds() -> None:
 
 
 def test_view_model_follows_topics() -> None:
-    view = ClinicView("kapmonitor/demo", {"bed1": __import__("kapmonitor.demo").demo.BedView("x")})
+    view = ClinicView("kapmonitor/demo", {"bed1": BedView("x")})
     view.feed("kapmonitor/demo/device/ox/status", {"bed": "bed1", "state": "stale"})
     view.feed("kapmonitor/demo/bed/bed1/vitals", {"metrics": {"spo2": {"value": 91.0}}})
     view.feed("kapmonitor/demo/bed/bed1/reading", {"metric": "spo2"})
@@ -56,7 +56,7 @@ def test_view_model_follows_topics() -> None:
     assert view.beds["bed1"].vitals["spo2"]["value"] == 91.0 and view.readings == 1
     view.feed("kapmonitor/demo/bed/bed1/session", {"phase": "peak", "news2": {"total": 4}})
     assert view.beds["bed1"].phase == "peak" and view.beds["bed1"].news2 == 4
-    assert "NEWS2=4" in __import__("kapmonitor.demo").demo.render_plain(view, 1.0)
+    assert "NEWS2=4" in render_plain(view, 1.0)
 
 
 async def test_embedded_broker_fallback(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(90)
 
 async def run_sender(port: int, style: str, equipment: str, location: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators", "hl7", "--port", str(port), "--style", style,
+        sys.executable, "-m", "kapmonitor_simulators", "hl7", "--port", str(port), "--style", style,
         "--count", "3", "--interval", "0.5", "--equipment-id", equipment,
         "--location", location, "--seed", "3", "--ack-timeout", "5",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -24,7 +24,8 @@ async def test_intellivue_monitor_to_mqtt(broker: Broker, tmp_path: Path) -> Non
     link = tmp_path / "ivue"
     # Cuff cycles of 2 s starting at 1 s, every 4 s: results at about 3, 7, 11 s.
     sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators", "intellivue", "--pty", str(link), "--seed", "4",
+        sys.executable, "-m", "kapmonitor_simulators", "intellivue", "--pty", str(link),
+        "--seed", "4",
         "--nibp-first", "1", "--nibp-every", "4", "--nibp-duration", "2", "--mtu", "200",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -6,11 +6,12 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from kapmonitor_simulators.physiology import Patient
+from kapmonitor_simulators.serial.devices import make_model
+from kapmonitor_simulators.serial.links import Link, PtyLink, TcpLink
+from kapmonitor_simulators.serial.runner import Scenario, SerialSimulator
+
 from kapmonitor.topics import Topics
-from simulators.physiology import Patient
-from simulators.serial.devices import make_model
-from simulators.serial.links import Link, PtyLink, TcpLink
-from simulators.serial.runner import Scenario, SerialSimulator
 from tests.helpers.daemon import running
 from tests.helpers.mqtt import Broker, subscribe
 from tests.helpers.serial import simulator

@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kapmonitor_simulators.ble.radio import SimRadio
+from kapmonitor_simulators.ble.world import World
+from kapmonitor_simulators.ward import Ward
+
 from kapmonitor.ble.config import BleConfig
-from kapmonitor.ble.manager import SHARED_CONFIG, SHARED_MANAGER, SHARED_WORLD, BleManager
+from kapmonitor.ble.manager import BleManager
 from kapmonitor.clock import ScaledClock
 from kapmonitor.drivers.base import Driver, DriverContext, DriverEvent, Status
 from kapmonitor.model import Measurement
-from simulators.ble.world import World
 
 # Simulated seconds per real second: fast enough for cuff cycles, slow enough that a loaded
 # 2-core CI machine keeps the order of events.
@@ -34,16 +37,15 @@ async def make_rig(state_dir: Path, speed: float = SPEED) -> Rig:
     clock = ScaledClock(speed)
     world = World(clock)
     world.ensure_running()
-    ctx = DriverContext(
-        clock=clock,
-        state_dir=state_dir,
-        shared={SHARED_CONFIG: BleConfig(backend="simulated"), SHARED_WORLD: world},
-    )
+    ctx = DriverContext(clock=clock, state_dir=state_dir)
+    ctx.put(BleConfig, BleConfig(backend="simulated"))
+    # The radio the `simulated` plug-in would make, but over this ready world.
+    ctx.put(SimRadio, SimRadio(world, Ward.of(ctx)))
     return Rig(world, ctx)
 
 
 async def close_rig(rig: Rig) -> None:
-    manager = rig.ctx.shared.get(SHARED_MANAGER)
+    manager = rig.ctx.get(BleManager)
     if manager is not None:
         await manager.close()
     await rig.world.close()

@@ -17,8 +17,8 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from kapmonitor_simulators.broker import free_port
 
-from kapmonitor.broker import free_port
 from kapmonitor.topics import Topics
 
 __all__ = ["MOSQUITTO", "Broker", "Collector", "free_port", "request", "subscribe"]

@@ -7,12 +7,13 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
 
+from kapmonitor_simulators.serial.devices import DeviceModel
+from kapmonitor_simulators.serial.links import Link
+from kapmonitor_simulators.serial.runner import Scenario, SerialSimulator
+
 from kapmonitor.clock import ScaledClock
 from kapmonitor.codecs.base import Decoder, Note, Output, Problem
 from kapmonitor.model import METRICS, Measurement
-from simulators.serial.devices import DeviceModel
-from simulators.serial.links import Link
-from simulators.serial.runner import Scenario, SerialSimulator
 
 
 def run(decoder: Decoder, chunks: Iterable[bytes]) -> list[Output]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from kapmonitor_simulators.intellivue import IntellivueMonitor, association_timeout
+from kapmonitor_simulators.physiology import Patient, SimEvent
 
 from kapmonitor.codecs.base import Problem
 from kapmonitor.codecs.intellivue.framing import FrameDecoder, encode_frame
@@ -29,8 +31,6 @@ from kapmonitor.codecs.intellivue.messages import (
 )
 from kapmonitor.codecs.intellivue.numerics import poll_measurements
 from kapmonitor.model import Measurement
-from simulators.intellivue import IntellivueMonitor, association_timeout
-from simulators.physiology import Patient, SimEvent
 
 
 class Host:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
-
-from simulators.physiology import Patient, SimEvent
+from kapmonitor_simulators.physiology import Patient, SimEvent
 
 DOSE = 600.0
 

@@ -1,6 +1,13 @@
 """IntelliVue numerics: FLOAT-Type, measurement state, observed values → kapmonitor Measurements.
 
-Facts from docs/sources.md [P10]: a numeric object's value arrives as
+What belongs here is the meaning of a polled numeric object (value, state bits, unit, time
+stamps) and NIBP episode tracking; which physio id is which metric comes from the shared
+nomenclature table (:mod:`kapmonitor.codecs.nomenclature`), unit conversion from
+:mod:`kapmonitor.model`. The ``NOM_*`` constants are the protocol's names for the codes this
+codec and the simulated monitor write.
+
+From the IntelliVue Data Export Interface Programming Guide (docs/sources.md [P10]): a numeric
+object's value arrives as
 ``NOM_ATTR_NU_VAL_OBS`` (NuObsValue: physio id, state, unit code, FLOAT-Type) or, for NIBP, as
 ``NOM_ATTR_NU_CMPD_VAL_OBS`` (a list of NuObsValue for sys/dia/mean). FLOAT-Type is a signed
 8-bit base-10 exponent over a signed 24-bit mantissa with special mantissas for NaN, NRes and
@@ -18,7 +25,8 @@ from kapmonitor.codecs.base import DecodeError
 from kapmonitor.codecs.ieee11073 import decode_float as ieee_decode_float
 from kapmonitor.codecs.ieee11073 import value_or_none
 from kapmonitor.codecs.intellivue.messages import Ava, ObservationPoll, PollResult, find_attribute
-from kapmonitor.model import Measurement, measurement
+from kapmonitor.codecs.nomenclature import physio_terms
+from kapmonitor.model import NIBP_METRICS, Measurement, kpa_to_mmhg, measurement, new_group_id
 
 # --- attribute ids ------------------------------------------------------------------------------
 NOM_ATTR_ID_HANDLE = 0x0921
@@ -51,20 +59,11 @@ NOM_DIM_RESP_PER_MIN = 0x0AE0
 NOM_DIM_KILO_PASCAL = 0x0F03
 NOM_DIM_MMHG = 0x0F20
 
-KPA_TO_MMHG = 760.0 / 101.325
-
-# Which IntelliVue physio ids feed which kapmonitor metric. A lookup, not arithmetic: Philips'
-# pleth pulse (0x4822) is not the standard MDC pulse-oximeter pulse code [P17].
-PHYSIO_METRIC: dict[int, str] = {
-    NOM_PULS_OXIM_SAT_O2: "spo2",
-    NOM_PLETH_PULS_RATE: "pulse_rate",
-    NOM_PULS_OXIM_PULS_RATE: "pulse_rate",
-    NOM_ECG_CARD_BEAT_RATE: "heart_rate",
-    NOM_PRESS_BLD_NONINV_SYS: "nibp_sys",
-    NOM_PRESS_BLD_NONINV_DIA: "nibp_dia",
-    NOM_PRESS_BLD_NONINV_MEAN: "nibp_mean",
-    NOM_RESP_RATE: "resp_rate",
-}
+# Which IntelliVue physio ids feed which kapmonitor metric: the SCADA-partition entries of the
+# nomenclature table meant for IntelliVue. Philips' pleth pulse (0x4822) is an alias there, not
+# the standard MDC pulse-oximeter pulse code [P17].
+PHYSIO_METRIC: dict[int, str] = physio_terms("intellivue")
+# What the simulated monitor writes for each metric (Philips' own choice of codes and units).
 METRIC_PHYSIO: dict[str, int] = {
     "spo2": NOM_PULS_OXIM_SAT_O2,
     "pulse_rate": NOM_PLETH_PULS_RATE,
@@ -83,7 +82,6 @@ METRIC_UNIT_CODE: dict[str, int] = {
     "nibp_mean": NOM_DIM_MMHG,
     "resp_rate": NOM_DIM_RESP_PER_MIN,
 }
-NIBP_METRICS = frozenset({"nibp_sys", "nibp_dia", "nibp_mean"})
 
 # --- measurement state (u16 bit flags) -----------------------------------------------------------
 INVALID = 0x8000
@@ -268,6 +266,7 @@ class ObservedNumeric:
     measured_abs: datetime | None
     measured_rel: int | None
     label: int | None
+    group: str | None = None  # shared by the values of one object (the NIBP compound value)
 
 
 def observation_numerics(o: ObservationPoll) -> list[ObservedNumeric]:
@@ -284,7 +283,8 @@ def observation_numerics(o: ObservationPoll) -> list[ObservedNumeric]:
             values.append(NuObsValue.decode(a.value))
         elif a.attribute_id == NOM_ATTR_NU_CMPD_VAL_OBS:
             values.extend(decode_compound(a.value))
-    return [ObservedNumeric(o.handle, v, measured_abs, measured_rel, label) for v in values]
+    group = new_group_id() if len(values) > 1 else None
+    return [ObservedNumeric(o.handle, v, measured_abs, measured_rel, label, group) for v in values]
 
 
 def to_measurement(n: ObservedNumeric) -> Measurement | None:
@@ -302,7 +302,7 @@ def to_measurement(n: ObservedNumeric) -> Measurement | None:
     if state & NO_VALUE_STATES:
         value = None
     if value is not None and name in NIBP_METRICS and n.obs.unit_code == NOM_DIM_KILO_PASCAL:
-        value = round(value * KPA_TO_MMHG, 1)
+        value = kpa_to_mmhg(value)
     flags = {flag for bit, flag in STATE_FLAGS.items() if state & bit}
     status: dict[str, object] = {
         "handle": n.handle,
@@ -317,7 +317,8 @@ def to_measurement(n: ObservedNumeric) -> Measurement | None:
         status["measured_rel"] = n.measured_rel
     if n.measured_abs is not None:
         status["measured_abs"] = n.measured_abs.isoformat()
-    return measurement(name, value, flags, n.measured_abs, status)
+    group = n.group if name in NIBP_METRICS else None
+    return measurement(name, value, flags, n.measured_abs, status, group)
 
 
 def poll_measurements(result: PollResult) -> tuple[list[Measurement], list[ObservedNumeric]]:

@@ -1,7 +1,9 @@
 """The ``sim`` driver: a virtual device fed by the physiology model.
 
-Devices of one bed share one simulated patient (``ctx.shared``), so the oximeter, the cuff and
-the monitor of a bed agree. Simulation time is the driver clock's time since the first sim
+It reaches the daemon through the ``kapmonitor.drivers`` entry-point group (the product never
+imports it). Devices of one bed share one simulated patient (the context's
+:class:`~kapmonitor_simulators.ward.Ward`), so the oximeter, the cuff and the monitor of a bed
+agree. Simulation time is the driver clock's time since the first sim
 device started, so a :class:`~kapmonitor.clock.ScaledClock` runs a whole session in minutes.
 """
 
@@ -10,11 +12,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
+from kapmonitor_simulators.physiology import EVENT_KINDS, EventKind, Patient, SimEvent
+from kapmonitor_simulators.ward import Ward
 from pydantic import BaseModel, ConfigDict, Field
 
-from kapmonitor.drivers.base import CommandError, DeviceConfig, Driver, DriverEvent, Status
-from kapmonitor.model import measurement
-from simulators.physiology import EVENT_KINDS, EventKind, Patient, SimEvent
+from kapmonitor.drivers.base import (
+    CommandError,
+    DeviceConfig,
+    Driver,
+    DriverContext,
+    DriverEvent,
+    Status,
+)
+from kapmonitor.model import measurement, nibp_measurements
 
 
 class SimEventConfig(BaseModel):
@@ -57,23 +67,22 @@ class SimDriver(Driver):
     config_model = SimConfig
     grade = "simulated"
 
-    def __init__(self, config: DeviceConfig, ctx: Any) -> None:
+    def __init__(self, config: DeviceConfig, ctx: DriverContext) -> None:
         super().__init__(config, ctx)
         assert isinstance(config, SimConfig)
         self.cfg: SimConfig = config
-        shared = ctx.shared
-        self.epoch: float = shared.setdefault("sim_epoch", ctx.clock.now())
-        patients: dict[str, Patient] = shared.setdefault("sim_patients", {})
-        key = config.patient or config.bed
-        if key not in patients:
-            patients[key] = Patient(
+        ward = Ward.of(ctx)
+        self.epoch: float = ward.epoch
+        self.patient = ward.patient(
+            config.patient or config.bed,
+            lambda: Patient(
                 seed=config.seed,
                 dose_at=config.dose_at,
                 profile=config.profile,
                 severe=config.severe,
                 events=[SimEvent(e.kind, e.at, e.duration, e.magnitude) for e in config.events],
-            )
-        self.patient = patients[key]
+            ),
+        )
         self._battery = 100.0
         self._measure_now = False
 
@@ -95,9 +104,8 @@ class SimDriver(Driver):
             if self.cfg.kind == "cuff":
                 if t >= next_nibp or self._measure_now:
                     self._measure_now = False
-                    sys_, dia, mean = self.patient.nibp(t)
-                    for name, val in (("nibp_sys", sys_), ("nibp_dia", dia), ("nibp_mean", mean)):
-                        yield measurement(name, val)
+                    for part in nibp_measurements(*self.patient.nibp(t)):
+                        yield part
                     next_nibp = t + self.cfg.nibp_every
                     yield measurement("battery", round(self._battery))
                 await clock.sleep(min(self.cfg.interval, max(0.05, next_nibp - t)))

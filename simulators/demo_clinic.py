@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kapmonitor.broker import free_port, reachable
+from kapmonitor_simulators.broker import free_port, reachable
+
 from kapmonitor.config import Config
 
 DEMO_DIR = Path("/tmp/kapmonitor-demo")  # where config/demo.toml's pty links live
@@ -170,7 +171,7 @@ def _loopback_port(port: str) -> int | None:
 def simulators_for(cfg: Config, seed: int, speed: float, demo_dirs: list[Path]
                    ) -> list[SimProcess]:
     """Simulator processes for the devices of ``cfg`` that point at the demo's own places."""
-    py = [sys.executable, "-m", "simulators"]
+    py = [sys.executable, "-m", "kapmonitor_simulators"]
     index = {b.id: n for n, b in enumerate(cfg.beds, 1)}
     procs: list[SimProcess] = []
     for dev in cfg.devices:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger("kapmonitor.broker")
+log = logging.getLogger("kapmonitor_simulators.broker")
 
 
 @dataclass

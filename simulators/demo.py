@@ -1,5 +1,13 @@
 """``kapmonitor demo``: a virtual clinic — simulated patients and devices, a broker, the daemon,
-and a live terminal view fed from MQTT exactly as a dashboard would be."""
+and a live terminal view fed from MQTT exactly as a dashboard would be.
+
+What belongs here is the command itself (arguments, start-up order, the view); the clinic's
+layout and its simulator processes are in :mod:`kapmonitor_simulators.demo_clinic`, the broker
+in :mod:`kapmonitor_simulators.broker`. The command reaches ``kapmonitor`` through the
+``kapmonitor.commands`` entry-point group. It needs the ``demo`` extra (rich for the view,
+amqtt for the embedded broker): both are imported when this module loads, so without them the
+entry point fails to load and ``kapmonitor demo`` says to install the extra.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +20,15 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-
-from kapmonitor.broker import BrokerInfo, demo_broker
-from kapmonitor.clock import ScaledClock
-from kapmonitor.config import Config, ConfigError, load_config, parse_config
-from kapmonitor.demo_clinic import (
+import amqtt  # noqa: F401  (the demo extra; the broker module imports it when it is used)
+from kapmonitor_simulators.broker import BrokerInfo, demo_broker
+from kapmonitor_simulators.demo_clinic import (
     DEMO_DIR,
     DOSE_AT,
     SimProcess,
@@ -29,8 +36,15 @@ from kapmonitor.demo_clinic import (
     sim_processes,
     simulators_for,
 )
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
-log = logging.getLogger("kapmonitor.demo")
+from kapmonitor.clock import ScaledClock
+from kapmonitor.config import Config, ConfigError, load_config, parse_config
+
+log = logging.getLogger("kapmonitor_simulators.demo")
 
 # -- the view's model, fed from MQTT ------------------------------------------------------
 @dataclass
@@ -100,10 +114,6 @@ def _fmt(vitals: dict[str, dict[str, Any]], name: str, digits: int = 0) -> str:
 
 
 def render_rich(view: ClinicView, sim_minutes: float, info: BrokerInfo) -> Any:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
     table = Table(title=f"kapmonitor virtual clinic — simulated time {sim_minutes:5.1f} min",
                   expand=True)
     for col in ("Bed", "Phase", "SpO2 %", "PR /min", "HR /min", "NIBP mmHg", "RR /min",
@@ -292,8 +302,6 @@ async def run_demo(args: argparse.Namespace) -> int:
         started = time.monotonic()
         live_ctx: Any = contextlib.nullcontext()
         if interactive:
-            from rich.live import Live
-
             live_ctx = Live(render_rich(view, 0.0, info), refresh_per_second=4, screen=False)
         try:
             with live_ctx as live:
@@ -352,9 +360,31 @@ async def _demo_station(info: BrokerInfo, workdir: Path, cfg: Config) -> Any:
     return station
 
 
-def main(args: argparse.Namespace) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from kapmonitor.cli import parse_hostport
+
+    d = argparse.ArgumentParser(prog="kapmonitor demo",
+                                description="Run a virtual clinic with a live view.")
+    d.add_argument("--beds", type=int, default=4, help="number of beds (default 4)")
+    d.add_argument("--speed", type=float, default=10.0, help="time acceleration (default 10)")
+    d.add_argument("--for", dest="duration", type=float, default=None,
+                   help="stop by itself after this many real seconds")
+    d.add_argument("--seed", type=int, default=1, help="seed of the virtual patients")
+    d.add_argument("--config", help="use this config instead of the generated clinic")
+    d.add_argument("--broker", type=parse_hostport, help="HOST:PORT of a broker to use")
+    d.add_argument("--no-view", action="store_true", help="log instead of the live view")
+    d.add_argument("--no-station", action="store_true",
+                   help="do not start the central station (web page)")
+    d.add_argument("--sim-only", action="store_true",
+                   help="only in-process simulated devices (no serial/HL7 simulator processes)")
+    return d
+
+
+def main(argv: Sequence[str]) -> int:
+    """``kapmonitor demo`` (registered in the ``kapmonitor.commands`` entry-point group)."""
     from kapmonitor.cli import setup_logging
 
+    args = build_parser().parse_args(list(argv))
     setup_logging("warning")
     if args.beds < 1 or args.beds > 64:
         print("--beds must be between 1 and 64", file=sys.stderr)
