@@ -4,10 +4,11 @@
 
 Both evaluate the shipped rule set (kapmonitor/data/rules.toml) on the same generated clinic:
 per bed a baseline, measurement noise, the session phase and baselines, and injected episodes
-(desaturation ramps, motion-artefact dips, tachy/bradycardia, sensor off, silent oximeters,
-crisis and repeat NIBP readings, low battery). Every tick both get the same sampled arrays; the
-naive evaluator receives them as plain Python lists per bed (that conversion is done beforehand
-and not timed, as a pure-Python implementation would hold Python objects). The two must emit
+(desaturation ramps, motion-artefact dips, runs of 1–5 empty oximeter samples,
+tachy/bradycardia, sensor off, silent oximeters, crisis and repeat NIBP readings, low battery).
+Every tick both get the same sampled arrays; the naive evaluator receives them as plain Python
+lists per bed (that conversion is done beforehand and not timed, as a pure-Python
+implementation would hold Python objects). The two must emit
 identical transitions — asserted. Timing is wall-clock per ``step`` call (time.perf_counter),
 the whole run divided by the number of ticks. The last line of output is one JSON object for
 the largest bed count.
@@ -68,6 +69,10 @@ def generate(c: CompiledRules, beds: int, ticks: int, seed: int = 42) -> Clinic:
         for s in rng.integers(0, ticks, max(1, ticks // 30)):
             art[b, s : s + rng.integers(1, 5)] = True
     spo2 = np.where(art, rng.uniform(55, 80, (beds, ticks)), spo2)
+    drop = np.zeros((beds, ticks), dtype=bool)
+    for b in np.flatnonzero(rng.random(beds) < 0.15):  # dropouts: runs of 1–5 empty samples
+        for s in rng.integers(0, ticks, max(1, ticks // 12)):
+            drop[b, s : s + rng.integers(1, 6)] = True
     off = np.zeros((beds, ticks), dtype=bool)
     for b, s, n in zip(*episode(0.03), strict=True):
         off[b, s : s + n // 3] = True
@@ -98,9 +103,10 @@ def generate(c: CompiledRules, beds: int, ticks: int, seed: int = 42) -> Clinic:
     for k in range(ticks):
         value = np.full((M, beds), np.nan)
         sp = np.round(spo2[:, k].clip(0, 100), 1)
-        value[IDX["spo2"]] = np.where(off[:, k] | silent[:, k], np.nan, sp)
+        gone = off[:, k] | silent[:, k] | drop[:, k]
+        value[IDX["spo2"]] = np.where(gone, np.nan, sp)
         pr = np.round(hr[:, k] + rng.normal(0, 1.0, beds), 1)
-        value[IDX["pulse_rate"]] = np.where(off[:, k] | silent[:, k], np.nan, pr)
+        value[IDX["pulse_rate"]] = np.where(gone, np.nan, pr)
         value[IDX["heart_rate"]] = np.where(has_ecg, np.round(hr[:, k], 1), np.nan)
         value[IDX["resp_rate"]] = np.where(has_rr, np.round(rr[:, k], 1), np.nan)
         value[IDX["perfusion_index"]] = np.where(off[:, k] | silent[:, k], np.nan, 2.5)
@@ -114,8 +120,8 @@ def generate(c: CompiledRules, beds: int, ticks: int, seed: int = 42) -> Clinic:
         age[IDX["resp_rate"]] = np.where(has_rr, 0.0, np.nan)
         age[IDX["battery"]] = 0.0
         offm = np.zeros((M, beds), dtype=bool)
-        offm[IDX["spo2"]] = off[:, k]
-        offm[IDX["pulse_rate"]] = off[:, k]
+        offm[IDX["spo2"]] = off[:, k] | drop[:, k]  # an empty sample reads as "no value"
+        offm[IDX["pulse_rate"]] = off[:, k] | drop[:, k]
         poor = np.zeros((M, beds), dtype=bool)
         poor[IDX["spo2"]] = art[:, k]
         poor[IDX["pulse_rate"]] = art[:, k]

@@ -83,6 +83,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         try:
             started = time.monotonic()
+            # The daemon is up (signal handlers installed) once its first reading arrives; a
+            # SIGTERM before that would kill it rather than stop it, and the warm-up counts
+            # from here, not from the spawn (start-up takes seconds on a loaded machine).
+            while counter["readings"] == 0:
+                if proc.poll() is not None or time.monotonic() - started > 60:
+                    raise RuntimeError("daemon exited or sent nothing within 60 s")
+                await asyncio.sleep(0.1)
             await asyncio.sleep(warmup)
             if proc.poll() is not None:
                 raise RuntimeError("daemon exited early")

@@ -188,9 +188,12 @@ Subscriber = AiomqttSubscriber | MosquittoSubSubscriber
 
 # -- the two contenders --------------------------------------------------------------------
 async def durable_run(
-    run: str, addr: tuple[str, int], n: int, sub: Subscriber, cpu: CpuMeter, timeout: float
+    run: str, addr: tuple[str, int], n: int, sub: Subscriber, cpu: CpuMeter, timeout: float,
+    history: bool = False,
 ) -> tuple[float, dict[str, float], list[tuple[str, bytes]]]:
-    """Returns (seconds, CPU seconds used, the payloads as the daemon serialised them)."""
+    """Returns (seconds, CPU seconds used, the payloads as the daemon serialised them).
+    ``history``: with the session history recording every message (its writer thread and the
+    outbox holding acknowledged rows until they are stored)."""
     with tempfile.TemporaryDirectory(prefix="kapbench-state-") as state:
         raw: dict[str, Any] = {
             "state_dir": state,
@@ -203,6 +206,8 @@ async def durable_run(
             # The alarm engine is another consumer of readings, not part of this path
             # (bench/detector.py measures it); --alarms includes it.
             raw["alarms"] = {"enabled": False}
+        if "history" in Config.model_fields:
+            raw["history"] = {"enabled": history}
         cfg = parse_config(raw)
         daemon = Daemon(cfg, broker=addr)
         stop = asyncio.Event()
@@ -301,9 +306,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 timeout = max(10.0, deadline - rep_start)
                 await sub.prepare(f"d{r}")
                 secs, used, payloads = await durable_run(
-                    f"d{r}", addr, args.readings, sub, cpu, timeout)
+                    f"d{r}", addr, args.readings, sub, cpu, timeout,
+                    history=args.history == "on")
                 if args.only != "bare":
                     rows.append((r, "durable", secs, used))
+                if args.history == "compare":
+                    await sub.prepare(f"h{r}")
+                    secs, used, _ = await durable_run(
+                        f"h{r}", addr, args.readings, sub, cpu, timeout, history=True)
+                    rows.append((r, "history", secs, used))
                 if args.only == "durable":
                     last_rep = time.monotonic() - rep_start
                     continue
@@ -315,17 +326,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await sub.stop()
     n = args.readings
     rates = {kind: statistics.median(n / s for _, k, s, _ in rows if k == kind)
-             for kind in ("durable", "bare") if any(k == kind for _, k, _, _ in rows)}
+             for kind in ("durable", "history", "bare") if any(k == kind for _, k, _, _ in rows)}
     durable, bare = rates.get("durable", 0.0), rates.get("bare", 0.0)
     # Publisher CPU per reading: less sensitive than wall time to other load on the machine.
     cpu_us = {kind: round(statistics.median(c["pub"] / n * 1e6 for _, k, _, c in rows
                                             if k == kind), 1)
               for kind in rates}
     ratio = durable / bare if durable and bare else 0.0
+    with_history = rates.get("history", 0.0)
+    history_ratio = with_history / durable if with_history and durable else 0.0
     print(f"{n} readings per run, {BEDS} beds, Mosquitto on loopback, QoS 1 both ways, "
           f"{os.cpu_count()} CPUs")
     print(f"durable: ReadingPipeline -> SQLite WAL outbox -> MqttOwner (inflight {inflight})"
-          f" -> subscriber; alarm engine {'on' if args.alarms else 'off'}")
+          f" -> subscriber; alarm engine {'on' if args.alarms else 'off'}; session history "
+          f"{args.history}")
+    if args.history == "compare":
+        print("history: the durable path again with the session history on (readings and "
+              "events batched into history.sqlite3 on a writer thread)")
     print(f"bare:    pre-encoded identical payloads, one aiomqtt client, {inflight} concurrent "
           "publisher tasks awaiting QoS 1 publish -> subscriber")
     print(f"subscriber: {sub.describe}; time runs from the first reading handed over to the "
@@ -342,12 +359,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
               f"--budget {args.budget:.0f} s)")
     print(f"median durable {durable:.0f}/s, bare {bare:.0f}/s, ratio {ratio:.2f}; publisher CPU "
           + ", ".join(f"{k} {v:.0f} us" for k, v in cpu_us.items()) + " per reading")
+    if args.history == "compare":
+        print(f"median with the session history {with_history:.0f}/s: "
+              f"{history_ratio:.2f}x the durable path without it")
     return {"readings_per_s": round(durable, 1), "bare_per_s": round(bare, 1),
             "ratio": round(ratio, 3),
             "durable_cpu_us": cpu_us.get("durable"), "bare_cpu_us": cpu_us.get("bare"),
             "readings": n, "repeats": args.repeats - skipped,
             "inflight": inflight, "subscriber": args.subscriber,
-            "alarms": args.alarms}
+            "alarms": args.alarms, "history": args.history,
+            **({"history_per_s": round(with_history, 1),
+                "history_ratio": round(history_ratio, 3),
+                "history_cpu_us": cpu_us.get("history")} if args.history == "compare" else {})}
 
 
 def main() -> None:
@@ -369,6 +392,10 @@ def main() -> None:
     p.add_argument("--alarms", action="store_true",
                    help="keep the alarm engine on in the daemon (off by default: it is not part "
                    "of the durable path)")
+    p.add_argument("--history", choices=("off", "on", "compare"), default="off",
+                   help="session history on the durable path: off (default), on, or compare "
+                   "(each repetition also runs the durable path with the history on; "
+                   "history_ratio = with / without)")
     p.add_argument("--only", choices=("durable", "bare"),
                    help="report one path only (for profiling; the other's ratio is then 0)")
     args = p.parse_args()

@@ -78,11 +78,25 @@ class CommandTable:
         return await command.handler(args)
 
 
+Observer = Callable[[str, dict[str, Any], dict[str, Any]], None]
+
+
 class CommandRouter(CommandTable):
-    """``bridge/request/<name>`` payloads → the table → the response body."""
+    """``bridge/request/<name>`` payloads → the table → the response body. Observers
+    (:meth:`observe`; the session history) see every request and its response."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._observers: list[Observer] = []
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(name, request body with its transaction, response)`` after each
+        request."""
+        self._observers.append(observer)
 
     async def handle(self, name: str, payload: bytes, retained: bool) -> dict[str, Any]:
         transaction: Any = None
+        body: Any = None
         try:
             try:
                 body = json.loads(payload.decode("utf-8")) if payload.strip() else {}
@@ -102,4 +116,14 @@ class CommandRouter(CommandTable):
             out = {"status": "error", "error": f"internal error: {type(exc).__name__}: {exc}"}
         if transaction is not None:
             out["transaction"] = transaction
+        if self._observers:
+            request = dict(body) if isinstance(body, dict) else {
+                "raw": payload[:200].decode("utf-8", "replace")}
+            if transaction is not None:
+                request["transaction"] = transaction
+            for observer in self._observers:
+                try:
+                    observer(name, request, out)
+                except Exception:
+                    log.exception("command observer failed for %s", name)
         return out

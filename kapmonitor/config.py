@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from kapmonitor.ble.config import BleConfig
-from kapmonitor.drivers.base import ID_PATTERN, DeviceConfig
+from kapmonitor.driver_api import ID_PATTERN, DeviceConfig
 from kapmonitor.drivers.registry import drivers
 from kapmonitor.errors import KapmonitorError, error_field, error_message, validation_problems
 from kapmonitor.services.display_watch import DisplayWatchConfig
@@ -155,6 +155,45 @@ class AlarmsConfig(_Model):
         description="Rule-set TOML (a copy of config/rules.toml edited by the clinic); "
         "default: the rules shipped with kapmonitor.",
     )
+    log_max_bytes: int = Field(
+        default=10_000_000, ge=0,
+        description="Rotate alarm-log.jsonl when it grows past this many bytes (0: never).",
+    )
+    log_keep: int = Field(
+        default=5, ge=1, le=100, description="Rotated alarm logs kept (alarm-log.jsonl.1 … .N).",
+    )
+
+
+class HistoryConfig(_Model):
+    """The session history (history.sqlite3 in the state directory) and session reports.
+
+    Every reading, alert and session event, device status change and command is stored, off the
+    hot path, and kept for ``retention_days``; ``kapmonitor report`` and the ``report`` command
+    turn a session into a PDF (+ PNG pages), a replayable CSV trace and a FHIR R4 Bundle.
+    """
+
+    enabled: bool = Field(default=True, description="Record the session history.")
+    retention_days: float = Field(
+        default=30.0, gt=0, description="Days of history kept; older rows are pruned."
+    )
+    flush_interval: float = Field(
+        default=0.5, gt=0, le=10,
+        description="Seconds between history writes (one batch, written off the event loop).",
+    )
+    prune_every: float = Field(
+        default=3600.0, gt=0, description="Seconds between retention prunes (small chunks)."
+    )
+    report_on_end: bool = Field(
+        default=True, description="Write a session's report when the session ends."
+    )
+    report_dir: Path | None = Field(
+        default=None, description="Where reports go; default: <state_dir>/reports."
+    )
+    lead_in: float = Field(
+        default=300.0, ge=0, le=3600,
+        description="Seconds of readings before the session start included in its report "
+        "and trace (the alarm engine's trend windows need them for an identical replay).",
+    )
 
 
 class HomeAssistantConfig(_Model):
@@ -230,6 +269,9 @@ class Config(_Model):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
     ble: BleConfig = Field(default_factory=BleConfig, description="Bluetooth LE stack.")
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig, description="Alarm engine.")
+    history: HistoryConfig = Field(
+        default_factory=HistoryConfig, description="Session history and reports."
+    )
     homeassistant: HomeAssistantConfig = Field(
         default_factory=HomeAssistantConfig, description="Home Assistant discovery."
     )

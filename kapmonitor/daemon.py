@@ -24,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,15 @@ from kapmonitor.clock import Clock, SystemClock
 from kapmonitor.commands import CommandRouter
 from kapmonitor.config import Config
 from kapmonitor.devices import Devices
-from kapmonitor.drivers.base import DriverContext
+from kapmonitor.driver_api import DriverContext
 from kapmonitor.drivers.registry import drivers
+from kapmonitor.history.service import HistoryService
+from kapmonitor.history.service import attach as attach_history
+from kapmonitor.history.store import HistoryStore
 from kapmonitor.metrics import Metrics
 from kapmonitor.model import Reading
 from kapmonitor.mqtt import BrokerSettings, MqttOwner, make_tls_context
-from kapmonitor.outbox import LANE_NAMES, Outbox
+from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox
 from kapmonitor.pipeline import DurablePublisher, Listeners, ReadingPipeline, VitalsCache
 from kapmonitor.ports import ServicePorts
 from kapmonitor.services.alarms import AlarmService
@@ -110,6 +114,7 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.mqtt: MqttOwner | None = None
         self.publisher: DurablePublisher | None = None
+        self.history: HistoryService | None = None
         self.pipeline: ReadingPipeline | None = None
         self.metrics_port: int | None = None
         self.alarms: AlarmService | None = None
@@ -258,12 +263,17 @@ class Daemon:
             devices=self.devices,
         )
         publish_discovery(cfg, __version__, self.topics, self.mqtt, self.state_dir)
+        if cfg.history.enabled:
+            # Before anything publishes, so the history sees every message.
+            self.history = self._attach_history(ports)
         if cfg.display_watch.required:
             # Before the alarm service, so that it sees every alert event the node publishes.
             self.display_watch, ports = attach_display_watch(cfg.display_watch, ports, self.mqtt)
         if cfg.alarms.enabled:
             # Before any driver runs, so the engine sees every reading.
             self.alarms = attach_alarms(ports, cfg.alarms.rules)
+            self.alarms.log_max_bytes = cfg.alarms.log_max_bytes
+            self.alarms.log_keep = cfg.alarms.log_keep
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         ctx = DriverContext(clock=self.clock, state_dir=self.state_dir)
@@ -288,6 +298,17 @@ class Daemon:
             __version__, cfg.node.node_id, len(self.beds), len(self.devices.supervisors),
             *self.broker,
         )
+
+    def _attach_history(self, ports: ServicePorts) -> HistoryService:
+        """Open the history, store what a crash left in the outbox, and record from now on."""
+        assert self.outbox is not None and self.publisher is not None
+        store = HistoryStore(self.state_dir / "history.sqlite3")
+        recovered = store.recover(_outbox_bodies(self.outbox))
+        if recovered:
+            log.info("history: %d messages recovered from the outbox", recovered)
+        return attach_history(ports, store, gate=self.outbox, durable=self.publisher,
+                              command_log=self.router, cfg=self.cfg.history,
+                              rules_path=self.cfg.alarms.rules)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a long-lived part of the daemon; if it dies, the daemon stops with an error
@@ -320,6 +341,14 @@ class Daemon:
                 await asyncio.wait(producers, timeout=1.0)
         if self.alarms is not None:
             self.alarms.close()
+        if self.history is not None:
+            # Everything recorded goes to disk before the outbox's last acks are committed.
+            recorder = [t for t in self._tasks if t.get_name() == "history"]
+            for t in recorder:
+                t.cancel()
+            if recorder:
+                await asyncio.wait(recorder, timeout=5.0)
+            await asyncio.to_thread(self.history.close)
         if self.mqtt is not None:
             await self.mqtt.shutdown(flush_for=2.0)
         for t in self._tasks:
@@ -340,6 +369,21 @@ class Daemon:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def _outbox_bodies(outbox: Outbox) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(lane, JSON body) of every message in the outbox, oldest first per lane."""
+    for lane in (LANE_ALERT, LANE_READING):
+        after = 0
+        while rows := outbox.fetch(lane, after, 1000):
+            for row in rows:
+                after = row.id
+                try:
+                    body = json.loads(row.payload)
+                except ValueError:
+                    continue
+                if isinstance(body, dict):
+                    yield lane, body
 
 
 def sd_notify(message: str) -> None:

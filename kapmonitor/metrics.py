@@ -8,7 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from kapmonitor import __version__
-from kapmonitor.drivers.base import DEVICE_STATES
+from kapmonitor.driver_api import DEVICE_STATES
 
 log = logging.getLogger("kapmonitor.metrics")
 

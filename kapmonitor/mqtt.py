@@ -297,7 +297,8 @@ class MqttOwner:
         """
         outbox = self.outbox
         outbox.commit_acks()
-        paho = client._client  # the wrapped paho client (aiomqtt 2.x, pinned <3)
+        # aiomqtt has no public handle on its paho client; stable in 2.x (pinned <3).
+        paho = client._client  # noqa: SLF001
         aiomqtt_on_publish: Any = paho.on_publish
         pending: dict[int, tuple[Row, bool]] = {}
         room = asyncio.Event()
@@ -417,7 +418,8 @@ class MqttOwner:
             # not control: the DISCONNECT is queued behind offline/shutdown, and the broker then
             # discards the will, so `lost` can no longer overwrite `shutdown`. The session ends
             # by itself once the broker closes the connection.
-            paho = client._client  # the wrapped paho client (aiomqtt 2.x, pinned <3)
+            # aiomqtt has no public handle on its paho client; stable in 2.x (pinned <3).
+            paho = client._client  # noqa: SLF001
             said_goodbye = paho.disconnect() == 0
             if not said_goodbye:
                 log.warning("could not send DISCONNECT to the broker")

@@ -10,6 +10,12 @@ Readings use ``synchronous=NORMAL`` (in WAL mode a commit survives a killed proc
 cut may lose the last few hundred milliseconds), alert events are committed at once with
 ``synchronous=FULL``. Readings are bounded by a quota — the oldest go first, counted in
 metrics — and alert events are never dropped.
+
+A consumer that must see every message before it leaves the outbox (the session history,
+:mod:`kapmonitor.history`) calls :meth:`Outbox.hold_acks`: acknowledged rows are then deleted
+only once :meth:`Outbox.release` says that consumer has stored the first *n* messages put, so
+after a SIGKILL everything is either in that consumer's store or still here. Publishing is not
+held back, only the deletion of what the broker already has.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +83,11 @@ class Outbox:
         self.closed = False
         self.refused_after_close = 0  # late messages during shutdown (e.g. transport callbacks)
         self._dropped_upto = 0  # every reading id up to this was dropped by the quota
+        self.put_count = 0  # messages accepted by put() since opening
+        # (put_count, last row id) after each write; only kept while acks are held
+        self._written: deque[tuple[int, int]] = deque()
+        self._release_id: int | None = None  # acked rows above this id wait (hold_acks)
+        self._held: set[int] = set()  # acked rows waiting for release: never fetched again
 
     # -- producing -------------------------------------------------------------------------
     def put(self, lane: int, topic: str, payload: bytes, created: float) -> None:
@@ -89,16 +101,19 @@ class Outbox:
                 log.warning("outbox closed: a message for %s arrived during shutdown and was "
                             "not stored", topic)
             return
+        self.put_count += 1
         if lane == LANE_ALERT:
             self.flush()  # keep id order: earlier readings first
             self._db.execute("PRAGMA synchronous=FULL")
             try:
-                self._db.execute(
+                cur = self._db.execute(
                     "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)",
                     (lane, topic, payload, created),
                 )
             finally:
                 self._db.execute("PRAGMA synchronous=NORMAL")
+            if self._release_id is not None and cur.lastrowid is not None:
+                self._written.append((self.put_count, int(cur.lastrowid)))
             self.counts[lane] += 1
             self._notify()
             return
@@ -120,6 +135,10 @@ class Outbox:
             self._db.executemany(
                 "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)", rows
             )
+            if self._release_id is not None:
+                (last,) = self._db.execute("SELECT last_insert_rowid()").fetchone()
+                # every put so far is written now (alerts are written at once)
+                self._written.append((self.put_count, int(last)))
             self.counts[LANE_READING] += len(rows)
             excess = self.counts[LANE_READING] - self.max_readings
             if excess > 0:
@@ -169,18 +188,48 @@ class Outbox:
             "ORDER BY id LIMIT ?",
             (lane, after_id, limit),
         )
+        if self._held:  # acked, waiting for release(): a reconnect must not send them again
+            return [Row(*r) for r in cur if r[0] not in self._held]
         return [Row(*r) for r in cur]
 
     def ack(self, row: Row) -> None:
         """The broker has the message: remove it (batched with other acks)."""
         self._acked.append(row.id)
+        if self._release_id is not None:
+            self._held.add(row.id)
         if not (row.lane == LANE_READING and row.id <= self._dropped_upto):
             self.counts[row.lane] -= 1
+
+    def hold_acks(self) -> None:
+        """From now on, delete acknowledged rows only after :meth:`release` covers them. Rows
+        already here are covered (the consumer recovered them when it opened)."""
+        (top,) = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
+        self._release_id = int(top)
+        self._written.clear()
+
+    def release(self, puts: int) -> None:
+        """The held-acks consumer has stored the first ``puts`` messages put since opening."""
+        while self._written and self._written[0][0] <= puts:
+            _, self._release_id = self._written.popleft()
+
+    def release_all(self) -> None:
+        """Stop holding acknowledged rows (the consumer stopped or gave up)."""
+        self._release_id = None
+        self._written.clear()
+        self._held.clear()
 
     def commit_acks(self) -> None:
         if not self._acked or self.closed:
             return  # after close, unacked rows stay and are re-sent after the restart
-        ids, self._acked = self._acked, []
+        if self._release_id is not None:
+            gate = self._release_id
+            ids = [i for i in self._acked if i <= gate]
+            self._acked = [i for i in self._acked if i > gate]
+            if not ids:
+                return
+            self._held.difference_update(ids)
+        else:
+            ids, self._acked = self._acked, []
         with self._tx():
             # Acks come back nearly in id order: delete whole runs of ids at once.
             self._db.executemany("DELETE FROM outbox WHERE id BETWEEN ? AND ?", _runs(ids))

@@ -54,7 +54,8 @@ class Listeners(Generic[T]):
 
 
 class DurablePublisher:
-    """Stamps messages with this run's sequence and commits them to the outbox."""
+    """Stamps messages with this run's sequence and commits them to the outbox. Subscribers
+    (:meth:`subscribe`; the session history) get ``(lane, body)`` of every message put."""
 
     def __init__(self, outbox: Outbox, topics: Topics, boot_id: str, clock: Clock) -> None:
         self.outbox = outbox
@@ -62,6 +63,11 @@ class DurablePublisher:
         self.boot_id = boot_id
         self.clock = clock
         self.seq = 0
+        self._durable: list[Callable[[int, dict[str, Any]], None]] = []
+
+    def subscribe(self, listener: Callable[[int, dict[str, Any]], None]) -> None:
+        """Call ``listener(lane, body)`` after each message was put into the outbox."""
+        self._durable.append(listener)
 
     def publish_reading(self, r: Reading) -> None:
         self.seq += 1
@@ -70,6 +76,8 @@ class DurablePublisher:
         body["msg_id"] = f"{self.boot_id}-{self.seq}"
         body["boot_id"] = self.boot_id
         self.outbox.put(LANE_READING, self.topics.reading(r.bed), encode(body), r.received)
+        for listener in self._durable:
+            listener(LANE_READING, body)
 
     def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
         """Queue an alert event for ``bed/<bed>/alert`` (durable, never dropped)."""
@@ -78,6 +86,8 @@ class DurablePublisher:
         body.update(seq=self.seq, msg_id=f"{self.boot_id}-{self.seq}", boot_id=self.boot_id,
                     bed=bed)
         self.outbox.put(LANE_ALERT, self.topics.alert(bed), encode(body), self.clock.now())
+        for listener in self._durable:
+            listener(LANE_ALERT, body)
 
 
 class VitalsCache:

@@ -4,7 +4,9 @@ Runs the same :class:`~kapmonitor.alerts.AlarmEngine` the daemon runs, on a simu
 that moves with the trace, and prints every event as one JSON object per line, in time order.
 Clinics use it to tune limits on their own recordings.
 
-Input: CSV with the header ``t,bed,name,value``. ``t`` is seconds from the trace start; rows are
+Input: CSV with the header ``t,bed,name,value`` or ``t,bed,name,value,flags``. ``flags`` (optional
+column) holds a reading's quality flags separated by spaces (``motion low_perfusion``), as the
+device reported them; it is empty for events. ``t`` is seconds from the trace start; rows are
 in time order; gaps mean no data arrived. ``name`` is a metric of the reading vocabulary
 (``spo2``, ``pulse_rate``, ``heart_rate``, ``nibp_sys``, ``nibp_dia``, ``nibp_mean``,
 ``resp_rate``, ``perfusion_index``, ``battery``, …; an empty ``value`` means "no value", e.g.
@@ -44,9 +46,10 @@ from pydantic import ValidationError
 from kapmonitor.alerts import AlarmEngine, Event, RuleSet, load_rules
 from kapmonitor.alerts.commands import parse_command
 from kapmonitor.errors import CommandError, validation_problems
-from kapmonitor.model import METRICS, Reading
+from kapmonitor.model import METRICS, QUALITY_FLAGS, Reading
 
 HEADER = ["t", "bed", "name", "value"]
+HEADER_FLAGS = [*HEADER, "flags"]
 EVENTS = ("session_start", "dose", "session_end", "ack", "pause", "symptom", "symptom_clear")
 EXIT_INVALID = 2
 
@@ -63,22 +66,34 @@ class Row:
     bed: str
     name: str
     value: str
+    flags: frozenset[str] = frozenset()
 
 
 def read_rows(stream: TextIO) -> Iterator[Row]:
     """Parse and validate rows (syntax, names, numbers, time order); raises TraceError."""
     reader = csv.reader(stream)
     header = _next_record(reader)
-    if header is None or [h.strip() for h in header] != HEADER:
-        raise TraceError(1, f"header must be {','.join(HEADER)}, got {header!r}")
+    columns = None if header is None else [h.strip() for h in header]
+    if columns not in (HEADER, HEADER_FLAGS):
+        raise TraceError(1, f"header must be {','.join(HEADER)} or {','.join(HEADER_FLAGS)}, "
+                         f"got {header!r}")
+    assert columns is not None
+    width = len(columns)
     last_t = -math.inf
     while (fields := _next_record(reader)) is not None:
         number = reader.line_num  # the physical line (a quoted field may span lines)
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue
-        if len(fields) != 4:
-            raise TraceError(number, f"expected 4 fields (t,bed,name,value), got {len(fields)}")
-        t_text, bed, name, value = (f.strip() for f in fields)
+        if len(fields) != width:
+            raise TraceError(number, f"expected {width} fields ({','.join(columns)}), "
+                             f"got {len(fields)}")
+        t_text, bed, name, value = (f.strip() for f in fields[:4])
+        flags = frozenset(fields[4].split()) if width == 5 else frozenset()
+        if flags and name not in METRICS:
+            raise TraceError(number, f"flags are for readings, not for the event {name!r}")
+        unknown = sorted(flags - QUALITY_FLAGS)
+        if unknown:
+            raise TraceError(number, f"unknown quality flag(s) {', '.join(unknown)}")
         try:
             t = float(t_text)
         except ValueError:
@@ -106,7 +121,7 @@ def read_rows(stream: TextIO) -> Iterator[Row]:
                 f"unknown name {name!r}: not a metric ({', '.join(METRICS)}) nor an event "
                 f"({', '.join(EVENTS)})",
             )
-        yield Row(number, t, bed, name, value)
+        yield Row(number, t, bed, name, value, flags)
 
 
 def _next_record(reader: Any) -> list[str] | None:
@@ -199,7 +214,7 @@ def _reading(row: Row, value: float | None) -> Reading:
     info = METRICS[row.name]
     return Reading(
         bed=row.bed, device="replay", metric=row.name, value=value, unit=info.unit, ts=row.t,
-        received=row.t, mdc=info.mdc, loinc=info.loinc,
+        received=row.t, quality=row.flags, mdc=info.mdc, loinc=info.loinc,
     )
 
 

@@ -1,6 +1,6 @@
 """One supervisor per device: connect, watch, back off, reconnect — the same for every driver.
 
-It runs the driver's :meth:`~kapmonitor.drivers.base.Driver.session` again and again. Between
+It runs the driver's :meth:`~kapmonitor.driver_api.Driver.session` again and again. Between
 sessions it waits a capped exponential backoff with jitter (reset once a session has been up
 long enough to count as stable). A watchdog marks the device ``stale`` when no reading arrived
 for ``stale_after`` seconds and, after twice that, cancels the session and reconnects: BLE
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kapmonitor.clock import Clock
-from kapmonitor.drivers.base import DeviceState, Driver, Routed, Status
+from kapmonitor.driver_api import DeviceState, Driver, Routed, Status
 from kapmonitor.model import NIBP_METRICS, Measurement, Reading
 
 log = logging.getLogger("kapmonitor.supervisor")
@@ -141,7 +141,7 @@ class Supervisor:
             except _StaleSession:
                 self._set_state("disconnected", "no data; reconnecting")
                 failed = True
-            except Exception as exc:  # a driver failure must never take the daemon down
+            except Exception as exc:  # noqa: BLE001 - logged; a driver failure must not stop the daemon
                 log.warning("device %s: session failed: %s", self.device_id, _describe(exc))
                 self._set_state("error", _describe(exc))
                 failed = True

@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, description=help_text)
         mod.add_arguments(p)
-        p.set_defaults(_main=mod.main)
+        p.set_defaults(run=mod.main)
     args = parser.parse_args(argv)
-    return int(args._main(args))
+    return int(args.run(args))
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ async def _watch(info: BrokerInfo, view: ClinicView, ready: asyncio.Event) -> No
             await asyncio.sleep(0.5)
 
 
-async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> None:
+async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float) -> None:  # noqa: C901
     """What the provider does in the demo, through the same command path as a nurse tablet:
     start a session on every bed, take two baseline blood pressures 5 minutes apart, give the
     dose when the virtual patients get it, and answer every "BP due" prompt with ``bp/measure``
@@ -297,7 +297,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"the daemon did not start: {daemon_task.exception()}")
             raise RuntimeError("the daemon did not start within 15 s")
         await start_sims(True)
-        station = None if args.no_station else await _demo_station(info, workdir, cfg)
+        station = await _demo_station(args, info, workdir, cfg)
         clinician = asyncio.create_task(_virtual_clinician(daemon, clock, sim0))
         started = time.monotonic()
         live_ctx: Any = contextlib.nullcontext()
@@ -331,8 +331,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            if station is not None:
-                await station.stop()
+            await station.stop()
         print(render_plain(view, (clock.now() - sim0) / 60))
         published = daemon.mqtt.published if daemon.mqtt is not None else 0
         print(f"kapmonitor demo: done; {published} messages acknowledged by the broker, "
@@ -347,13 +346,22 @@ async def run_demo(args: argparse.Namespace) -> int:
         return 0
 
 
-async def _demo_station(info: BrokerInfo, workdir: Path, cfg: Config) -> Any:
-    """The central station on the demo's broker; its URL and demo login are printed."""
+class _NoStation:
+    async def stop(self) -> None:
+        return None
+
+
+async def _demo_station(args: argparse.Namespace, info: BrokerInfo, workdir: Path,
+                        cfg: Config) -> Any:
+    """The central station on the demo's broker (its URL and demo login are printed), or a
+    stand-in with nothing to stop (``--no-station``, or the station extra not installed)."""
+    if args.no_station:
+        return _NoStation()
     try:
         from kapmonitor.station.demo import DEMO_PASSWORD, DEMO_USER, start_demo_station
     except ImportError as exc:  # the station extra is not installed
         print(f"central station not started ({exc}); pip install 'kapmonitor[station]'")
-        return None
+        return _NoStation()
     station = await start_demo_station(info.host, info.port, workdir, cfg.base_topic)
     print(f"central station:  {station.url}  (log in as {DEMO_USER} / {DEMO_PASSWORD})",
           flush=True)

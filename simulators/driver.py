@@ -16,7 +16,7 @@ from kapmonitor_simulators.physiology import EVENT_KINDS, EventKind, Patient, Si
 from kapmonitor_simulators.ward import Ward
 from pydantic import BaseModel, ConfigDict, Field
 
-from kapmonitor.drivers.base import (
+from kapmonitor.driver_api import (
     CommandError,
     DeviceConfig,
     Driver,

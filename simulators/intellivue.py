@@ -226,10 +226,10 @@ class IntellivueMonitor:
             case PollRequest():
                 return self._answer_poll(msg, t)
             case ReleaseRequest():
-                self._reset()
+                self.reset()
                 return [self._send(ReleaseResult())]
             case Abort():
-                self._reset()
+                self.reset()
                 return []
         return []
 
@@ -260,7 +260,7 @@ class IntellivueMonitor:
         create = MdsCreateEvent(self._next_invoke(), self.rel_ticks(t), attrs)
         return [self._send(accept), self._send(create)]
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
         self.associated = False
         self._periodic = None
 
@@ -364,11 +364,11 @@ class IntellivueMonitor:
         if self._was_silent:  # back from silence like a rebooted monitor: unassociated
             self._was_silent = False
             self._silent_until = None
-            self._reset()
+            self.reset()
         if not self.associated:
             return []
         if t - self._last_rx > self.timeout:
-            self._reset()
+            self.reset()
             self.stats["aborts_sent"] += 1
             return [self._send(Abort())]
         out: list[bytes] = []
@@ -387,7 +387,7 @@ class IntellivueMonitor:
         """Abort the association, as a monitor does when its port is reconfigured."""
         if not self.associated:
             return []
-        self._reset()
+        self.reset()
         self.stats["aborts_sent"] += 1
         return [self._send(Abort())]
 
@@ -563,7 +563,7 @@ async def serve_tcp(
             try:
                 await runner.run(lambda: reader.read(4096), write)
             finally:
-                runner.monitor._reset()  # the link is gone: so is the association
+                runner.monitor.reset()  # the link is gone: so is the association
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()

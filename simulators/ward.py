@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from kapmonitor_simulators.physiology import Patient
 
-from kapmonitor.drivers.base import DriverContext
+from kapmonitor.driver_api import DriverContext
 
 
 @dataclass

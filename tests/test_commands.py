@@ -13,7 +13,7 @@ from kapmonitor.alerts import AlarmEngine
 from kapmonitor.alerts.commands import ENGINE_COMMANDS, AlertArgs, parse_command
 from kapmonitor.commands import CommandRouter, CommandTable
 from kapmonitor.config import ConfigError, parse_config
-from kapmonitor.drivers.base import CommandError as DriverCommandError
+from kapmonitor.driver_api import CommandError as DriverCommandError
 from kapmonitor.errors import CommandError, KapmonitorError
 from tests.helpers.alerts import RULES
 

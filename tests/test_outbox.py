@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from pathlib import Path
 
 from kapmonitor.outbox import LANE_ALERT, LANE_READING, Outbox
@@ -55,7 +57,9 @@ def test_ack_of_row_dropped_meanwhile_keeps_count_right(tmp_path: Path) -> None:
         ob.ack(r)
     ob.commit_acks()
     assert ob.counts[LANE_READING] == 100
-    (n,) = ob._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+    # What is on disk, seen through a connection of our own.
+    with contextlib.closing(sqlite3.connect(tmp_path / "o.db")) as db:
+        (n,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
     assert n == 100
 
 

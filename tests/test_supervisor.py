@@ -11,7 +11,7 @@ from typing import Any, Literal
 import pytest
 
 from kapmonitor.clock import ManualClock
-from kapmonitor.drivers.base import DeviceConfig, Driver, DriverContext, DriverEvent, Routed, Status
+from kapmonitor.driver_api import DeviceConfig, Driver, DriverContext, DriverEvent, Routed, Status
 from kapmonitor.model import Reading, measurement, nibp_measurements
 from kapmonitor.supervisor import Backoff, DeviceStatus, Supervisor
 

@@ -197,6 +197,21 @@ class CompiledRules:
         self.episodic = np.array([r.episodic for r in active], dtype=bool)
         self.concurrent = np.array([r.concurrent is not None for r in active], dtype=bool)
         self.continuous = ~self.episodic & ~self.concurrent
+        # Short gaps: the value column whose missing samples hold a continuous rule's
+        # persistence (-1: none, e.g. health-signal and NIBP rules), and the tolerance in ticks.
+        self.gap_col = np.array(
+            [
+                self.col[r.primary_signal]
+                if r.primary_signal in VALUE_SIGNALS and cont
+                else -1
+                for r, cont in zip(active, self.continuous, strict=True)
+            ],
+            dtype=np.int64,
+        )
+        hold = self.rules.gaps.hold_ticks
+        self.gap_ticks = np.array(
+            [hold if r.gap_ticks is None else r.gap_ticks for r in active], dtype=np.int64
+        )
         self.confirm_count = np.array([r.confirm_count for r in active], dtype=np.int64)
         self.confirm_window = np.array([r.confirm_window_s for r in active])
         self.escalate_at = np.array([r.escalate_at_count or 0 for r in active], dtype=np.int64)

@@ -13,9 +13,14 @@ alarm lifecycle (``lifecycle.py``). It is deterministic and pure; ``naive.py`` i
 same semantics one bed and one sample at a time, and tests assert both agree.
 
 State per (rule, bed): how long the condition has held (persistence), the depth × duration
-area, how long the clear has held (hysteresis), NIBP confirmation counts. State per (signal,
-bed): the previous sample and the last spike time (artefact gating), and per trend signal a ring
-buffer with exact running sums (windowed least-squares slope, values quantised to 0.1 so every
+area, how long the clear has held (hysteresis), NIBP confirmation counts, and the length of the
+current run of ticks without a value of the rule's signal. A tick on which that signal is
+missing and neither the condition nor the clear holds is *held* while the run is at most the
+rule's ``gap_ticks``: persistence, area, hysteresis and the previous-tick state stay as they
+were (neither advance nor reset); a longer gap resets them as a false condition does. Missing
+data alone therefore never raises or clears. State per (signal, bed): the last sample with a
+value and the last spike time (artefact gating), and per trend signal a ring buffer with exact
+running sums (windowed least-squares slope, values quantised to 0.1 so every
 sum is an exact integer and the result does not depend on summation order).
 """
 
@@ -80,6 +85,7 @@ class VectorDetector:
         self.crun = np.zeros((r, b))
         self.area = np.zeros((r, b))
         self.count = np.zeros((r, b), dtype=np.int64)
+        self.gap = np.zeros((r, b), dtype=np.int64)
         self.last_qual_t = np.full((r, b), np.nan)
         self.prev_value = np.full((NV, b), np.nan)
         self.last_spike_t = np.full((NV, b), -np.inf)
@@ -100,6 +106,9 @@ class VectorDetector:
         self.gate_col = np.maximum(c.art_col, 0)
         self.gated = (c.gated & (c.art_col >= 0))[:, None]
         self.continuous = c.continuous[:, None]
+        self.gap_rule = (c.gap_col >= 0)[:, None]
+        self.gap_col = np.maximum(c.gap_col, 0)
+        self.gap_ticks = c.gap_ticks[:, None]
         self.not_concurrent = ~c.concurrent[:, None]
         self.strict = c.term_strict[:, None]
         self.sign = c.term_sign[:, None]
@@ -192,7 +201,8 @@ class VectorDetector:
             cols = self.spike_cols
             spike = np.abs(vals[cols] - self.prev_value[cols]) >= self.spike_jump  # NaN → False
             self.last_spike_t[cols] = np.where(spike, t, self.last_spike_t[cols])
-        self.prev_value[:] = vals
+        # a missing sample keeps the last value, so a jump across a gap is still a spike
+        self.prev_value = np.where(np.isnan(vals), self.prev_value, vals)
         poor = X[NV + 2 : NV + 3 * NV : 3] > 0
         return poor | ((t - self.last_spike_t) <= self.c.artefact_hold)
 
@@ -216,19 +226,27 @@ class VectorDetector:
         )
         active = self.active
 
+        # short gaps: a tick without the rule's signal that decides nothing holds the state
+        miss = self.gap_rule & np.isnan(X[self.gap_col])
+        self.gap = np.where(miss, self.gap + 1, 0)
+        held = miss & (self.gap <= self.gap_ticks) & ~cond & ~clear_ok & self.enabled
+
         # continuous rules: persistence, depth × duration, hysteresis
         factor = np.where(self.gated & art[self.gate_col], c.delay_factor, 1.0)
-        self.run = np.where(cond, np.where(self.cond_prev, self.run + dt, 0.0), 0.0)
+        run = np.where(cond, np.where(self.cond_prev, self.run + dt, 0.0), 0.0)
+        self.run = np.where(held, self.run, run)
         declared = self.run >= self.delay * factor
         ar = self.area_rules
         if len(ar):
             at = c.area_term[ar]
             depth = np.abs(X[c.term_col[at]] - self.lim[at])
-            self.area[ar] = np.where(cond[ar], self.area[ar] + depth * dt, 0.0)
+            area = np.where(cond[ar], self.area[ar] + depth * dt, 0.0)
+            self.area[ar] = np.where(held[ar], self.area[ar], area)
             declared[ar] |= self.area[ar] >= self.area_threshold[ar] * factor[ar]
         on = self.continuous & cond & ~active & declared
         clearing = active & ~cond & clear_ok
-        self.crun = np.where(clearing, np.where(self.clear_prev, self.crun + dt, 0.0), 0.0)
+        crun = np.where(clearing, np.where(self.clear_prev, self.crun + dt, 0.0), 0.0)
+        self.crun = np.where(held, self.crun, crun)
         off = self.continuous & clearing & (self.crun >= self.clear_delay)
         esc = np.zeros_like(on)
 
@@ -253,8 +271,8 @@ class VectorDetector:
         off |= active & ~self.enabled & self.not_concurrent
         self.count = np.where(self.enabled, self.count, 0)
         self.active = (active | on) & ~off
-        self.cond_prev = cond
-        self.clear_prev = clearing
+        self.cond_prev = np.where(held, self.cond_prev, cond)
+        self.clear_prev = np.where(held, self.clear_prev, clearing)
 
         # multi-parameter escalation: counts the conditions declared above
         if len(conc):
@@ -262,6 +280,10 @@ class VectorDetector:
 
         self.k += 1
         return self._transitions(t, X, tc, on, off, esc)
+
+    def pending(self) -> B8:
+        """(R, B): the rule's condition is declared, or held last tick (pending or in a gap)."""
+        return self.active | self.cond_prev
 
     def _concurrent_step(self, on: B8, off: B8, saved: tuple[B8, B8, F64, F64]) -> None:
         c, dt = self.c, self.dt

@@ -32,8 +32,9 @@ compatibility entry point that validates and returns an error response instead):
 * ``session/symptom_clear`` {bed, symptom? | all: true, by?} — the staff reset of that rule
 
 Engine technical channels (besides the rule set): ``nibp_invalid``, ``bp_overdue``,
-``baseline_incomplete``, ``device_disconnected:<device>``, ``bp_with_symptom`` and the advisory
-``symptom_reported``, ``news2_total`` and ``news2_parameter``.
+``baseline_incomplete``, ``device_disconnected:<device>``, ``signal_dropouts``,
+``bp_with_symptom`` and the advisory ``symptom_reported``, ``news2_total``, ``news2_urgent`` and
+``news2_parameter``.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ from kapmonitor.alerts.commands import (
 )
 from kapmonitor.alerts.compiled import CompiledRules
 from kapmonitor.alerts.detector import TickInput, Transition, VectorDetector
-from kapmonitor.alerts.events import Event, SessionEvent
-from kapmonitor.alerts.lifecycle import AlertBook
+from kapmonitor.alerts.events import AlertEvent, Event, SessionEvent
+from kapmonitor.alerts.lifecycle import Alert, AlertBook
 from kapmonitor.alerts.news2 import News2Inputs, News2Score
 from kapmonitor.alerts.news2 import score as news2_score
 from kapmonitor.alerts.rules import (
@@ -91,6 +92,21 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.response.get("status") == "ok"
+
+
+def _fmt(x: float) -> str:
+    return f"{round(x, 1):g}"
+
+
+def _watch(rule: Any, column: str | None) -> tuple[str | None, float]:
+    """The signal an acknowledged alert of ``rule`` watches for worsening, and its direction
+    (+1: higher is worse), from the value term that matched (``column``)."""
+    if column is None:
+        return None, 0.0
+    for term in (*rule.when_any, *rule.when_all):
+        if term.signal == column and term.trend_window_s is None:
+            return column, 1.0 if term.op in (">", ">=") else -1.0
+    return None, 0.0
 
 
 def _symptom_text(symptoms: Mapping[str, Any]) -> str:
@@ -156,6 +172,7 @@ class AlarmEngine:
         self._advisory_due: set[str] = set()  # beds whose symptom advisory a restore owes
         self._news2: dict[str, tuple[float, News2Score]] = {}  # bed → (t, latest score)
         self._rules_by_id = {r.id: r for r in self.compiled.active_rules}
+        self._init_dropouts()
 
     # -- inputs -------------------------------------------------------------------------------
     def on_reading(self, reading: Reading) -> None:
@@ -213,11 +230,14 @@ class AlarmEngine:
             if ev:
                 out += ev
                 self._push_context(bed)
+        for bed in sorted(self.book.open):  # a phase (by time or by a dose) raised a priority
+            out += self._reprioritise(bed, t)
         out += self._take_nibp(t)
         value, age, off, poor = self.sampler.sample(t)
         inp = TickInput(t, value, age, off, poor, self._nibp_now)
         for tr in self.detector.step(inp):
             out += self._apply(tr, t)
+        out += self._dropout_step(t)
         asked = {e.bed for e in out if isinstance(e, SessionEvent) and e.event == "bp_due"}
         out += [e for e in self._confirm_requests(t) if e.bed not in asked]
         for bed in sorted(self.sessions):
@@ -226,8 +246,128 @@ class AlarmEngine:
         for bed in sorted(self._advisory_due):  # symptoms restored after a restart
             out += self._symptom_advisory(bed, t)
         self._advisory_due.clear()
-        out += self.book.tick(t)
+        out += self.book.ack_step(t, self._current_value, self._describe)
+        timed = self.book.tick(t)
+        out += timed
+        out += self._remeasure_after_escalation(t, timed)
         return out
+
+    # -- re-annunciation ------------------------------------------------------------------------
+    def _reprioritise(self, bed: str, t: float) -> list[Event]:
+        """A phase change that raises an open rule alert's priority re-annunciates it."""
+        out: list[Event] = []
+        phase = self.phase_of(bed)
+        for a in self.book.alerts(bed):
+            rule = self._rules_by_id.get(a.channel)
+            if rule is not None:
+                out += self.book.raise_priority(t, bed, a.channel, rule.priority_in(phase))
+        return out
+
+    def _current_value(self, a: Alert) -> float | None:
+        """The latest value of an alert's watched signal this tick (None: none new)."""
+        rule = self._rules_by_id.get(a.channel)
+        if rule is None or a.watch is None:
+            return None
+        b = self.bed_index[a.bed]
+        if a.watch in NIBP_SIGNALS:
+            v = float(self._nibp_now[NIBP_SIGNALS.index(a.watch), b])
+        elif a.watch in self.compiled.col:
+            v = float(self.detector.X[self.compiled.col[a.watch], b])
+        else:
+            return None
+        return None if math.isnan(v) else v
+
+    def _describe(self, a: Alert) -> str | None:
+        """A rule alert's text for its current value (an acknowledged alarm sounding again)."""
+        ri = self.compiled.rule_ids.index(a.channel) if a.channel in self._rules_by_id else -1
+        if ri < 0 or a.watch is None:
+            return None
+        rule = self._rules_by_id[a.channel]
+        b = self.bed_index[a.bed]
+        return self._text(rule.title, a.watch, a.metric, a.current, b, a.bed, ri)
+
+    def _remeasure_after_escalation(self, t: float, events: Sequence[AlertEvent]
+                                    ) -> list[Event]:
+        """An NIBP alarm that became high by time asks for a re-measurement, as a raised one."""
+        out: list[Event] = []
+        for e in events:
+            rule = self._rules_by_id.get(e.rule)
+            if (
+                e.event == "escalated" and e.priority == "high"
+                and e.escalation_level == 0 and rule is not None and rule.episodic
+                and rule.kind == "physiological"
+            ):
+                out.append(self._remeasure(t, e.bed, rule.id))
+        return out
+
+    def _remeasure(self, t: float, bed: str, rule_id: str) -> SessionEvent:
+        return SessionEvent(t, bed, "bp_due", self.phase_of(bed), {
+            "item": "re_measure", "rule": rule_id, "due_at": t,
+        })
+
+    # -- dropouts -----------------------------------------------------------------------------
+    def _init_dropouts(self) -> None:
+        cfg = self.rules.gaps
+        c = self.compiled
+        self._drop_params = list(cfg.dropout_parameters)
+        self._drop_cols = np.array([c.col[p] for p in self._drop_params], dtype=np.int64)
+        self._drop_age_cols = np.array([c.col[f"{p}_age"] for p in self._drop_params],
+                                       dtype=np.int64)
+        self._drop_w = max(1, round(cfg.dropout_window_s / self.dt))
+        shape = (len(self._drop_params), self._drop_w, len(self.beds))
+        self._drop_ring = np.zeros(shape, dtype=bool)
+        self._drop_count = np.zeros((len(self._drop_params), len(self.beds)), dtype=np.int64)
+        self._drop_k = 0
+        physio = c.continuous & (c.kind == 0)
+        pidx = {p: i for i, p in enumerate(c.parameters)}
+        self._drop_rules = [
+            np.flatnonzero(physio & (c.rule_param == pidx[p])) for p in self._drop_params
+        ]
+
+    def _dropout_step(self, t: float) -> list[Event]:
+        """``signal_dropouts``: more than ``dropout_share`` of the last ``dropout_window_s``
+        without a value of a parameter whose physiological condition is active or pending;
+        clears when the share is back at or below it."""
+        cfg = self.rules.gaps
+        X = self.detector.X
+        missing = np.isnan(X[self._drop_cols]) & ~np.isnan(X[self._drop_age_cols])
+        slot = self._drop_k % self._drop_w
+        self._drop_count += missing.astype(np.int64) - self._drop_ring[:, slot]
+        self._drop_ring[:, slot] = missing
+        self._drop_k += 1
+        share = self._drop_count / self._drop_w
+        over = share > cfg.dropout_share
+        pending = self.detector.pending()
+        watched = np.zeros_like(over)
+        for i, rules in enumerate(self._drop_rules):
+            if len(rules):
+                watched[i] = pending[rules].any(axis=0)
+        out: list[Event] = []
+        candidates = set(np.flatnonzero(over.any(axis=0)).tolist())
+        candidates |= {self.bed_index[bed] for bed, chans in self.book.open.items()
+                       if "signal_dropouts" in chans}
+        for b in sorted(candidates):
+            bed = self.beds[b]
+            names = [p for i, p in enumerate(self._drop_params) if over[i, b]]
+            if (self.book.get(bed, "signal_dropouts") is None
+                    and not (over[:, b] & watched[:, b]).any()):
+                continue
+            if not names:
+                out += self.book.condition_off(t, bed, "signal_dropouts")
+                continue
+            worst = float(share[:, b].max())
+            parts = ", ".join(f"{p} {100 * share[self._drop_params.index(p), b]:.0f} %"
+                              for p in names)
+            out += self.book.condition_on(
+                t, bed, "signal_dropouts", rule="signal_dropouts", kind="technical",
+                priority=cfg.dropout_priority, metric=self._metric_name(names[0], b, t),
+                value=round(100 * worst, 1),
+                text=f"Frequent dropouts during an alarm condition: {parts} of the last "
+                     f"{cfg.dropout_window_s:g} s without a value",
+                latch=False,
+            )
+        return out
+
 
     # -- NIBP ---------------------------------------------------------------------------------
     def _take_nibp(self, t: float) -> list[Event]:
@@ -349,21 +489,24 @@ class AlarmEngine:
             value = None
         if tr.event == "off":
             return list(self.book.condition_off(t, bed, rule.id, value))
-        text = self._text(rule.title, column, metric, value, tr.bed, bed)
-        if tr.event == "escalate":
-            return list(self.book.escalate(t, bed, rule.id, text + " (repeat reading)"))
+        text = self._text(rule.title, column, metric, value, tr.bed, bed, tr.rule)
         phase = self.phase_of(bed)
-        out: list[Event] = list(self.book.condition_on(
+        remeasure = rule.episodic and rule.kind == "physiological"
+        if tr.event == "escalate":
+            out: list[Event] = list(self.book.escalate(
+                t, bed, rule.id, text + " (repeat reading)", value=value,
+            ))
+            if remeasure and out:
+                out.append(self._remeasure(t, bed, rule.id))
+            return out
+        watch, sign = _watch(rule, column)
+        out = list(self.book.condition_on(
             t, bed, rule.id, rule=rule.id, kind=rule.kind, priority=rule.priority_in(phase),
-            metric=metric, value=value, text=text, latch=rule.latch,
+            metric=metric, value=value, text=text, latch=rule.latch, watch=watch,
+            worse_sign=sign,
         ))
-        param = PARAMETER_OF.get(base_signal(rule.primary_signal or ""), "")
-        if rule.kind == "physiological" and param == "spo2":
-            self._last_spo2_alert[bed] = t
-        if rule.episodic and rule.kind == "physiological" and rule.priority_in(phase) == "high":
-            out.append(SessionEvent(t, bed, "bp_due", phase, {
-                "item": "re_measure", "rule": rule.id, "due_at": t,
-            }))
+        if remeasure and rule.priority_in(phase) == "high":
+            out.append(self._remeasure(t, bed, rule.id))
         return out
 
     def _metric_name(self, column: str | None, b: int, t: float) -> str | None:
@@ -375,8 +518,31 @@ class AlarmEngine:
             return "pulse_rate" if math.isnan(ecg) else "heart_rate"
         return base
 
+    def _title(self, ri: int, b: int) -> str:
+        """The rule's title with each `{signal}` replaced by the limit in force on this bed."""
+        c = self.compiled
+        rule = c.active_rules[ri]
+        title = rule.title
+        terms = [*rule.when_any, *rule.when_all]
+        index = [*c.any_terms[ri], *c.all_terms[ri]]
+        for text, term in rule.title_terms():
+            ti = index[terms.index(term)]
+            lim = float(self.detector.lim[ti, b])
+            if term.reference == "baseline_delta":
+                lim -= float(self.detector.baseline[c.term_baseline_col[ti], b])
+            elif term.reference == "baseline_ratio" and lim == lim:
+                # a ratio is shown as the ratio while untightened, else as the limit in mmHg
+                base = float(self.detector.baseline[c.term_baseline_col[ti], b])
+                if lim == base * term.value:
+                    lim = term.value
+            shown = _fmt(lim) if lim == lim else _fmt(term.value)
+            title = title.replace(text, shown)
+        return title
+
     def _text(self, title: str, column: str | None, metric: str | None, value: float | None,
-              b: int, bed: str) -> str:
+              b: int, bed: str, ri: int | None = None) -> str:
+        if ri is not None:
+            title = self._title(ri, b)
         if column is None:
             names = [a.rule for a in self.book.alerts(bed)
                      if a.priority == "medium" and a.kind == "physiological"]
@@ -423,12 +589,13 @@ class AlarmEngine:
         out: list[Event] = []
         if s.phase == "pre_dose":
             s.add_sample(t, X[col["spo2"], b], X[col["hr"], b], X[col["resp_rate"], b])
-        bp_open = any(
-            a.kind == "physiological" and a.rule in self._rules_by_id
+        bp_rules = {
+            a.rule for a in self.book.alerts(bed)
+            if a.kind == "physiological" and a.rule in self._rules_by_id
             and self._rules_by_id[a.rule].episodic
-            for a in self.book.alerts(bed)
-        )
-        events, overdue = s.schedule_step(t, self.rules, bp_open)
+        }
+        urgent = bool(bp_rules & set(self.rules.bp_schedule.after_alarm_rules))
+        events, overdue = s.schedule_step(t, self.rules, bool(bp_rules), urgent=urgent)
         out += events
         if overdue:
             cfg = self.rules.bp_schedule
@@ -442,12 +609,23 @@ class AlarmEngine:
             out += self.book.condition_off(t, bed, "bp_overdue")
         out += self._news2_step(bed, t)
         open_alarms = [a.alert_id for a in self.book.alerts(bed) if a.kind != "advisory"]
+        if any(self._alert_parameter(a.rule) == "spo2" and a.kind == "physiological"
+               for a in self.book.alerts(bed)):
+            self._last_spo2_alert[bed] = t  # quiet time counts from the alert's end
+        symptoms = sorted(self._symptoms.get(bed, {}))
         out += s.discharge_step(
             t, self.rules, spo2=float(X[col["spo2"], b]), hr=float(X[col["hr"], b]),
             spo2_age=float(X[col["spo2_age"], b]), hr_age=float(X[col["hr_age"], b]),
             open_alarms=open_alarms, last_spo2_alert=self._last_spo2_alert.get(bed),
+            symptoms=symptoms,
         )
         return out
+
+    def _alert_parameter(self, rule_id: str) -> str | None:
+        rule = self._rules_by_id.get(rule_id)
+        if rule is None or rule.primary_signal is None:
+            return None
+        return PARAMETER_OF.get(base_signal(rule.primary_signal))
 
     def _news2_step(self, bed: str, t: float) -> list[Event]:
         """NEWS2 channels: score NEWS2 every ``every_s``; alerts only in the configured phases."""
@@ -456,6 +634,7 @@ class AlarmEngine:
         if not cfg.enabled or s.phase == "ended":
             self._news2.pop(bed, None)
             return [*self.book.close_channel(t, bed, "news2_total"),
+                    *self.book.close_channel(t, bed, "news2_urgent"),
                     *self.book.close_channel(t, bed, "news2_parameter")]
         last = self._news2.get(bed)
         if last is not None and t - last[0] < cfg.every_s - 1e-9:
@@ -482,6 +661,14 @@ class AlarmEngine:
             )
         else:
             out += self.book.condition_off(t, bed, "news2_total", float(result.total))
+        if on and cfg.urgent_at_or_above <= result.total < cfg.total_at_or_above:
+            out += self.book.condition_on(
+                t, bed, "news2_urgent", rule="news2_urgent", kind=cfg.urgent_kind,
+                priority=cfg.urgent_priority, metric=None, value=float(result.total),
+                text=f"NEWS2 {result.total}: urgent response threshold{missing}", latch=False,
+            )
+        else:
+            out += self.book.condition_off(t, bed, "news2_urgent", float(result.total))
         threes = [k for k, v in result.parts.items() if v == 3]
         if on and threes:
             out += self.book.condition_on(

@@ -6,8 +6,10 @@
   "metric", "value", "text", ...}`` with ``event`` one of ``raised``, ``escalated``,
   ``acknowledged``, ``latched`` (condition over, alert kept until acknowledged),
   ``reactivated`` (a latched alert's condition returned), ``cleared``, ``audio_paused``,
-  ``audio_pause_expired``. Extra fields: ``state`` (active|latched|cleared), ``acknowledged``,
-  ``audio_paused_until``, ``escalation_level``, ``phase``, ``onset_t``, ``by``.
+  ``audio_pause_expired``, ``resounded`` (an acknowledged high physiological alarm sounds again:
+  ``reason`` ``ack_expired`` or ``worsened``). Extra fields: ``state`` (active|latched|cleared),
+  ``acknowledged``, ``audio_paused_until``, ``escalation_level``, ``phase``, ``onset_t``,
+  ``by``, ``reason``.
 * session: ``{"t", "bed", "type": "session", "event", "phase", ...}`` with ``event`` one of
   ``started``, ``dose``, ``baseline``, ``phase``, ``bp_due``, ``discharge_ready``,
   ``discharge_not_ready``, ``ended``.
@@ -43,6 +45,7 @@ class AlertEvent:
     onset_t: float
     audio_paused_until: float | None = None
     by: str | None = None
+    reason: str | None = None
 
     type = "alert"
 
@@ -66,6 +69,7 @@ class AlertEvent:
             "phase": self.phase,
             "onset_t": self.onset_t,
             "by": self.by,
+            "reason": self.reason,
         }
 
 

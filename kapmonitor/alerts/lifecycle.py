@@ -12,6 +12,13 @@
   unacknowledged high steps up ``escalation_level`` every ``escalate_high_after_s`` (to call a
   second responder) up to ``max_escalation_level``. Paused alerts escalate only when the pause
   ends. Advisory and low/info alerts do not escalate by time.
+* Any priority increase (``raise_priority``: a third confirming NIBP reading, a phase with a
+  higher priority) re-annunciates: the alert becomes unacknowledged, unpaused and sounds again,
+  and its event carries the current value.
+* Acknowledgement of a high physiological alarm is time-limited (``ack_step``): while the
+  condition persists it sounds again ``ack_resound_after_s`` after the acknowledgement, and at
+  once when its signal moved ``ack_worsen_step`` further beyond the limit than at the
+  acknowledgement (event ``resounded`` with ``reason`` ``ack_expired`` / ``worsened``).
 """
 
 from __future__ import annotations
@@ -43,6 +50,11 @@ class Alert:
     audio_paused_until: float | None = None
     escalation_level: int = 0
     escalate_at: float | None = None
+    watch: str | None = None  # signal whose worsening re-sounds an acknowledged alert
+    worse_sign: float = 0.0  # +1: higher is worse, -1: lower is worse, 0: not watched
+    current: float | None = None  # latest value of ``watch``
+    acked_at: float | None = None
+    acked_value: float | None = None
 
     @property
     def state(self) -> str:
@@ -76,13 +88,13 @@ class AlertBook:
 
     # -- helpers ------------------------------------------------------------------------------
     def _event(self, t: float, a: Alert, event: str, *, state: str | None = None,
-               by: str | None = None) -> AlertEvent:
+               by: str | None = None, reason: str | None = None) -> AlertEvent:
         return AlertEvent(
             t=t, bed=a.bed, event=event, alert_id=a.alert_id, rule=a.rule, priority=a.priority,
             kind=a.kind, metric=a.metric, value=a.value, text=a.text,
             state=state or a.state, acknowledged=a.acknowledged,
             escalation_level=a.escalation_level, phase=self.phase_of(a.bed),
-            onset_t=a.onset_t, audio_paused_until=a.audio_paused_until, by=by,
+            onset_t=a.onset_t, audio_paused_until=a.audio_paused_until, by=by, reason=reason,
         )
 
     def _schedule_escalation(self, a: Alert, t: float) -> None:
@@ -119,9 +131,13 @@ class AlertBook:
     def condition_on(
         self, t: float, bed: str, channel: str, *, rule: str, kind: str, priority: str,
         metric: str | None, value: float | None, text: str, latch: bool,
+        watch: str | None = None, worse_sign: float = 0.0,
     ) -> list[AlertEvent]:
         a = self.get(bed, channel)
         if a is not None:
+            if PRIORITIES.index(priority) > PRIORITIES.index(a.priority):
+                a.condition = True  # the condition holds (again), at a higher priority
+                return self.raise_priority(t, bed, channel, priority, value=value, text=text)
             if a.condition:
                 return []
             a.condition = True
@@ -132,6 +148,7 @@ class AlertBook:
         a = Alert(
             alert_id=f"{self.id_prefix}{bed}-{n}", bed=bed, channel=channel, rule=rule, kind=kind,
             priority=priority, metric=metric, value=value, text=text, onset_t=t, latch=latch,
+            watch=watch, worse_sign=worse_sign, current=value,
         )
         self.open.setdefault(bed, {})[channel] = a
         self._schedule_escalation(a, t)
@@ -151,17 +168,74 @@ class AlertBook:
         self._close(a)
         return [self._event(t, a, "cleared", state="cleared")]
 
-    def escalate(self, t: float, bed: str, channel: str, text: str | None = None
-                 ) -> list[AlertEvent]:
+    def escalate(self, t: float, bed: str, channel: str, text: str | None = None,
+                 value: float | None = None) -> list[AlertEvent]:
         """Escalate to high now (e.g. a third confirming NIBP reading)."""
+        return self.raise_priority(t, bed, channel, "high", value=value, text=text)
+
+    def raise_priority(self, t: float, bed: str, channel: str, priority: str, *,
+                       value: float | None = None, text: str | None = None) -> list[AlertEvent]:
+        """A priority increase re-annunciates: unacknowledged, unpaused, sounding again, with
+        the current value. Nothing happens unless ``priority`` is higher than the alert's."""
         a = self.get(bed, channel)
-        if a is None or a.priority == "high":
+        if a is None or PRIORITIES.index(priority) <= PRIORITIES.index(a.priority):
             return []
-        a.priority = "high"
+        a.priority = priority
+        if value is not None:
+            a.value = a.current = value
         if text:
             a.text = text
+        self._unacknowledge(a)
         self._schedule_escalation(a, t)
         return [self._event(t, a, "escalated")]
+
+    def _unacknowledge(self, a: Alert) -> None:
+        a.acknowledged = False
+        a.acked_by = None
+        a.acked_at = None
+        a.acked_value = None
+        a.audio_paused_until = None
+
+    def ack_step(self, t: float, current: Callable[[Alert], float | None],
+                 describe: Callable[[Alert], str | None] | None = None) -> list[AlertEvent]:
+        """Time-limited acknowledgement of high physiological alarms (see the module doc).
+
+        ``current(alert)`` is the latest value of the alert's ``watch`` signal (None: no new
+        value this tick); it is recorded for every open high physiological alert so that an
+        acknowledgement knows the value it was given at. ``describe(alert)`` gives the text
+        for the current value when the alert sounds again (None: keep the text)."""
+        cfg = self.cfg
+        out: list[AlertEvent] = []
+        for bed in sorted(self.open):
+            for a in self.alerts(bed):
+                if a.priority != "high" or a.kind != "physiological" or not a.condition:
+                    continue
+                value = current(a) if a.watch is not None else None
+                if value is not None:
+                    a.current = value
+                if not a.acknowledged or a.acked_at is None:
+                    continue
+                reason = None
+                step = cfg.ack_worsen_step.get(a.watch or "")
+                if (
+                    value is not None and step is not None and a.worse_sign
+                    and a.acked_value is not None
+                    and (value - a.acked_value) * a.worse_sign >= step
+                ):
+                    reason = "worsened"
+                elif 0 < cfg.ack_resound_after_s <= t - a.acked_at:
+                    reason = "ack_expired"
+                if reason is None:
+                    continue
+                if a.current is not None:
+                    a.value = a.current
+                text = describe(a) if describe is not None and value is not None else None
+                if text:
+                    a.text = text
+                self._unacknowledge(a)
+                self._schedule_escalation(a, t)
+                out.append(self._event(t, a, "resounded", reason=reason))
+        return out
 
     # -- operator actions ---------------------------------------------------------------------
     def acknowledge(self, t: float, bed: str, ref: str | None, by: str | None = None
@@ -174,6 +248,8 @@ class AlertBook:
                 continue
             a.acknowledged = True
             a.acked_by = by
+            a.acked_at = t
+            a.acked_value = a.current if a.current is not None else a.value
             a.audio_paused_until = None
             a.escalate_at = None
             out.append(self._event(t, a, "acknowledged", by=by))

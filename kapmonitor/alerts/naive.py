@@ -60,6 +60,7 @@ class _Bed:
         self.crun = [0.0] * r
         self.area = [0.0] * r
         self.count = [0] * r
+        self.gap = [0] * r
         self.last_qual_t = [NAN] * r
         self.prev_value = [NAN] * self.n_values
         self.last_spike_t = [-math.inf] * self.n_values
@@ -143,16 +144,7 @@ class NaiveDetector:
     def _bed_step(self, bi: int, bed: _Bed, t: float, row: Row) -> list[Transition]:
         c = self.c
         x = self._signals(bed, row)
-        # artefact suspicion per value column
-        nv = M + 1
-        for col, jump in c.spike_jump.items():
-            if abs(x[col] - bed.prev_value[col]) >= jump:
-                bed.last_spike_t[col] = t
-        bed.prev_value = x[:nv]
-        art = [
-            x[nv + 3 * i + 2] > 0 or (t - bed.last_spike_t[i]) <= c.artefact_hold
-            for i in range(nv)
-        ]
+        art = self._artefact(bed, x, t)
         limits = [self._limit(bed, ti) for ti in range(c.n_terms)]
         tc = []
         for ti in range(c.n_terms):
@@ -163,65 +155,10 @@ class NaiveDetector:
         new_nibp = not _isnan(row[4][0]) or not _isnan(row[4][1])
         events: dict[int, str] = {}
         for r in range(c.n_rules):
-            if c.concurrent[r]:
-                continue
-            enabled = bool(c.enabled_by_phase[r, bed.phase])
-            any_ok = any(tc[i] for i in c.any_terms[r]) or not c.any_terms[r]
-            all_ok = all(tc[i] for i in c.all_terms[r])
-            cond = any_ok and all_ok and enabled
-            clear_ok = all(tc[i] for i in c.clear_all_terms[r]) and (
-                any(tc[i] for i in c.clear_any_terms[r]) or not c.clear_any_terms[r]
-            )
-            active = bed.active[r]
-            event = None
-            # continuous persistence (computed for every rule, as the vectorized code does)
-            factor = 1.0
-            ac = int(c.art_col[r])
-            if c.gated[r] and ac >= 0 and art[ac]:
-                factor = c.delay_factor
-            bed.run[r] = (bed.run[r] + self.dt if bed.cond_prev[r] else 0.0) if cond else 0.0
-            at = int(c.area_term[r])
-            if at >= 0:
-                depth = abs(x[int(c.term_col[at])] - limits[at])
-                bed.area[r] = bed.area[r] + depth * self.dt if cond else 0.0
-            else:
-                bed.area[r] = 0.0
-            clearing = active and not cond and clear_ok
-            bed.crun[r] = (bed.crun[r] + self.dt if bed.clear_prev[r] else 0.0) if clearing else 0.0
-            if c.continuous[r]:
-                declared = (
-                    bed.run[r] >= c.delay[r] * factor
-                    or bed.area[r] >= c.area_threshold[r] * factor
-                )
-                if cond and not active and declared:
-                    event = "on"
-                elif clearing and bed.crun[r] >= c.clear_delay[r]:
-                    event = "off"
-            elif new_nibp:  # NIBP rule with a new measurement
-                if cond:
-                    within = (t - bed.last_qual_t[r]) <= c.confirm_window[r]
-                    bed.count[r] = bed.count[r] + 1 if (within and bed.count[r] > 0) else 1
-                    bed.last_qual_t[r] = t
-                    if not active and bed.count[r] >= c.confirm_count[r]:
-                        event = "on"
-                    elif active and bed.count[r] == c.escalate_at[r]:
-                        event = "escalate"
-                else:
-                    bed.count[r] = 0
-                    if active and clear_ok:
-                        event = "off"
-            if active and not enabled:
-                event = "off"
-            if not enabled:
-                bed.count[r] = 0
-            if event == "on":
-                bed.active[r] = True
-            elif event == "off":
-                bed.active[r] = False
-            bed.cond_prev[r] = cond
-            bed.clear_prev[r] = clearing
-            if event:
-                events[r] = event
+            if not c.concurrent[r]:
+                event = self._rule_step(bed, r, t, x, tc, limits, art, new_nibp)
+                if event:
+                    events[r] = event
         for r in range(c.n_rules):
             if c.concurrent[r]:
                 ev = self._concurrent(bed, r)
@@ -239,6 +176,101 @@ class NaiveDetector:
             val = None if colx < 0 or _isnan(x[colx]) else x[colx]
             out.append(Transition(t, bi, r, ev, val, colx))
         return out
+
+    def _artefact(self, bed: _Bed, x: list[float], t: float) -> list[bool]:
+        """Artefact suspicion per value column: poor signal, or a spike not long ago."""
+        c = self.c
+        nv = M + 1
+        for col, jump in c.spike_jump.items():
+            if abs(x[col] - bed.prev_value[col]) >= jump:
+                bed.last_spike_t[col] = t
+        bed.prev_value = [p if _isnan(v) else v for v, p in zip(x[:nv], bed.prev_value,
+                                                                strict=True)]
+        return [
+            x[nv + 3 * i + 2] > 0 or (t - bed.last_spike_t[i]) <= c.artefact_hold
+            for i in range(nv)
+        ]
+
+    def _rule_step(
+        self, bed: _Bed, r: int, t: float, x: list[float], tc: list[bool],
+        limits: list[float], art: list[bool], new_nibp: bool,
+    ) -> str | None:
+        """One (non-concurrent) rule on one bed for one tick: its transition, if any."""
+        c = self.c
+        enabled = bool(c.enabled_by_phase[r, bed.phase])
+        cond = enabled and _matches(tc, c.any_terms[r], c.all_terms[r])
+        clear_ok = _matches(tc, c.clear_any_terms[r], c.clear_all_terms[r])
+        active = bed.active[r]
+        # a short gap in the rule's signal that decides nothing holds the state
+        gc = int(c.gap_col[r])
+        miss = gc >= 0 and _isnan(x[gc])
+        bed.gap[r] = bed.gap[r] + 1 if miss else 0
+        held = miss and bed.gap[r] <= c.gap_ticks[r] and not cond and not clear_ok and enabled
+        clearing = active and not cond and clear_ok
+        if not held:  # persistence is computed for every rule, as the vectorized code does
+            self._persist(bed, r, x, limits, cond, clearing)
+        event = None
+        if c.continuous[r]:
+            event = self._continuous_event(bed, r, art, cond, active, clearing)
+        elif new_nibp:  # NIBP rule with a new measurement
+            event = self._nibp_event(bed, r, t, cond, active, clear_ok)
+        if not enabled:
+            bed.count[r] = 0
+            if active:
+                event = "off"
+        if event == "on":
+            bed.active[r] = True
+        elif event == "off":
+            bed.active[r] = False
+        if not held:
+            bed.cond_prev[r] = cond
+            bed.clear_prev[r] = clearing
+        return event
+
+    def _persist(self, bed: _Bed, r: int, x: list[float], limits: list[float], cond: bool,
+                 clearing: bool) -> None:
+        """Advance (or reset) the condition's run time and depth × duration area, and the
+        clear run time."""
+        c = self.c
+        bed.run[r] = (bed.run[r] + self.dt if bed.cond_prev[r] else 0.0) if cond else 0.0
+        at = int(c.area_term[r])
+        if at < 0:
+            bed.area[r] = 0.0
+        else:
+            depth = abs(x[int(c.term_col[at])] - limits[at])
+            bed.area[r] = bed.area[r] + depth * self.dt if cond else 0.0
+        bed.crun[r] = (bed.crun[r] + self.dt if bed.clear_prev[r] else 0.0) if clearing else 0.0
+
+    def _continuous_event(self, bed: _Bed, r: int, art: list[bool], cond: bool, active: bool,
+                          clearing: bool) -> str | None:
+        c = self.c
+        factor = 1.0
+        ac = int(c.art_col[r])
+        if c.gated[r] and ac >= 0 and art[ac]:
+            factor = c.delay_factor
+        declared = (
+            bed.run[r] >= c.delay[r] * factor or bed.area[r] >= c.area_threshold[r] * factor
+        )
+        if cond and not active and declared:
+            return "on"
+        if clearing and bed.crun[r] >= c.clear_delay[r]:
+            return "off"
+        return None
+
+    def _nibp_event(self, bed: _Bed, r: int, t: float, cond: bool, active: bool,
+                    clear_ok: bool) -> str | None:
+        c = self.c
+        if not cond:
+            bed.count[r] = 0
+            return "off" if active and clear_ok else None
+        within = (t - bed.last_qual_t[r]) <= c.confirm_window[r]
+        bed.count[r] = bed.count[r] + 1 if (within and bed.count[r] > 0) else 1
+        bed.last_qual_t[r] = t
+        if not active and bed.count[r] >= c.confirm_count[r]:
+            return "on"
+        if active and bed.count[r] == c.escalate_at[r]:
+            return "escalate"
+        return None
 
     def _concurrent(self, bed: _Bed, r: int) -> str | None:
         c = self.c
@@ -271,3 +303,8 @@ class NaiveDetector:
             bed.active[r] = False
             return "off"
         return None
+
+
+def _matches(tc: list[bool], any_terms: list[int], all_terms: list[int]) -> bool:
+    """Any of ``any_terms`` (or none given) and all of ``all_terms`` hold."""
+    return (not any_terms or any(tc[i] for i in any_terms)) and all(tc[i] for i in all_terms)

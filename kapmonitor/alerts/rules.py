@@ -22,6 +22,7 @@ A term may compare the value itself, the value relative to the bed's pre-dose ba
 
 from __future__ import annotations
 
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -79,6 +80,14 @@ def base_signal(signal: str) -> str:
         if signal.endswith(suffix):
             return signal[: -len(suffix)]
     return signal
+
+
+_PLACEHOLDER = re.compile(r"\{([a-z][a-z0-9_]*)(?:\.([1-9]))?\}")
+
+
+def title_placeholders(title: str) -> list[tuple[str, int]]:
+    """`{spo2}` → ("spo2", 1); `{resp_rate.2}` → ("resp_rate", 2)."""
+    return [(m.group(1), int(m.group(2) or 1)) for m in _PLACEHOLDER.finditer(title)]
 
 
 def _medium_in_peak() -> dict[Phase, Priority]:
@@ -159,7 +168,14 @@ class Rule(_Model):
     """
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="Stable rule id.")
-    title: str = Field(description="Short human text, used in the alert `text`.")
+    title: str = Field(
+        description=(
+            "Short human text, used in the alert `text`. `{signal}` (e.g. `{spo2}`) stands for "
+            "the limit in force of the rule's first `when_any`/`when_all` value term on that "
+            "signal (`{signal.2}`: the second), after phase and risk-flag tightening; for a "
+            "`baseline_delta` term the offset in force."
+        )
+    )
     kind: Kind = Field(description="physiological, technical or advisory.")
     priority: Priority = Field(description="Priority when declared.")
     priority_by_phase: dict[Phase, Priority] = Field(
@@ -182,6 +198,16 @@ class Rule(_Model):
             "Depth × duration: declare as soon as the area beyond the first `when_any` limit "
             "(units × s, accumulated while the condition holds) reaches this, even before "
             "`delay_s`."
+        ),
+    )
+    gap_ticks: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Continuous rules: a run of at most this many consecutive ticks without a value of "
+            "the rule's signal holds the persistence timer and the depth × duration area "
+            "(neither advance nor reset); a longer gap resets them. Default: `[gaps] "
+            "hold_ticks`."
         ),
     )
     artefact_gated: bool = Field(
@@ -230,7 +256,26 @@ class Rule(_Model):
             raise ValueError("confirm_count/escalate_at_count apply to NIBP rules only")
         if self.escalate_at_count is not None and self.escalate_at_count <= self.confirm_count:
             raise ValueError("escalate_at_count must exceed confirm_count")
+        if self.gap_ticks is not None and self.episodic:
+            raise ValueError("gap_ticks applies to continuous rules only")
+        for signal, nth in title_placeholders(self.title):
+            terms = [t for t in (*self.when_any, *self.when_all)
+                     if t.signal == signal and t.trend_window_s is None]
+            if len(terms) < nth:
+                raise ValueError(
+                    f"title placeholder {{{signal}{'' if nth == 1 else f'.{nth}'}}}: the rule has "
+                    f"{len(terms)} value term(s) on {signal!r}"
+                )
         return self
+
+    def title_terms(self) -> list[tuple[str, Term]]:
+        """(placeholder text, term) for each `{signal}` / `{signal.N}` in the title."""
+        out = []
+        for signal, nth in title_placeholders(self.title):
+            terms = [t for t in (*self.when_any, *self.when_all)
+                     if t.signal == signal and t.trend_window_s is None]
+            out.append((f"{{{signal}}}" if nth == 1 else f"{{{signal}.{nth}}}", terms[nth - 1]))
+        return out
 
     @property
     def episodic(self) -> bool:
@@ -274,6 +319,14 @@ class Artefact(_Model):
         },
         description="Values outside are treated as artefact: no value, signal marked poor.",
     )
+    zero_is_off: list[str] = Field(
+        default=["spo2", "pulse_rate"],
+        description=(
+            "Metrics whose value 0 streamed as a number means the sensor is off (some oximeters "
+            "send SpO2 0 % / pulse 0 /min when the finger is out): treated exactly like a "
+            "reading without value (sensor off), not as poor signal."
+        ),
+    )
 
 
 class NibpCheck(_Model):
@@ -301,6 +354,22 @@ class Lifecycle(_Model):
         default=60.0, gt=0, description="Unacknowledged high → next escalation level after this."
     )
     max_escalation_level: int = Field(default=2, ge=0, description="Escalation levels for high.")
+    ack_resound_after_s: float = Field(
+        default=300.0,
+        ge=0,
+        description=(
+            "An acknowledged high physiological alarm whose condition persists sounds again "
+            "(unacknowledged) this long after the acknowledgement; 0 disables."
+        ),
+    )
+    ack_worsen_step: dict[str, float] = Field(
+        default_factory=lambda: {"spo2": 4.0, "hr": 20.0, "nibp_sys": 20.0},
+        description=(
+            "An acknowledged high physiological alarm sounds again at once when its signal "
+            "(`spo2`, `hr`, `resp_rate`, `nibp_sys`, `nibp_dia`, …) moves this far further "
+            "beyond its limit from the value at acknowledgement."
+        ),
+    )
 
 
 class Profile(_Model):
@@ -343,6 +412,16 @@ class BpSchedule(_Model):
     while_active_overdue_s: float = Field(
         default=1200.0, gt=0, description="…and overdue (technical alarm) after this gap."
     )
+    after_alarm_rules: list[str] = Field(
+        default=["bp_crisis", "bp_severe"],
+        description="While one of these alerts is open, the shorter cadence below applies.",
+    )
+    after_alarm_every_s: float = Field(
+        default=300.0, gt=0, description="After a BP alarm of those rules: next reading due."
+    )
+    after_alarm_overdue_s: float = Field(
+        default=600.0, gt=0, description="…and overdue (technical alarm) after this gap."
+    )
     overdue_priority: Priority = Field(default="low", description="`bp_overdue` priority.")
     overdue_priority_by_phase: dict[Phase, Priority] = Field(
         default_factory=lambda: _medium_in_peak(),
@@ -355,7 +434,11 @@ class Discharge(_Model):
 
     spo2_above: float = Field(default=92.0, description="SpO2 must stay above this…")
     spo2_for_s: float = Field(default=300.0, ge=0, description="…for this long.")
-    spo2_alarm_quiet_s: float = Field(default=900.0, ge=0, description="No SpO2 alert this long.")
+    spo2_alarm_quiet_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="No SpO2 alert open at any moment this long (counted from the alert's end).",
+    )
     bp_within_fraction: float = Field(default=0.20, gt=0, description="SBP/DBP within ±x of BL.")
     bp_below: tuple[float, float] = Field(default=(160.0, 100.0), description="And below this.")
     bp_rise_tolerance: float = Field(
@@ -364,6 +447,39 @@ class Discharge(_Model):
     hr_within_fraction: float = Field(default=0.20, gt=0, description="HR within ±x of BL.")
     data_fresh_s: float = Field(default=60.0, gt=0, description="SpO2/HR data at most this old.")
     nibp_fresh_s: float = Field(default=1200.0, gt=0, description="Last NIBP at most this old.")
+    symptoms_block: bool = Field(
+        default=True, description="A staff-entered symptom not yet cleared blocks readiness."
+    )
+
+
+class Gaps(_Model):
+    """Missing samples: how long a gap holds an alarm-condition delay, and dropouts as a
+    technical problem."""
+
+    hold_ticks: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "Default for each continuous rule's `gap_ticks`: up to this many consecutive ticks "
+            "without a value hold the persistence timer and area; a longer gap resets them."
+        ),
+    )
+    dropout_window_s: float = Field(
+        default=60.0, gt=0, description="Window over which the missing share is measured."
+    )
+    dropout_share: float = Field(
+        default=0.10,
+        gt=0,
+        le=1,
+        description=(
+            "`signal_dropouts` is raised when more than this share of the window is missing "
+            "for a parameter with an active or pending physiological condition."
+        ),
+    )
+    dropout_parameters: list[Literal["spo2", "hr", "resp_rate"]] = Field(
+        default=["spo2", "hr", "resp_rate"], description="Parameters watched for dropouts."
+    )
+    dropout_priority: Priority = Field(default="low", description="`signal_dropouts` priority.")
 
 
 class Devices(_Model):
@@ -431,8 +547,9 @@ class News2Rule(_Model):
     the last NIBP systolic (at most ``nibp_fresh_s`` old). Consciousness and temperature are not
     measured by the devices, so the score is partial (a lower bound) and says which parameters
     are missing. The score is in the session state and a ``news2`` session event reports each
-    change. In ``phases``: a total at or above ``total_at_or_above`` raises ``news2_total``; a 3
-    in any single parameter raises ``news2_parameter``.
+    change. In ``phases``: a total at or above ``total_at_or_above`` raises ``news2_total``; a
+    total from ``urgent_at_or_above`` up to that raises ``news2_urgent`` (NEWS2 "urgent
+    response", 5–6); a 3 in any single parameter raises ``news2_parameter``.
     """
 
     enabled: bool = Field(default=True, description="Set false to stop computing NEWS2.")
@@ -444,6 +561,13 @@ class News2Rule(_Model):
     total_at_or_above: int = Field(default=7, ge=1, description="`news2_total` threshold.")
     total_priority: Priority = Field(default="high", description="`news2_total` priority.")
     total_kind: Kind = Field(default="physiological", description="`news2_total` kind.")
+    urgent_at_or_above: int = Field(
+        default=5,
+        ge=1,
+        description="`news2_urgent` (RCP urgent response) from this total up to the high one.",
+    )
+    urgent_priority: Priority = Field(default="medium", description="`news2_urgent` priority.")
+    urgent_kind: Kind = Field(default="physiological", description="`news2_urgent` kind.")
     single_priority: Priority = Field(default="medium", description="`news2_parameter` priority.")
     single_kind: Kind = Field(
         default="advisory",
@@ -474,6 +598,7 @@ class RuleSet(_Model):
     devices: Devices = Field(default_factory=Devices)
     symptoms: Symptoms = Field(default_factory=Symptoms)
     news2: News2Rule = Field(default_factory=News2Rule)
+    gaps: Gaps = Field(default_factory=Gaps)
     risk_flags: dict[str, RiskFlag] = Field(default_factory=dict, description="By flag name.")
     rules: list[Rule] = Field(description="The rules, evaluated in this order.")
 

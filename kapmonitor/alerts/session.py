@@ -12,11 +12,17 @@ frozen at the first dose; an incomplete baseline raises the technical alarm
 
 BP checklist: ``pre_dose`` (due at start), ``post_dose`` (due t0 + 40 − 5 min, overdue at
 t0 + 40 + 5 min), ``while_active`` (while a BP alert is open: due ``while_active_every_s``
-after the last reading, overdue after ``while_active_overdue_s``). A due item is announced once
+after the last reading, overdue after ``while_active_overdue_s``; while an alert of
+``after_alarm_rules`` — ``bp_crisis``, ``bp_severe`` — is open, ``after_alarm_every_s`` /
+``after_alarm_overdue_s`` instead). A due item is announced once
 (``bp_due``); an overdue one is a technical alarm until a valid NIBP arrives.
 
 Discharge readiness is advisory only: ``discharge_ready`` when every criterion holds,
-``discharge_not_ready`` if one lapses afterwards; nothing is ever discharged automatically.
+``discharge_not_ready`` (with ``unmet`` and a ``reasons`` text per criterion) if one lapses
+afterwards, or once when the minimum observation is over and a criterion is still unmet;
+nothing is ever discharged automatically. Look-back criteria count from the end of what they
+look back at: "no SpO2 alert in the last 15 min" means none was open at any moment of them.
+A staff-entered symptom that has not been cleared blocks readiness.
 
 The state round-trips through ``to_json``/``from_json`` (the daemon persists it); the
 continuous baseline samples are not persisted, a restart during pre-dose re-collects them.
@@ -34,6 +40,32 @@ from kapmonitor.alerts.events import SessionEvent
 from kapmonitor.alerts.rules import Phase, RuleSet
 
 CONTINUOUS_BASELINE = ("spo2", "hr", "resp_rate")
+
+
+def discharge_reason(criterion: str, rules: RuleSet, symptoms: list[str]) -> str:
+    """Why discharge readiness is not met, in words, for one unmet criterion."""
+    d = rules.discharge
+    texts = {
+        "min_observation": "the profile's minimum observation time is not over",
+        "spo2": f"SpO2 not above {d.spo2_above:g} % for {d.spo2_for_s / 60:g} min",
+        "spo2_alarm_recent": (
+            f"an SpO2 alert was open within the last {d.spo2_alarm_quiet_s / 60:g} min"
+        ),
+        "bp": (
+            f"last post-dose blood pressure not within ±{100 * d.bp_within_fraction:g} % of "
+            f"baseline, below {d.bp_below[0]:g}/{d.bp_below[1]:g} and non-rising"
+        ),
+        "bp_fresh": f"no blood pressure in the last {d.nibp_fresh_s / 60:g} min",
+        "hr": f"heart rate not within ±{100 * d.hr_within_fraction:g} % of baseline",
+        "data_fresh": f"SpO2/heart-rate data older than {d.data_fresh_s:g} s",
+        "open_alarms": "an alert is open",
+        "symptom": (
+            "staff-entered symptom not cleared: "
+            + ", ".join(x.replace("_", " ") for x in symptoms)
+            + " (session/symptom_clear)"
+        ),
+    }
+    return texts.get(criterion, criterion)
 
 
 @dataclass
@@ -79,6 +111,7 @@ class Session:
     phase: Phase = "pre_dose"
     discharge_ready: bool = False
     discharge_unmet: list[str] = field(default_factory=list)
+    discharge_announced: bool = False
     spo2_ok_since: float | None = None
     samples: deque[tuple[float, float, float, float]] = field(
         default_factory=lambda: deque(maxlen=7200)
@@ -171,21 +204,26 @@ class Session:
         overdue = t0 + 60.0 * (s.post_dose_at_min + s.post_dose_window_min)
         self.bp_items.append(BpItem("post_dose", due, overdue))
 
-    def schedule_step(self, now: float, rules: RuleSet, bp_alert_open: bool
-                      ) -> tuple[list[SessionEvent], list[str]]:
-        """Announce due items; return (events, names of overdue items)."""
+    def schedule_step(self, now: float, rules: RuleSet, bp_alert_open: bool, *,
+                      urgent: bool = False) -> tuple[list[SessionEvent], list[str]]:
+        """Announce due items; return (events, names of overdue items). ``urgent``: an alert
+        of ``after_alarm_rules`` is open, so the shorter cadence applies."""
         s = rules.bp_schedule
         if self.phase == "ended":
             return [], []
         active = next((i for i in self.bp_items if i.name == "while_active"), None)
         if bp_alert_open and self.doses:
+            every, overdue = (
+                (s.after_alarm_every_s, s.after_alarm_overdue_s) if urgent
+                else (s.while_active_every_s, s.while_active_overdue_s)
+            )
+            last = self.nibp[-1].t if self.nibp else now
             if active is None or active.done_at is not None:
-                last = self.nibp[-1].t if self.nibp else now
                 self.bp_items = [i for i in self.bp_items if i.name != "while_active"]
-                self.bp_items.append(
-                    BpItem("while_active", last + s.while_active_every_s,
-                           last + s.while_active_overdue_s)
-                )
+                self.bp_items.append(BpItem("while_active", last + every, last + overdue))
+            elif (active.due_at, active.overdue_at) != (last + every, last + overdue):
+                # the cadence changed while the reading is pending (a BP alarm raised or over)
+                active.due_at, active.overdue_at = last + every, last + overdue
         elif active is not None:
             self.bp_items.remove(active)
         events = []
@@ -207,23 +245,25 @@ class Session:
     def discharge_step(
         self, now: float, rules: RuleSet, *, spo2: float, hr: float, spo2_age: float,
         hr_age: float, open_alarms: list[str], last_spo2_alert: float | None,
+        symptoms: list[str] | None = None,
     ) -> list[SessionEvent]:
         d = rules.discharge
-        if self.phase != "recovery":
-            self.spo2_ok_since = None
-            return []
-        if not math.isnan(spo2) and spo2 > d.spo2_above:
+        # "SpO2 above the limit for 5 min" looks back across the phase change into recovery
+        if self.t0 is not None and not math.isnan(spo2) and spo2 > d.spo2_above:
             if self.spo2_ok_since is None:
                 self.spo2_ok_since = now
         else:
             self.spo2_ok_since = None
+        if self.phase != "recovery":
+            return []
         unmet: list[str] = []
         until = self.observation_until(rules)
         if until is None or now < until:
             unmet.append("min_observation")
         if self.spo2_ok_since is None or now - self.spo2_ok_since < d.spo2_for_s:
             unmet.append("spo2")
-        if last_spo2_alert is not None and now - last_spo2_alert < d.spo2_alarm_quiet_s:
+        # last_spo2_alert: the last tick an SpO2 alert was open (quiet counts from its end)
+        if last_spo2_alert is not None and now - last_spo2_alert <= d.spo2_alarm_quiet_s:
             unmet.append("spo2_alarm_recent")
         unmet += self._bp_unmet(now, rules)
         bl_hr = self.baseline.get("hr")
@@ -233,15 +273,20 @@ class Session:
             unmet.append("data_fresh")
         if open_alarms:
             unmet.append("open_alarms")
+        if symptoms and d.symptoms_block:
+            unmet.append("symptom")
         self.discharge_unmet = unmet
         ready = not unmet
-        if ready == self.discharge_ready:
+        due = until is not None and now >= until and not self.discharge_announced
+        if ready == self.discharge_ready and not (due and not ready):
             return []
         self.discharge_ready = ready
+        self.discharge_announced = True
         name = "discharge_ready" if ready else "discharge_not_ready"
         detail: dict[str, Any] = {"session_id": self.session_id, "advisory": True}
         if not ready:
             detail["unmet"] = unmet
+            detail["reasons"] = [discharge_reason(u, rules, symptoms or []) for u in unmet]
         return [SessionEvent(now, self.bed, name, self.phase, detail)]
 
     def _bp_unmet(self, now: float, rules: RuleSet) -> list[str]:
@@ -310,6 +355,7 @@ class Session:
             "phase": self.phase,
             "discharge_ready": self.discharge_ready,
             "discharge_unmet": list(self.discharge_unmet),
+            "discharge_announced": self.discharge_announced,
         }
 
     @classmethod

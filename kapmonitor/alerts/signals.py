@@ -3,7 +3,9 @@
 For every bed and continuous metric the sampler keeps the latest reading: value, host receive
 time, and whether it said "no value" (sensor off), carried an off flag or a poor-signal flag.
 At a tick ``t`` a reading stands for its metric while ``t - received <= hold_s[metric]``;
-values outside the plausibility range are turned into "no value, poor signal" on ingest.
+values outside the plausibility range are turned into "no value, poor signal" on ingest, and a
+value of exactly 0 of a metric in ``artefact.zero_is_off`` (SpO2 0 %, pulse 0 /min: some oximeters
+stream zeros when the finger is out) into "no value, sensor off".
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class SignalSampler:
         self.plausible = {k: (float(lo), float(hi)) for k, (lo, hi) in art.plausible.items()}
         self.poor_flags = frozenset(art.poor_flags)
         self.off_flags = frozenset(art.off_flags)
+        self.zero_is_off = frozenset(art.zero_is_off)
 
     def ingest(
         self, bed: int, metric: str, value: float | None, received: float, quality: Iterable[str]
@@ -40,6 +43,8 @@ class SignalSampler:
         flags = frozenset(quality)
         poor = bool(flags & self.poor_flags)
         none = value is None or math.isnan(value)
+        if not none and value == 0 and metric in self.zero_is_off:
+            value, none, poor = None, True, False  # a probe streaming zeros: sensor off
         if not none and metric in self.plausible:
             lo, hi = self.plausible[metric]
             if not lo <= float(value) <= hi:  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from kapmonitor.ble.config import BleDeviceConfig
 from kapmonitor.ble.link import GattLink
 from kapmonitor.ble.manager import BleManager, Sighting
 from kapmonitor.ble.matching import DeviceMatch
-from kapmonitor.drivers.base import Driver, DriverContext, DriverEvent, Status
+from kapmonitor.driver_api import Driver, DriverContext, DriverEvent, Status
 from kapmonitor.model import measurement
 
 
@@ -107,7 +107,7 @@ class BleDriver(Driver):
         """Battery Level as a ``battery`` measurement (the supervisor puts it in the status)."""
         try:
             level = await link.read_battery()
-        except Exception as exc:  # a missing battery reading is not worth a session
+        except Exception as exc:  # noqa: BLE001 - logged; a missing battery level is not worth a session
             self.log.debug("battery read failed: %s", exc)
             return []
         if level is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -25,6 +26,8 @@ from kapmonitor.clock import Clock
 BATTERY_LEVEL = normalize_uuid_str("2a19")
 T = TypeVar("T")
 GATT_TIMEOUT = 10.0  # seconds for one read/write before the link is considered broken
+
+log = logging.getLogger("kapmonitor.ble")
 
 
 class LinkLost(ConnectionError):
@@ -55,7 +58,8 @@ class GattLink:
     def has(self, char_uuid: str) -> bool:
         try:
             char = self.client.services.get_characteristic(normalize_uuid_str(char_uuid))
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - logged; bleak raises several kinds here
+            log.debug("no characteristic %s: %s", char_uuid, exc)
             return False
         return char is not None
 

@@ -39,7 +39,7 @@ from kapmonitor.ble.waiting import wait_for
 from kapmonitor.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
-    from kapmonitor.drivers.base import DeviceConfig, DriverContext
+    from kapmonitor.driver_api import DeviceConfig, DriverContext
 
 log = logging.getLogger("kapmonitor.ble")
 
@@ -158,7 +158,7 @@ class BleManager:
                 await self._stop_scanner()
                 try:
                     await self.ensure_scanning()
-                except Exception as exc:  # the next round tries again
+                except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
                     log.error("BLE scanner restart failed: %s", exc)
 
     def _on_advertisement(self, device: BLEDevice, adv: AdvertisementData) -> None:
@@ -265,7 +265,7 @@ class BleManager:
             finally:
                 try:
                     await asyncio.wait_for(client.disconnect(), DISCONNECT_TIMEOUT)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - logged; the link is being dropped anyway
                     log.debug("%s: disconnect failed: %s", claimant, exc)
         finally:
             if self._claims.get(address) == claimant:

@@ -1,4 +1,5 @@
-"""Which advertisement belongs to which configured device."""
+"""Which advertisement belongs to which configured device: address, name prefix and service
+matching rules (pure; no bleak calls), shared by the manager, the drivers and ``scan``."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from bleak.backends.scanner import BaseBleakScanner
 
     from kapmonitor.clock import Clock
-    from kapmonitor.drivers.base import DeviceConfig, DriverContext
+    from kapmonitor.driver_api import DeviceConfig, DriverContext
 
 ENTRY_POINT_GROUP = "kapmonitor.ble_radios"
 

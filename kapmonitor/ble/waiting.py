@@ -30,6 +30,6 @@ async def wait_for(clock: Clock, aw: Awaitable[T], within: float | None) -> T:
     task.cancel()
     try:
         await task
-    except (asyncio.CancelledError, Exception):
-        pass
+    except (asyncio.CancelledError, Exception):  # noqa: BLE001
+        pass  # the task we just cancelled: its outcome is superseded by the timeout below
     raise TimeoutError(f"no result within {within:g} s")

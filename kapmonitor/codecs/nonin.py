@@ -208,7 +208,7 @@ def frame_ok(fmt: int, f: bytes | bytearray) -> bool:
     return bool(f[0] & 0x80)
 
 
-def _status_flags(statuses: Sequence[int]) -> tuple[set[str], str | None]:
+def status_flags(statuses: Sequence[int]) -> tuple[set[str], str | None]:
     flags: set[str] = set()
     any_bits = 0
     for s in statuses:
@@ -245,7 +245,7 @@ def decode_packet(fmt: int, packet: bytes) -> list[Output]:
     if not statuses[0] & ST_SYNC or any(s & ST_SYNC for s in statuses[1:]):
         raise DecodeError("SYNC bit must be set on frame 1 only")
     fl = [f[3] for f in frames]
-    flags, perfusion = _status_flags(statuses)
+    flags, perfusion = status_flags(statuses)
     stat2 = fl[F_STAT2]
     if stat2 & STAT2_LOW_BAT:
         flags.add("low_battery")

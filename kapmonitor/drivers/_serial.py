@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from kapmonitor.codecs.base import Decoder, Note, Problem
-from kapmonitor.drivers.base import DeviceConfig, Driver, DriverContext, DriverEvent, Status
+from kapmonitor.driver_api import DeviceConfig, Driver, DriverContext, DriverEvent, Status
 from kapmonitor.model import Measurement
 from kapmonitor.transport.serial import (
     ByteStream,

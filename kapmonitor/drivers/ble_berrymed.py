@@ -18,7 +18,7 @@ from kapmonitor.ble.driver import BleDriver
 from kapmonitor.ble.link import LinkLost
 from kapmonitor.codecs import berrymed
 from kapmonitor.codecs.base import Problem
-from kapmonitor.drivers.base import DriverEvent
+from kapmonitor.driver_api import DriverEvent
 from kapmonitor.drivers.ble_hrs import StreamingBleConfig
 
 

@@ -33,7 +33,7 @@ from kapmonitor.codecs.gatt import (
     decode_blood_pressure_measurement,
     decode_intermediate_cuff_pressure,
 )
-from kapmonitor.drivers.base import DriverContext, DriverEvent, Status
+from kapmonitor.driver_api import DriverContext, DriverEvent, Status
 from kapmonitor.model import Measurement
 
 

@@ -18,7 +18,7 @@ from kapmonitor.ble.driver import BatteryPoll, BleDriver
 from kapmonitor.ble.link import LinkLost
 from kapmonitor.codecs.base import DecodeError
 from kapmonitor.codecs.gatt import Uuid, decode_heart_rate_measurement, uuid16
-from kapmonitor.drivers.base import DriverEvent, Status
+from kapmonitor.driver_api import DriverEvent, Status
 
 BODY_SENSOR_LOCATION = uuid16(0x2A38)
 LOCATIONS = {0: "other", 1: "chest", 2: "wrist", 3: "finger", 4: "hand", 5: "ear lobe", 6: "foot"}

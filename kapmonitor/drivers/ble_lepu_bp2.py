@@ -9,7 +9,7 @@ measurement). A poll left unanswered for ``response_timeout`` means the link is 
 an explicit ``bp/measure`` command (from a schedule or an operator) through
 :meth:`LepuBp2Driver.command`, and only when the device's config says
 ``allow_remote_start = true``; otherwise the command is refused with
-:class:`~kapmonitor.drivers.base.CommandError`. Every start is logged at WARNING and published
+:class:`~kapmonitor.driver_api.CommandError`. Every start is logged at WARNING and published
 as a status update (``remote_starts``, ``last_remote_start``).
 """
 
@@ -27,7 +27,7 @@ from kapmonitor.ble.link import LinkLost
 from kapmonitor.codecs import viatom
 from kapmonitor.codecs.base import DecodeError
 from kapmonitor.codecs.gatt import DateTime
-from kapmonitor.drivers.base import CommandError, DriverContext, DriverEvent, Status
+from kapmonitor.driver_api import CommandError, DriverContext, DriverEvent, Status
 from kapmonitor.drivers.ble_viatom import BatteryThrottle, PolledViatomConfig
 from kapmonitor.model import Measurement
 

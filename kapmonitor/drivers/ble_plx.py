@@ -32,7 +32,7 @@ from kapmonitor.codecs.gatt import (
     decode_racp,
     racp_report_all_records,
 )
-from kapmonitor.drivers.base import DriverContext, DriverEvent, Status
+from kapmonitor.driver_api import DriverContext, DriverEvent, Status
 from kapmonitor.drivers.ble_hrs import StreamingBleConfig
 
 

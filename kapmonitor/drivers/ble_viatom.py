@@ -18,7 +18,7 @@ from kapmonitor.ble.driver import BleDriver
 from kapmonitor.ble.link import GattLink, LinkLost
 from kapmonitor.codecs import viatom
 from kapmonitor.codecs.base import Output, Problem
-from kapmonitor.drivers.base import DriverEvent, Status
+from kapmonitor.driver_api import DriverEvent, Status
 from kapmonitor.model import Measurement
 
 

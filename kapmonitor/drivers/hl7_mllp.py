@@ -4,7 +4,7 @@ One listener serves many monitors and beds. Monitors (or their gateway/central s
 connect over TCP and send MLLP-framed ORU^R01 (IHE PCD-01) reports; every message gets exactly
 one ACK: ``AA`` when accepted, ``AE``/``AR`` with the reason in MSA-3 and ERR segments when not.
 Each observation is routed to a bed by the configured ``routes`` (MSH-3/MSH-4 sender, PV1-3
-location, OBX-18 equipment id) and yielded as :class:`~kapmonitor.drivers.base.Routed`.
+location, OBX-18 equipment id) and yielded as :class:`~kapmonitor.driver_api.Routed`.
 
 One :meth:`Hl7MllpDriver.session` is the server running: it yields ``Status("connected")``
 once listening; a broken client connection or a malformed frame only ever affects that
@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kapmonitor.codecs import hl7
-from kapmonitor.drivers.base import (
+from kapmonitor.driver_api import (
     ID_PATTERN,
     DeviceConfig,
     Driver,

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from functools import cache
 from importlib.metadata import entry_points
 
-from kapmonitor.drivers.base import Driver
+from kapmonitor.driver_api import Driver
 
 ENTRY_POINT_GROUP = "kapmonitor.drivers"
 

@@ -19,8 +19,8 @@ from pydantic import Field
 
 from kapmonitor.codecs import contec
 from kapmonitor.codecs.base import Decoder
+from kapmonitor.driver_api import DeviceConfig, DriverContext, DriverEvent
 from kapmonitor.drivers._serial import SerialDriver, SerialOximeterConfig
-from kapmonitor.drivers.base import DeviceConfig, DriverContext, DriverEvent
 from kapmonitor.transport.serial import (
     ByteStream,
     LinkSettings,

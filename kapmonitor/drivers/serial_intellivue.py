@@ -65,7 +65,7 @@ from kapmonitor.codecs.intellivue.numerics import (
     decode_abs_time,
     poll_measurements,
 )
-from kapmonitor.drivers.base import DeviceConfig, Driver, DriverContext, DriverEvent, Status
+from kapmonitor.driver_api import DeviceConfig, Driver, DriverContext, DriverEvent, Status
 from kapmonitor.model import NIBP_METRICS, Measurement
 from kapmonitor.transport.serial import ByteStream, LinkSettings, SerialPortConfig, open_serial
 
@@ -168,7 +168,7 @@ class _Link:
                         continue
                     self.last_rx = self.clock.monotonic()
                     self.queue.put_nowait(msg)
-        except Exception as exc:  # the port went away: the session sees it on its next wait
+        except Exception as exc:  # noqa: BLE001 - handed on: the session raises it on its next wait
             self.queue.put_nowait(exc)
 
     async def send(self, msg: Message) -> None:

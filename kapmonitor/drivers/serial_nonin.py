@@ -14,8 +14,8 @@ from pydantic import Field, model_validator
 
 from kapmonitor.codecs import nonin
 from kapmonitor.codecs.base import Decoder
+from kapmonitor.driver_api import DriverEvent, Status
 from kapmonitor.drivers._serial import SerialDriver, SerialOximeterConfig
-from kapmonitor.drivers.base import DriverEvent, Status
 from kapmonitor.transport.serial import ByteStream, LinkSettings, read_within
 
 FORMAT_NUMBERS = {"fmt2": 2, "fmt7": 7, "fmt8": 8}

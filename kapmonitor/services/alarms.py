@@ -3,8 +3,14 @@ persists what it says, and answers the engine's commands.
 
 What lives here (everything around the pure engine of :mod:`kapmonitor.alerts` that does I/O):
 
-- readings and device status changes go into the engine as they arrive (the
-  :class:`~kapmonitor.ports.ReadingFeed` and :class:`~kapmonitor.ports.StatusFeed` ports);
+- device status changes go into the engine as they arrive (the
+  :class:`~kapmonitor.ports.StatusFeed` port); readings (the
+  :class:`~kapmonitor.ports.ReadingFeed` port) are held until the tick they belong to: before
+  the tick at time *k* the engine gets exactly the readings received at or before *k* (in
+  arrival order; the parts of one NIBP measurement together), and a command at *now* acts on
+  an engine that has run every tick up to *now*. That is how ``kapmonitor replay`` feeds a
+  trace, so replaying a recorded session (``kapmonitor report``'s CSV) gives the alerts the
+  daemon raised;
 - a task ticks it once per second of the daemon's clock;
 - every event goes through the durable outbox to ``bed/<id>/alert`` (QoS 1, not retained) and
   into the append-only alarm log ``alarm-log.jsonl`` in the state directory;
@@ -22,8 +28,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +40,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from kapmonitor.alerts import AlarmEngine, Event, load_rules
 from kapmonitor.alerts.commands import ENGINE_COMMANDS, EngineArgs
 from kapmonitor.errors import CommandError
+from kapmonitor.model import Reading
 from kapmonitor.ports import ServicePorts
 from kapmonitor.supervisor import DeviceStatus
 from kapmonitor.topics import encode
 
 log = logging.getLogger("kapmonitor.alarms")
 
+_NIBP = frozenset({"nibp_sys", "nibp_dia", "nibp_mean"})
 SAVE_EVERY = 5.0  # seconds of daemon time between state saves while events flow
 SNAPSHOT_EVERY = 10.0  # refresh retained alarms/session (timers in them move)
 
@@ -68,8 +78,12 @@ class AlarmService:
         self._log_file = self.log_path.open("a", encoding="utf-8")
         self._dirty = False
         self._last_save = 0.0
+        self._held: deque[Reading] = deque()  # received, not yet given to the engine
+        self.log_max_bytes = 0  # rotate alarm-log.jsonl above this size (0: never)
+        self.log_keep = 5  # rotated logs kept (alarm-log.jsonl.1 … .N)
+        self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._restore()
-        ports.readings.subscribe(self.engine.on_reading)
+        ports.readings.subscribe(self._held.append)
         ports.statuses.subscribe(self._on_status)
         self._register_commands()
 
@@ -115,10 +129,59 @@ class AlarmService:
             if not self._log_file.closed:  # closed only at shutdown
                 self._log_file.write(encode(body).decode() + "\n")
             beds.add(e.bed)
+            for listener in self.event_listeners:
+                listener(body)
         if beds and not self._log_file.closed:
             self._log_file.flush()
+            if self.log_max_bytes and self._log_file.tell() > self.log_max_bytes:
+                self._rotate_log()
             self._dirty = True
             self.publish_snapshots(beds)
+
+    def _rotate_log(self) -> None:
+        """alarm-log.jsonl → .1 → .2 … (the oldest beyond ``log_keep`` is removed)."""
+        self._log_file.close()
+        name = self.log_path.name
+        for i in range(self.log_keep - 1, 0, -1):
+            older = self.log_path.with_name(f"{name}.{i}")
+            if older.exists():
+                older.replace(self.log_path.with_name(f"{name}.{i + 1}"))
+        self.log_path.replace(self.log_path.with_name(f"{name}.1"))
+        self._log_file = self.log_path.open("a", encoding="utf-8")
+        log.info("alarm log rotated (over %d bytes; %d kept)", self.log_max_bytes, self.log_keep)
+
+    def _feed(self, upto: float) -> None:
+        """Give the engine the held readings received at or before ``upto``, and the rest of
+        an NIBP measurement whose first part is among them (its parts arrive one after the
+        other; they are one measurement, which a tick must not split)."""
+        held, on_reading = self._held, self.engine.on_reading
+        last: Reading | None = None
+        while held and held[0].received <= upto:
+            last = held.popleft()
+            on_reading(last)
+        if last is not None and last.metric in _NIBP:
+            key = (last.device, last.group or last.ts)  # the engine's NIBP grouping
+            while held and held[0].metric in _NIBP and (
+                    held[0].device, held[0].group or held[0].ts) == key:
+                on_reading(held.popleft())
+
+    def tick(self, now: float) -> list[Event]:
+        """Run the ticks due up to ``now`` one at a time, each after the readings it covers."""
+        engine = self.engine
+        events: list[Event] = []
+        if engine.tick_k is not None:
+            dt = engine.dt
+            limit = engine.catch_up_limit_s
+            if limit is not None and now - engine.tick_k * dt > limit:
+                self._feed(now)  # a stall: the engine skips ahead; keep the data anyway
+                return engine.tick(now)
+            while engine.tick_k * dt <= now:
+                k_t = engine.tick_k * dt
+                self._feed(k_t)
+                events += engine.tick(k_t)
+            return events
+        self._feed(math.ceil(now / engine.dt - 1e-9) * engine.dt)
+        return engine.tick(now)
 
     def publish_snapshots(self, beds: Iterable[str] | None = None) -> None:
         retained = self.ports.retained
@@ -141,7 +204,7 @@ class AlarmService:
         last_snapshot = self.clock.monotonic()
         while True:
             await self.clock.sleep(1.0)
-            self._emit(self.engine.tick(self.clock.now()))
+            self._emit(self.tick(self.clock.now()))
             mono = self.clock.monotonic()
             if mono - last_snapshot >= SNAPSHOT_EVERY:
                 self.publish_snapshots()
@@ -161,7 +224,12 @@ class AlarmService:
 
     async def _engine_command(self, args: EngineArgs) -> dict[str, Any]:
         """Run a validated engine command; a refusal raises :class:`CommandError`."""
-        result = self.engine.execute(args, self.clock.now())
+        # The command acts at `now` on an engine that has seen every tick and reading up to
+        # `now` (as in replay), even when the ticker is late.
+        now = self.clock.now()
+        self._emit(self.tick(now))
+        self._feed(now)
+        result = self.engine.execute(args, now)
         self._emit(result.events)
         self.publish_snapshots([args.bed])
         self.save()  # commands change what must survive a restart

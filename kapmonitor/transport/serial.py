@@ -49,7 +49,7 @@ import serial_asyncio_fast
 from pydantic import Field, field_validator
 
 from kapmonitor.clock import Clock
-from kapmonitor.drivers.base import DeviceConfig
+from kapmonitor.driver_api import DeviceConfig
 
 Parity = Literal["N", "E", "O", "M", "S"]
 
@@ -157,7 +157,7 @@ class SerialConnection:
         self._closed = False
 
     # -- opening -------------------------------------------------------------------------------
-    async def _open(self) -> None:
+    async def open(self) -> None:
         kwargs = _serial_kwargs(self.url, self.settings)
         try:
             if _scheme(self.url) in _THREADED_SCHEMES:
@@ -222,7 +222,7 @@ class SerialConnection:
                     raise SerialPortLost("port closed")
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # AttributeError too: some handlers drop their socket on hangup
+        except Exception as exc:  # noqa: BLE001 - handed on to the reader (also AttributeError on hangup)
             queue.put_nowait(exc)
 
     async def write(self, data: bytes) -> None:
@@ -277,7 +277,7 @@ class SerialConnection:
 async def open_serial(url: str, settings: LinkSettings | None = None) -> SerialConnection:
     """Open ``url`` (path or pyserial URL) with ``settings``; raises :class:`SerialOpenError`."""
     conn = SerialConnection(url, settings or LinkSettings())
-    await conn._open()
+    await conn.open()
     return conn
 
 

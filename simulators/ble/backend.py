@@ -54,12 +54,12 @@ class SimBleakScanner(BaseBleakScanner):
         # The first advertising event of everything in range arrives right away.
         for p in list(self._world.peripherals.values()):
             if p.visible:
-                self._heard(p)
+                self.heard(p)
 
     async def stop(self) -> None:
         self._world.scanners.discard(self)
 
-    def _heard(self, p: Peripheral) -> None:
+    def heard(self, p: Peripheral) -> None:
         if not self.is_allowed_uuid(p.adv_service_uuids):
             return
         adv = AdvertisementData(
@@ -144,7 +144,7 @@ class SimBleakClient(BaseBleakClient):
             p.bonded = True
         self._link = Link(self._world, self, p)
         self.services = self._build_services(p)
-        p._attach(self._link)
+        p.attach(self._link)
 
     async def disconnect(self) -> None:
         link = self._link
@@ -153,7 +153,7 @@ class SimBleakClient(BaseBleakClient):
         link.close_from_central()
         self._fire_disconnected()
 
-    def _link_closed(self, link: Link) -> None:
+    def link_closed(self, link: Link) -> None:
         """Called by the world when the peripheral side ended the link."""
         if link is not self._link or not link.central_connected:
             return

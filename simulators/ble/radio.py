@@ -18,7 +18,7 @@ from kapmonitor_simulators.ble.world import World
 from kapmonitor_simulators.ward import Ward
 
 from kapmonitor.clock import Clock
-from kapmonitor.drivers.base import DeviceConfig, DriverContext
+from kapmonitor.driver_api import DeviceConfig, DriverContext
 
 
 class SimRadio:

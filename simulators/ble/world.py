@@ -100,22 +100,22 @@ class Link:
         if not self.alive:
             return
         self.alive = False
-        self.peripheral._detach(self)
+        self.peripheral.detach(self)
         if not lost:
-            self.central._link_closed(self)
+            self.central.link_closed(self)
         elif self.peripheral.report_lost_link:
             self.world.spawn(self._report_later(), f"supervision timeout {self.peripheral.address}")
 
     async def _report_later(self) -> None:
         await self.world.clock.sleep(self.peripheral.supervision_timeout)
-        self.central._link_closed(self)
+        self.central.link_closed(self)
 
     def close_from_central(self) -> None:
         was_alive = self.alive
         self.alive = False
         self.central_connected = False
         if was_alive:
-            self.peripheral._detach(self)
+            self.peripheral.detach(self)
 
 
 class Peripheral:
@@ -214,12 +214,12 @@ class Peripheral:
         if not present and self.link:
             self.link.drop(lost=True)
 
-    def _attach(self, link: Link) -> None:
+    def attach(self, link: Link) -> None:
         self.link = link
         self.connections += 1
         self.on_connect()
 
-    def _detach(self, link: Link) -> None:
+    def detach(self, link: Link) -> None:
         if self.link is link:
             self.link = None
             self.on_disconnect()
@@ -328,4 +328,4 @@ class World:
         for p in list(self.peripherals.values()):
             if p.visible:
                 for scanner in list(self.scanners):
-                    scanner._heard(p)
+                    scanner.heard(p)

@@ -1,13 +1,15 @@
 """Property: the vectorized detector and the naive per-bed evaluator emit identical transitions
 on random traces (values around the limits, gaps, sensor-off and poor-signal flags, NIBP
 arrivals, phase/baseline/risk changes mid-trace), for the shipped rules and for a "twitchy"
-variant with short delays and trend windows."""
+variant with short delays and trend windows; and on traces whose missing samples come in runs
+of every length around each rule's gap tolerance (``gaps``, with several tolerances)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,11 +41,22 @@ def _twitchy_rule(r: Rule) -> Rule:
 
 
 TWITCHY = DEFAULT.model_copy(update={"rules": [_twitchy_rule(r) for r in DEFAULT.rules]})
+def _gap_variant(hold: int, per_rule: dict[str, int]) -> RuleSet:
+    rules = [r.model_copy(update={"gap_ticks": per_rule[r.id]}) if r.id in per_rule else r
+             for r in TWITCHY.rules]
+    return TWITCHY.model_copy(update={
+        "rules": rules, "gaps": TWITCHY.gaps.model_copy(update={"hold_ticks": hold}),
+    })
+
+
 VARIANTS = {
     "default": DEFAULT,
     "twitchy": TWITCHY,
     "half_second_tick": DEFAULT.model_copy(update={"tick_s": 0.5}),
+    "gaps_0": _gap_variant(0, {}),
+    "gaps_1_mixed": _gap_variant(1, {"spo2_below_88": 4, "hr_at_or_above_140": 0}),
 }
+MAX_GAP = 6  # gap runs of 1…MAX_GAP ticks: around every tolerance above (0, 1, 3, 4)
 
 
 def _context(rng: np.random.Generator, c: CompiledRules) -> tuple[int, np.ndarray, np.ndarray]:
@@ -57,8 +70,9 @@ def _context(rng: np.random.Generator, c: CompiledRules) -> tuple[int, np.ndarra
     return phase, baseline, risk
 
 
-def simulate(rules: RuleSet, seed: int, n_beds: int, n_ticks: int
+def simulate(rules: RuleSet, seed: int, n_beds: int, n_ticks: int, gap_runs: bool = False
              ) -> tuple[list[Transition], list[Transition]]:
+    """``gap_runs``: missing samples come in runs of 1…MAX_GAP ticks instead of singly."""
     rng = np.random.default_rng(seed)
     c = CompiledRules.build(rules)
     vec, naive = VectorDetector(c, n_beds), NaiveDetector(c, n_beds)
@@ -77,6 +91,7 @@ def simulate(rules: RuleSet, seed: int, n_beds: int, n_ticks: int
     silent = np.zeros((m, n_beds), dtype=bool)
     off_state = np.zeros((m, n_beds), dtype=bool)
     poor_state = np.zeros((m, n_beds), dtype=bool)
+    gap_left = np.zeros((m, n_beds), dtype=np.int64)
     out_v: list[Transition] = []
     out_n: list[Transition] = []
     for k in range(n_ticks):
@@ -86,7 +101,13 @@ def simulate(rules: RuleSet, seed: int, n_beds: int, n_ticks: int
         walk = walk + step + jumps * rng.normal(0, 3, walk.shape) * SPREAD[:, None]
         walk += (CENTRE[:, None] - walk) * 0.05
         value = np.round(walk, 1)
-        value[rng.random(value.shape) < 0.05] = np.nan
+        if gap_runs:
+            start = (gap_left == 0) & (rng.random(value.shape) < 0.08)
+            gap_left = np.where(start, rng.integers(1, MAX_GAP + 1, value.shape), gap_left)
+            value[gap_left > 0] = np.nan
+            gap_left = np.maximum(gap_left - 1, 0)
+        else:
+            value[rng.random(value.shape) < 0.05] = np.nan
         silent ^= rng.random(value.shape) < 0.01
         off_state ^= rng.random(value.shape) < 0.01
         poor_state ^= rng.random(value.shape) < 0.02
@@ -121,18 +142,66 @@ def test_vectorized_equals_naive_on_random_traces(
     assert vec == naive
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    variant=st.sampled_from(sorted(VARIANTS)),
+    seed=st.integers(0, 2**32 - 1),
+    n_beds=st.integers(1, 5),
+    n_ticks=st.integers(1, 400),
+)
+def test_vectorized_equals_naive_with_runs_of_missing_samples(
+    variant: str, seed: int, n_beds: int, n_ticks: int
+) -> None:
+    vec, naive = simulate(VARIANTS[variant], seed, n_beds, n_ticks, gap_runs=True)
+    assert vec == naive
+
+
+@pytest.mark.parametrize("gap", range(0, MAX_GAP + 1))
+@pytest.mark.parametrize("hold", [0, 1, 3])
+def test_a_gap_up_to_the_tolerance_holds_the_delay_a_longer_one_resets_it(
+    gap: int, hold: int
+) -> None:
+    """SpO2 84 % from tick 0 with ``gap`` missing ticks from tick 5: `spo2_below_88` (15 s,
+    area 80 %·s = 20 ticks at 4 % below) is declared at tick 15 + gap when the gap is held, or
+    15 ticks after the data returns when it was reset — in both detectors."""
+    rules = _gap_variant(hold, {})
+    rules = DEFAULT.model_copy(update={"gaps": rules.gaps})
+    c = CompiledRules.build(rules)
+    vec, naive = VectorDetector(c, 1), NaiveDetector(c, 1)
+    ri = c.rule_ids.index("spo2_below_88")
+    delay = int(DEFAULT.rules[[r.id for r in DEFAULT.rules].index("spo2_below_88")].delay_s)
+    on: dict[str, list[int]] = {"vec": [], "naive": []}
+    m = len(CENTRE)
+    for k in range(60):
+        value = np.full((m, 1), np.nan)
+        if not 5 <= k < 5 + gap:
+            value[0, 0] = 84.0
+        inp = TickInput(float(k), value, np.zeros((m, 1)), np.zeros((m, 1), dtype=bool),
+                        np.zeros((m, 1), dtype=bool), np.full((3, 1), np.nan))
+        for name, trs in (("vec", vec.step(inp)), ("naive", naive.step(float(k),
+                                                                          rows_from(inp)))):
+            on[name] += [k for tr in trs if tr.rule == ri and tr.event == "on"]
+    expected = delay + gap if gap <= hold else 5 + gap + delay
+    assert on["vec"] == on["naive"] == [expected]
+
+
 def test_the_random_traces_exercise_every_kind_of_transition() -> None:
     """Guards the property above against being vacuous."""
     counts: Counter[tuple[str, str]] = Counter()
     for variant in ("default", "twitchy"):
         rules = VARIANTS[variant]
         c = CompiledRules.build(rules)
-        vec, naive = simulate(rules, 1234, 6, 600)
-        assert vec == naive
-        for tr in vec:
-            counts[(c.rule_ids[tr.rule], tr.event)] += 1
+        for gap_runs in (False, True):
+            vec, naive = simulate(rules, 1234, 6, 600, gap_runs=gap_runs)
+            assert vec == naive
+            for tr in vec:
+                counts[(c.rule_ids[tr.rule], tr.event)] += 1
     fired = {rule for rule, ev in counts if ev == "on"}
     assert {"spo2_below_88", "spo2_falling", "hr_at_or_above_140", "bp_crisis", "bp_severe",
             "multi_parameter", "vitals_stale", "spo2_sensor_off", "signal_poor"} <= fired
     assert any(ev == "escalate" for _, ev in counts)
     assert any(ev == "off" for _, ev in counts)
+    # the gap runs reach the held state: the tolerance changes what the detectors emit
+    held, _ = simulate(TWITCHY, 1234, 6, 600, gap_runs=True)
+    reset, _ = simulate(VARIANTS["gaps_0"], 1234, 6, 600, gap_runs=True)
+    assert held != reset

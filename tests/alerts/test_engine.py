@@ -348,16 +348,17 @@ def test_while_a_bp_alarm_is_open_a_reading_is_due_then_overdue() -> None:
     c.run(600, **vitals)
     c.nibp(185, 112)  # first reading of bp_severe: a repeat is asked for
     c.run(300, **vitals)
-    c.nibp(185, 112)  # confirmed: bp_severe open, BP readings now due every 15 min
+    c.nibp(185, 112)  # confirmed: bp_severe open, BP readings now due every 5 min
     c.run(1, **vitals)
     (severe,) = c.alerts(rule="bp_severe", event="raised")
     last = severe["t"]
     sched = RULES.bp_schedule
-    c.run(sched.while_active_overdue_s + 5, **vitals)
+    assert "bp_severe" in sched.after_alarm_rules
+    c.run(sched.after_alarm_overdue_s + 5, **vitals)
     due = [e for e in c.sessions("bp_due") if e["item"] == "while_active"]
-    assert [e["t"] for e in due] == [last + sched.while_active_every_s]
+    assert [e["t"] for e in due] == [last + sched.after_alarm_every_s]
     (overdue,) = c.alerts(rule="bp_overdue", event="raised")
-    assert overdue["t"] == last + sched.while_active_overdue_s < t0 + 45 * 60  # not post_dose
+    assert overdue["t"] == last + sched.after_alarm_overdue_s < t0 + 45 * 60  # not post_dose
     assert overdue["kind"] == "technical" and "while_active" in overdue["text"]
     assert overdue["priority"] == "medium"  # peak phase
     c.nibp(184, 111)

@@ -148,3 +148,55 @@ def test_export_restore_keeps_unacknowledged_latched_alerts_only() -> None:
     (a,) = b2.alerts("bed1")
     assert (a.rule, a.state) == ("h", "latched")
     assert raise_(b2, 10, "bed1", "new").alert_id == "bed1-3"  # ids keep counting
+
+
+def test_a_priority_increase_re_annunciates_an_acknowledged_or_paused_alert() -> None:
+    b = book()
+    raise_(b, 0, "bed1", "m", priority="medium", latch=False)
+    b.acknowledge(10, "bed1", "m")
+    (esc,) = b.raise_priority(20, "bed1", "m", "high", value=80.0, text="worse")
+    assert (esc.event, esc.priority, esc.acknowledged, esc.value, esc.text) == (
+        "escalated", "high", False, 80.0, "worse"
+    )
+    assert b.raise_priority(21, "bed1", "m", "medium") == []  # never a decrease
+    raise_(b, 0, "bed1", "p", priority="low", kind="technical", latch=False)
+    b.pause(5, "bed1", "p", 120)
+    (esc,) = b.condition_on(30, "bed1", "p", rule="p", kind="technical", priority="medium",
+                            metric=None, value=None, text="p", latch=False)
+    assert esc.event == "escalated" and esc.audio_paused_until is None
+    assert b.get("bed1", "p") is not None and b.get("bed1", "p").audible  # type: ignore[union-attr]
+
+
+def test_a_latched_alert_keeps_its_ended_condition_when_its_priority_rises() -> None:
+    b = book()
+    raise_(b, 0, "bed1", "x", priority="medium", latch=True)
+    b.condition_off(5, "bed1", "x")
+    (esc,) = b.raise_priority(6, "bed1", "x", "high")
+    assert (esc.event, esc.state) == ("escalated", "latched")
+
+
+def test_acknowledgement_of_a_high_physiological_alarm_is_time_limited() -> None:
+    b = book()
+    (ev,) = b.condition_on(0, "bed1", "s", rule="s", kind="physiological", priority="high",
+                           metric="spo2", value=85.0, text="x", latch=True, watch="spo2",
+                           worse_sign=-1.0)
+    value = {"now": 84.0}
+    assert b.ack_step(1, lambda a: value["now"]) == []
+    b.acknowledge(2, "bed1", "s")
+    value["now"] = 80.1  # 3.9 worse than at the acknowledgement: not yet
+    assert b.ack_step(3, lambda a: value["now"]) == []
+    value["now"] = 80.0
+    (again,) = b.ack_step(4, lambda a: value["now"], lambda a: f"SpO2 {a.current:g}")
+    assert (again.event, again.reason, again.value, again.text, again.acknowledged) == (
+        "resounded", "worsened", 80.0, "SpO2 80", False
+    )
+    b.acknowledge(10, "bed1", "s")
+    assert b.ack_step(10 + CFG.ack_resound_after_s - 1, lambda a: None) == []
+    (timed,) = b.ack_step(10 + CFG.ack_resound_after_s, lambda a: None)
+    assert timed.reason == "ack_expired"
+    # medium and technical alerts keep their acknowledgement
+    raise_(b, 0, "bed1", "m", priority="medium", latch=False)
+    raise_(b, 0, "bed1", "t", priority="high", kind="technical", latch=False)
+    for channel in ("m", "t", "s"):
+        b.acknowledge(400, "bed1", channel)
+    assert [e.rule for e in b.ack_step(10_000, lambda a: None)] == ["s"]

@@ -298,7 +298,9 @@ def test_discharge_readiness_waits_for_open_alarms_and_lapses_with_a_new_one(
     # without the battery alarm the same trace is ready while the alarm would be open
     (plain,) = [e["t"] for e in replay("discharge_ketamine") if e["event"] == "discharge_ready"]
     assert battery_on < plain < battery_off
-    assert advisories[:2] == [
+    # at the minimum observation the advisory says why it is not ready yet
+    assert advisories[:3] == [
+        ("discharge_not_ready", minimum, ["open_alarms"]),
         ("discharge_ready", battery_off, None),
         ("discharge_not_ready", battery_again, ["open_alarms"]),
     ]

@@ -61,3 +61,17 @@ def test_bench_scripts_print_json() -> None:
     assert isinstance(f["cpu_percent"], float | int) and f["cpu_percent"] >= 0
     assert f["readings_per_s"] > 0  # the measured daemon was publishing readings
     assert f["beds"] == 2
+
+
+def test_history_compare_and_report_bench_print_json() -> None:
+    subscriber = "mosquitto_sub" if shutil.which("mosquitto_sub") else "aiomqtt"
+    history = start("throughput.py", "--readings", "1000", "--repeats", "1", "--only",
+                    "durable", "--history", "compare", "--subscriber", subscriber)
+    report = start("report.py", "--beds", "2", "--hours", "0.25", "--workers", "1")
+    h = last_json(history)
+    assert h["history"] == "compare" and h["history_per_s"] > 0
+    assert h["history_ratio"] == pytest.approx(h["history_per_s"] / h["readings_per_s"],
+                                               rel=0.01)
+    r = last_json(report)
+    assert (r["beds"], r["hours"], r["sessions"]) == (2, 0.25, 2)
+    assert r["seconds"] > 0 and r["pages"] >= 4

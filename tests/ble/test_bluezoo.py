@@ -38,7 +38,7 @@ from kapmonitor.codecs.gatt import (
     Uuid,
     decode_blood_pressure_measurement,
 )
-from kapmonitor.drivers.base import DriverContext, DriverEvent
+from kapmonitor.driver_api import DriverContext, DriverEvent
 from kapmonitor.drivers.ble_bps import BpsConfig, BpsDriver
 from kapmonitor.model import Measurement
 
@@ -113,7 +113,7 @@ async def bluez_bus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIte
             try:
                 if await _adapters_ready(address):
                     break
-            except Exception:
+            except Exception:  # noqa: BLE001 - not up yet: poll again until the deadline
                 pass
             await asyncio.sleep(0.1)
         else:

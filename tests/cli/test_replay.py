@@ -148,3 +148,24 @@ def test_ack_of_an_alert_that_is_not_open_is_skipped_with_a_warning(tmp_path: Pa
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "row 3: ack skipped: no open alert" in lines[0], p.stderr
     assert any('"phase": "onset"' in ln for ln in p.stdout.splitlines())
+
+
+def test_flags_column_carries_quality_flags(tmp_path: Path) -> None:
+    """A trace may carry each reading's quality flags (``kapmonitor report`` writes them): a
+    low SpO2 flagged as motion artefact is a poor signal too."""
+    def run(flags: str) -> set[str]:
+        rows = ["t,bed,name,value,flags", "0,b,session_start,ketamine,"]
+        rows += [f"{t},b,spo2,{97 if t < 10 else 80},{flags if t >= 10 else ''}"
+                 for t in range(1, 120)]
+        p = replay(_write(tmp_path, "\n".join(rows) + "\n"))
+        assert p.returncode == 0, p.stderr
+        return {e["rule"] for e in map(json.loads, p.stdout.splitlines())
+                if e["type"] == "alert" and e["event"] == "raised"}
+
+    plain, flagged = run(""), run("motion low_perfusion")
+    assert "signal_poor" in flagged and "signal_poor" not in plain
+    assert "spo2_falling" in plain and "spo2_falling" not in flagged
+    bad = replay(_write(tmp_path, "t,bed,name,value,flags\n0,b,spo2,97,wobbly\n"))
+    assert bad.returncode == 2 and "unknown quality flag(s) wobbly" in bad.stderr
+    bad = replay(_write(tmp_path, "t,bed,name,value,flags\n0,b,session_start,ketamine,motion\n"))
+    assert bad.returncode == 2 and "flags are for readings" in bad.stderr

@@ -77,7 +77,7 @@ def test_fmt2_encoder_reproduces_pufferfish_packet() -> None:
 def test_status_bits_pufferfish_read_status_byte(
     status: int, flags: set[str], perfusion: str | None
 ) -> None:
-    got_flags, got_perfusion = nonin._status_flags([0x81, status])
+    got_flags, got_perfusion = nonin.status_flags([0x81, status])
     assert got_flags == flags and got_perfusion == perfusion
 
 

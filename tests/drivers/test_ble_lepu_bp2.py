@@ -14,7 +14,7 @@ from kapmonitor_simulators.ble.devices import VirtualHeartRateSensor
 from kapmonitor_simulators.ble.proprietary import BP2_RESULT, VirtualLepuBp2
 from kapmonitor_simulators.physiology import Patient
 
-from kapmonitor.drivers.base import CommandError, DriverEvent, Status
+from kapmonitor.driver_api import CommandError, DriverEvent, Status
 from kapmonitor.drivers.ble_hrs import HrsConfig, HrsDriver
 from kapmonitor.drivers.ble_lepu_bp2 import LepuBp2Config, LepuBp2Driver
 from kapmonitor.model import Reading

@@ -16,7 +16,7 @@ from kapmonitor_simulators.ble.proprietary import VirtualBerryMed, VirtualViatom
 from kapmonitor_simulators.physiology import Patient, SimEvent
 
 from kapmonitor.ble.link import LinkLost
-from kapmonitor.drivers.base import Driver, DriverEvent
+from kapmonitor.driver_api import Driver, DriverEvent
 from kapmonitor.drivers.ble_berrymed import BerryMedConfig, BerryMedDriver
 from kapmonitor.drivers.ble_hrs import HrsConfig, HrsDriver
 from kapmonitor.drivers.ble_plx import PlxConfig, PlxDriver

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from kapmonitor.clock import ManualClock
-from kapmonitor.drivers.base import DriverContext
+from kapmonitor.driver_api import DriverContext
 
 
 class Thing:

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from kapmonitor.clock import ScaledClock, SystemClock
 from kapmonitor.codecs import hl7
-from kapmonitor.drivers.base import DriverContext, DriverEvent, Routed, Status
+from kapmonitor.driver_api import DriverContext, DriverEvent, Routed, Status
 from kapmonitor.drivers.hl7_mllp import Hl7MllpConfig, Hl7MllpDriver
 from kapmonitor.drivers.registry import drivers
 

@@ -20,8 +20,8 @@ from kapmonitor_simulators.serial.runner import Scenario
 
 from kapmonitor.clock import Clock, ScaledClock, SystemClock
 from kapmonitor.codecs import contec, nonin
+from kapmonitor.driver_api import Driver, DriverContext, DriverEvent, Status
 from kapmonitor.drivers._serial import SerialDriver
-from kapmonitor.drivers.base import Driver, DriverContext, DriverEvent, Status
 from kapmonitor.drivers.registry import drivers
 from kapmonitor.model import Measurement
 from kapmonitor.supervisor import Backoff, DeviceStatus, Supervisor

@@ -41,7 +41,7 @@ from kapmonitor.codecs.intellivue.messages import (
     decode_message,
     encode_message,
 )
-from kapmonitor.drivers.base import DriverContext, Status
+from kapmonitor.driver_api import DriverContext, Status
 from kapmonitor.drivers.registry import drivers
 from kapmonitor.drivers.serial_intellivue import (
     IntellivueError,

@@ -15,7 +15,7 @@ from kapmonitor_simulators.ward import Ward
 from kapmonitor.ble.config import BleConfig
 from kapmonitor.ble.manager import BleManager
 from kapmonitor.clock import ScaledClock
-from kapmonitor.drivers.base import Driver, DriverContext, DriverEvent, Status
+from kapmonitor.driver_api import Driver, DriverContext, DriverEvent, Status
 from kapmonitor.model import Measurement
 
 # Simulated seconds per real second: fast enough for cuff cycles, slow enough that a loaded

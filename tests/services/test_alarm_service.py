@@ -253,7 +253,7 @@ async def test_events_after_the_log_closed_do_not_kill_the_daemon(
         config(tmp_path, broker), clock=ScaledClock(SPEED)
     ) as daemon:
         assert daemon.alarms is not None
-        daemon.alarms._log_file.close()
+        daemon.alarms._log_file.close()  # noqa: SLF001 - break the log on purpose
         r = await request(broker.address, BASE, "session/start",
                           {"bed": "bed1", "profile": "ketamine"})
         assert r["status"] == "ok", r

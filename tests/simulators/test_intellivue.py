@@ -131,7 +131,7 @@ def test_extended_poll_with_duration_sends_periodic_replies() -> None:
     while t < 16.0:
         t += 0.05
         seqs += [m.sequence for m in host.tick(t) if isinstance(m, PollResult)]
-        mon._last_rx = t  # keep the association alive without sending polls
+        mon._last_rx = t  # noqa: SLF001 - keep the association alive without polls
     assert seqs == [1, 2, 3]
 
 

@@ -271,6 +271,215 @@ def discharge(name: str, profile: str, second_dose: float | None) -> None:
     tr.write()
 
 
+# -- issue 9: dropouts, discharge quiet, re-annunciation, zero probes, BP cadence, NEWS2, texts --
+
+
+def dropout_desaturation() -> None:
+    """SpO2 83–85 % for four minutes from t=900 with one empty sample every 8–14 s (bed1): the
+    short gaps hold the persistence, so the high alarm comes within its delay plus the gaps.
+    bed2: the same desaturation with two empty samples out of every six: still alarms, and the
+    dropouts (a third of the last minute) raise the technical `signal_dropouts`."""
+    tr = Trace("dropout_desaturation")
+    rng = random.Random(91)
+    for bed in ("bed1", "bed2"):
+        baseline_session(tr, bed)
+    empty1: set[int] = set()
+    t = 900 + rng.randint(3, 8)
+    while t < 1140:
+        empty1.add(t)
+        t += rng.randint(8, 14)
+    empty2 = {t for t in range(900, 1140) if t % 6 in (2, 3)}
+    for bed, empty in (("bed1", empty1), ("bed2", empty2)):
+        level = noisy(const(84.0), 0.6, 92 if bed == "bed1" else 93)
+
+        def spo2(t: float, empty: set[int] = empty, level: Curve = level) -> float | None:
+            if 900 <= t < 1140:
+                if int(t) in empty:
+                    return None
+                v = level(t)
+                assert v is not None
+                return min(85.0, max(83.0, v))
+            return 97.0
+
+        tr.stream(bed, "spo2", 0, 1400, 1, spo2)
+        tr.stream(bed, "pulse_rate", 0, 1400, 1, const(76.0))
+    tr.write()
+
+
+def dropout_motion_storm() -> None:
+    """Negative twin: a motion storm (1–4 s dips to 55–80 %) with an empty sample every 4–9 s,
+    SpO2 otherwise normal: no medium or high alarm."""
+    tr = Trace("dropout_motion_storm")
+    baseline_session(tr, "bed1")
+    rng = random.Random(94)
+    dips: dict[int, float] = {}
+    t = 700
+    while t < 2400:
+        length = rng.randint(1, 4)
+        depth = rng.uniform(55, 80)
+        for k in range(length):
+            dips[t + k] = round(depth + rng.uniform(-3, 3), 1)
+        t += rng.randint(20, 40)
+    empty: set[int] = set()
+    t = 700
+    while t < 2400:
+        empty.add(t)
+        t += rng.randint(4, 9)
+    base = noisy(const(97.2), 0.3, 95)
+
+    def spo2(t: float) -> float | None:
+        if int(t) in empty:
+            return None
+        return dips.get(int(t), base(t))
+
+    tr.stream("bed1", "spo2", 0, 2400, 1, spo2)
+    tr.stream("bed1", "pulse_rate", 0, 2400, 1, noisy(const(76), 1.5, 96))
+    tr.write()
+
+
+def discharge_quiet() -> None:
+    """Recovery-phase readiness. bed1: SpO2 90 % from t0+95 min for 10 min (SpO2 alerts), then
+    normal: readiness only 15 min after the last SpO2 alert ended. bed2: a staff-entered
+    symptom during the peak, cleared only at t0+130 min: not ready (and told why) until then.
+    bed3 (negative twin): the same session without either is ready once recovery starts."""
+    tr = Trace("discharge_quiet")
+    dose = 600.0
+    end = dose + 150 * 60
+    for i, bed in enumerate(("bed1", "bed2", "bed3")):
+        baseline_session(tr, bed, dose_at=dose, bp=(118, 76))
+        ok = noisy(const(97.5), 0.3, 100 + i)
+
+        def spo2(t: float, bed: str = bed, ok: Curve = ok) -> float | None:
+            if bed == "bed1" and dose + 95 * 60 <= t < dose + 105 * 60:
+                return 90.0
+            return ok(t)
+
+        tr.stream(bed, "spo2", 0, end, 5, spo2)
+        tr.stream(bed, "pulse_rate", 0, end, 5, noisy(const(72), 1.0, 110 + i))
+        for m in range(10, 151, 10):
+            tr.nibp(bed, dose + 60 * m, 120, 77)
+    tr.add(dose + 30 * 60, "bed2", "symptom", "confusion")
+    tr.add(dose + 130 * 60, "bed2", "symptom_clear", "")
+    tr.write()
+
+
+def escalation_ack() -> None:
+    """bed1: bp_severe confirmed by a second 185/112, acknowledged; the third reading (194/116)
+    escalates it to high: unacknowledged again, with the current value, and a re-measure
+    prompt. bed2 (negative twin): acknowledged the same way, the next reading is 150/92: the
+    alert just clears, nothing sounds again."""
+    tr = Trace("escalation_ack")
+    for bed in ("bed1", "bed2"):
+        baseline_session(tr, bed)
+        tr.stream(bed, "spo2", 0, 2400, 5, noisy(const(97.4), 0.3, 120))
+        tr.stream(bed, "pulse_rate", 0, 2400, 5, noisy(const(80), 1.0, 121))
+        tr.nibp(bed, 1200, 185, 112)
+        tr.nibp(bed, 1500, 186, 113)
+        tr.add(1530, bed, "ack", "bp_severe")
+    tr.nibp("bed1", 1800, 194, 116)
+    tr.nibp("bed2", 1800, 150, 92)
+    tr.write()
+
+
+def ack_time_limit() -> None:
+    """Acknowledged high SpO2 alarms. bed1: SpO2 keeps falling from 84 % to 72 % over ten
+    minutes after the acknowledgement: it sounds again when 4 points worse. bed2: SpO2 stays at
+    84 %: it sounds again 5 min after the acknowledgement. bed3 (negative twin): SpO2 recovers
+    a minute after the acknowledgement: the alarm clears and never sounds again."""
+    tr = Trace("ack_time_limit")
+    for bed in ("bed1", "bed2", "bed3"):
+        baseline_session(tr, bed)
+
+        def spo2(t: float, bed: str = bed) -> float:
+            if t < 900:
+                return 97.0
+            if t < 930:
+                return round(97 - (t - 900) * 13 / 30, 1)
+            if bed == "bed1" and t >= 1000:
+                return max(72.0, round(84 - (t - 1000) * 0.02, 1))
+            if bed == "bed3" and t >= 1030:
+                return 97.0
+            return 84.0
+
+        tr.stream(bed, "spo2", 0, 1700, 1, spo2)
+        tr.stream(bed, "pulse_rate", 0, 1700, 1, const(80.0))
+        tr.add(970, bed, "ack", "all")
+    tr.write()
+
+
+def zero_probe() -> None:
+    """bed1: the oximeter streams SpO2 0 % and pulse 0 /min for 60 s during the onset (finger
+    out). bed2: a real sensor-off (empty values) at the same time. Both: the same medium
+    technical `spo2_sensor_off` after 10 s. bed3 (negative twin): zeros for 5 s: nothing."""
+    tr = Trace("zero_probe")
+    for bed in ("bed1", "bed2", "bed3"):
+        baseline_session(tr, bed)
+        stop = 1060 if bed != "bed3" else 1005
+
+        def value(normal: float, bed: str = bed, stop: int = stop) -> Curve:
+            def f(t: float) -> float | None:
+                if 1000 <= t < stop:
+                    return None if bed == "bed2" else 0.0
+                return normal
+            return f
+
+        tr.stream(bed, "spo2", 0, 1300, 1, value(97.0))
+        tr.stream(bed, "pulse_rate", 0, 1300, 1, value(74.0))
+    tr.write()
+
+
+def bp_cadence() -> None:
+    """bed1: a 206/118 crisis at t0+20 min and no reading after it: the next BP is due 5 min
+    later and overdue at 10 min. bed2 (negative twin): the repeat comes after 4 min 50 s: no
+    overdue alarm."""
+    tr = Trace("bp_cadence")
+    crisis = 600 + 20 * 60
+    for bed in ("bed1", "bed2"):
+        baseline_session(tr, bed)
+        tr.stream(bed, "spo2", 0, crisis + 660, 5, noisy(const(97.5), 0.3, 130))
+        tr.stream(bed, "pulse_rate", 0, crisis + 660, 5, noisy(const(78), 1.0, 131))
+        tr.nibp(bed, 600 + 10 * 60, 130, 82)
+        tr.nibp(bed, crisis, 206, 118)
+    tr.nibp("bed2", crisis + 290, 168, 102)
+    tr.write()
+
+
+def news2_urgent() -> None:
+    """bed1: RR 22, SpO2 94 %, pulse 112 from t0+10 min for 10 min: NEWS2 5 (no single 3, no
+    rule of its own fires): a sounded medium `news2_urgent`. bed2 (negative twin): pulse 100:
+    NEWS2 4, nothing."""
+    tr = Trace("news2_urgent")
+    start, stop = 1200, 1800
+    for bed, fast in (("bed1", 112.0), ("bed2", 100.0)):
+        baseline_session(tr, bed)
+
+        def level(normal: float, ill: float) -> Curve:
+            return lambda t: ill if start <= t < stop else normal
+
+        tr.stream(bed, "spo2", 0, 2200, 5, level(97.0, 94.0))
+        tr.stream(bed, "pulse_rate", 0, 2200, 5, level(74.0, fast))
+        tr.stream(bed, "resp_rate", 0, 2200, 5, level(14.0, 22.0))
+        for m in range(5, 30, 5):
+            tr.nibp(bed, 600 + 60 * m, 124, 80)
+    tr.write()
+
+
+def risk_flag_texts() -> None:
+    """Texts state the limits in force. bed1 (CNS-depressant co-medication: SpO2 limits +2):
+    pre-dose SpO2 96 % raises `predose_spo2_low` whose text says ≤97 %. bed2 (age ≥ 60: HR
+    limits −10): HR 134 /min raises `hr_at_or_above_140` saying ≥130. bed3 (negative twin, no
+    flags): the same vitals raise neither."""
+    tr = Trace("risk_flag_texts")
+    for bed, flags in (("bed1", "cns_depressant"), ("bed2", "age_60_plus"), ("bed3", "")):
+        tr.add(0, bed, "session_start", f"ketamine {flags}".strip())
+        tr.nibp(bed, 30, 122, 78)
+        tr.nibp(bed, 390, 124, 77)
+        tr.add(600, bed, "dose", 50)
+        tr.stream(bed, "spo2", 0, 1500, 1, lambda t: 96.0 if 100 <= t < 300 else 98.0)
+        tr.stream(bed, "pulse_rate", 0, 1500, 1, lambda t: 134.0 if 1000 <= t < 1100 else 76.0)
+    tr.write()
+
+
 def main() -> None:
     desaturation()
     artefact_dips()
@@ -286,6 +495,15 @@ def main() -> None:
     escalation()
     discharge("discharge_ketamine", "ketamine", second_dose=3600.0)
     discharge("discharge_esketamine", "esketamine", second_dose=None)
+    dropout_desaturation()
+    dropout_motion_storm()
+    discharge_quiet()
+    escalation_ack()
+    ack_time_limit()
+    zero_probe()
+    bp_cadence()
+    news2_urgent()
+    risk_flag_texts()
 
 
 if __name__ == "__main__":

@@ -171,6 +171,14 @@ def _grouped(obs: Observation, groups: dict[tuple[str, datetime | None], str]) -
     return replace(obs, measurement=replace(m, group=groups[key]))
 
 
+class _ObxProblem(Exception):
+    """One OBX field is wrong: ``field`` (1-based), HL7 error ``code`` and text."""
+
+    def __init__(self, field: int, code: int, text: str) -> None:
+        super().__init__(text)
+        self.field, self.code, self.text = field, code, text
+
+
 def _read_obx(
     seg: Segment,
     equipment: str,
@@ -179,7 +187,6 @@ def _read_obx(
     extra_codes: Mapping[str, str] | None,
 ) -> tuple[Observation | None, SegmentProblem | None, str]:
     coded = Coded.from_components(seg.components(3))
-    value_type = seg.value(2).upper()
     status = seg.value(11).upper()
     raw_values = seg.repetitions(5)
     metric_name = map_observation(coded, extra_codes)
@@ -190,19 +197,27 @@ def _read_obx(
     if metric_name not in METRICS:
         return None, SegmentProblem(seg.location(3), ERR_TABLE_VALUE,
                                     f"code {coded} maps to unknown metric {metric_name!r}"), ""
-
-    def bad(n: int, code: int, text: str) -> tuple[None, SegmentProblem, str]:
-        return None, SegmentProblem(seg.location(n), code, f"{seg.location()} {coded}: {text}"), ""
-
-    if status not in NO_RESULT_STATUSES and status not in RESULT_STATUSES:
-        return bad(11, ERR_TABLE_VALUE, f"unknown result status {status!r}")
-    try:
-        obs_time = parse_dtm(seg.value(14)) or group_time
-    except DecodeError as exc:
-        return bad(14, ERR_DATA_TYPE, str(exc))
-
-    info = METRICS[metric_name]
     units = Coded.from_components(seg.components(6))
+    try:
+        if status not in NO_RESULT_STATUSES and status not in RESULT_STATUSES:
+            raise _ObxProblem(11, ERR_TABLE_VALUE, f"unknown result status {status!r}")
+        try:
+            obs_time = parse_dtm(seg.value(14)) or group_time
+        except DecodeError as exc:
+            raise _ObxProblem(14, ERR_DATA_TYPE, str(exc)) from exc
+        value = None if status in NO_RESULT_STATUSES else _obx_value(seg, metric_name, units)
+    except _ObxProblem as p:
+        text = f"{seg.location()} {coded}: {p.text}"
+        return None, SegmentProblem(seg.location(p.field), p.code, text), ""
+    raw_status = _obx_status(seg, coded, status, units)
+    if value is not None and not (units.identifier or units.text):
+        raw_status["unit_assumed"] = True
+    m = measurement(metric_name, value, base_flags, obs_time, raw_status)
+    return Observation(m, seg.location(), str(coded), equipment, obs_time), None, ""
+
+
+def _obx_status(seg: Segment, coded: Coded, status: str, units: Coded) -> dict[str, object]:
+    """The OBX facts kept with the reading as its raw status."""
     raw_status: dict[str, object] = {"obx": seg.location(), "code": str(coded)}
     if status:
         raw_status["result_status"] = status
@@ -214,35 +229,45 @@ def _read_obx(
         raw_status["method"] = method
     if units.identifier or units.text:
         raw_status["unit"] = str(units)
+    return raw_status
 
-    value: float | None = None
-    if status not in NO_RESULT_STATUSES:
-        if len([v for v in raw_values if v.strip()]) > 1:
-            return bad(5, ERR_DATA_TYPE, "repeated value for a numeric observation")
-        raw = seg.value(5) if value_type != "SN" else ""
-        if value_type == "SN":
-            sn = seg.components(5) + [""] * 4
-            comparator, num1, sep, num2 = (x.strip() for x in sn[:4])
-            if sep or num2 or comparator not in ("", "="):
-                return bad(5, ERR_DATA_TYPE, f"structured value {seg.field(5)!r} is not one number")
-            raw = num1
-        elif value_type not in ("NM", "ST", "SN", "") and raw:
-            return bad(2, ERR_DATA_TYPE, f"value type {value_type!r} is not numeric")
-        if raw:
-            if not _NUMBER.match(raw):
-                return bad(5, ERR_DATA_TYPE, f"value {raw[:20]!r} is not a number")
-            unit = map_unit(units) if (units.identifier or units.text) else UnitInfo(info.unit)
-            if unit is None:
-                return bad(6, ERR_TABLE_VALUE, f"unknown unit {units}")
-            if unit.ucum != info.unit:
-                return bad(6, ERR_TABLE_VALUE,
-                           f"unit {units} does not fit {metric_name} ({info.unit})")
-            value = float(raw) * unit.factor
-            if unit.factor != 1.0:
-                value = round(value, 1)
-            if not math.isfinite(value):
-                return bad(5, ERR_DATA_TYPE, f"value {raw[:20]!r} is not finite")
-            if not (units.identifier or units.text):
-                raw_status["unit_assumed"] = True
-    m = measurement(metric_name, value, base_flags, obs_time, raw_status)
-    return Observation(m, seg.location(), str(coded), equipment, obs_time), None, ""
+
+def _obx_number(seg: Segment) -> str:
+    """OBX-5 as the text of one number ("" when empty); raises :class:`_ObxProblem`."""
+    value_type = seg.value(2).upper()
+    if len([v for v in seg.repetitions(5) if v.strip()]) > 1:
+        raise _ObxProblem(5, ERR_DATA_TYPE, "repeated value for a numeric observation")
+    if value_type == "SN":
+        sn = seg.components(5) + [""] * 4
+        comparator, num1, sep, num2 = (x.strip() for x in sn[:4])
+        if sep or num2 or comparator not in ("", "="):
+            raise _ObxProblem(5, ERR_DATA_TYPE,
+                              f"structured value {seg.field(5)!r} is not one number")
+        return num1
+    raw = seg.value(5)
+    if value_type not in ("NM", "ST", "") and raw:
+        raise _ObxProblem(2, ERR_DATA_TYPE, f"value type {value_type!r} is not numeric")
+    return raw
+
+
+def _obx_value(seg: Segment, metric_name: str, units: Coded) -> float | None:
+    """The observation's value in the metric's canonical unit (None when empty); raises
+    :class:`_ObxProblem`."""
+    raw = _obx_number(seg)
+    if not raw:
+        return None
+    if not _NUMBER.match(raw):
+        raise _ObxProblem(5, ERR_DATA_TYPE, f"value {raw[:20]!r} is not a number")
+    info = METRICS[metric_name]
+    unit = map_unit(units) if (units.identifier or units.text) else UnitInfo(info.unit)
+    if unit is None:
+        raise _ObxProblem(6, ERR_TABLE_VALUE, f"unknown unit {units}")
+    if unit.ucum != info.unit:
+        raise _ObxProblem(6, ERR_TABLE_VALUE,
+                          f"unit {units} does not fit {metric_name} ({info.unit})")
+    value = float(raw) * unit.factor
+    if unit.factor != 1.0:
+        value = round(value, 1)
+    if not math.isfinite(value):
+        raise _ObxProblem(5, ERR_DATA_TYPE, f"value {raw[:20]!r} is not finite")
+    return value

@@ -120,7 +120,7 @@ def scan_main(argv: Sequence[str]) -> int:
         cfg = cfg.model_copy(update={"backend": "simulated"})
     try:
         results = asyncio.run(scan(args.timeout, cfg))
-    except Exception as exc:  # no adapter, no D-Bus, BlueZ not running …
+    except Exception as exc:  # noqa: BLE001 - reported; no adapter, no D-Bus, BlueZ down …
         print(f"kapmonitor scan: {_bluez_problem(exc)}", file=sys.stderr)
         return 1
     if not results:
@@ -167,7 +167,7 @@ def pair_main(argv: Sequence[str]) -> int:
     except PairingError as exc:
         print(f"kapmonitor pair: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported on stderr, exit 1
         print(f"kapmonitor pair: {_bluez_problem(exc)}", file=sys.stderr)
         return 1
     print(f"bonded with {args.address.upper()}")

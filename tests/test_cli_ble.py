@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from kapmonitor.ble.cli import scan_main
+from kapmonitor.cli_ble import scan_main
 from kapmonitor.config import parse_config
 
 

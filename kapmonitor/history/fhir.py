@@ -1,0 +1,225 @@
+"""A recorded session as a FHIR R4 Bundle (JSON): vital-sign Observations and alarm issues.
+
+What belongs here: the mapping from a :class:`~kapmonitor.history.record.SessionRecord` to
+FHIR R4 resources, as plain JSON (no FHIR library at run time; the tests validate the output
+with the ``fhir.resources`` models):
+
+- a ``Bundle`` of type ``collection`` with one ``Device`` per device that delivered data;
+- ``Observation``s following the R4 vital-signs profiles: category ``vital-signs``, the
+  profile's LOINC code plus the IEEE 11073-10101 (MDC) code of the metric, a UCUM
+  ``valueQuantity``, ``effectiveDateTime``, ``device``, ``status`` ``final``, a
+  ``referenceRange`` and an ``interpretation`` (H/L/N) against it. Continuous metrics are
+  sampled: the first valid reading in every ``every_s`` window (a real measurement with its own
+  time, never an average); every NIBP measurement is one blood-pressure panel Observation
+  (LOINC 85354-9) with systolic, diastolic and mean as components;
+- every alarm as a ``DetectedIssue`` (severity from its priority, ``identifiedPeriod`` from
+  raised to cleared, the acknowledgement as ``mitigation`` with its time and who did it). The
+  choice over ``Flag`` is argued in docs/history.md.
+
+The subject is a logical reference (an identifier), never a name: the session's ``patient_id``
+when the session was started with one, else the session id.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from typing import Any
+
+from kapmonitor.history.record import SessionRecord, iso
+from kapmonitor.model import METRICS
+
+LOINC = "http://loinc.org"
+MDC = "urn:iso:std:iso:11073:10101"
+UCUM = "http://unitsofmeasure.org"
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+PROFILE = "http://hl7.org/fhir/StructureDefinition/"
+KAP = "urn:kapmonitor:"
+
+# metric → (R4 vital-signs profile, the profile's LOINC code and display, extra LOINC coding)
+PROFILES: dict[str, tuple[str, str, str, str | None]] = {
+    "spo2": ("oxygensat", "2708-6", "Oxygen saturation in Arterial blood", "59408-5"),
+    "pulse_rate": ("heartrate", "8867-4", "Heart rate", "8889-8"),
+    "heart_rate": ("heartrate", "8867-4", "Heart rate", None),
+    "resp_rate": ("resprate", "9279-1", "Respiratory rate", None),
+}
+# Reference ranges: the NEWS2 zero-score bands (Royal College of Physicians, 2017).
+RANGES: dict[str, tuple[float, float]] = {
+    "spo2": (96.0, 100.0), "pulse_rate": (51.0, 90.0), "heart_rate": (51.0, 90.0),
+    "resp_rate": (12.0, 20.0), "nibp_sys": (111.0, 219.0),
+}
+SEVERITY = {"high": "high", "medium": "moderate", "low": "low", "info": "low"}
+
+
+def _id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9\-.]", "-", text)[:64]
+
+
+def _urn(*parts: str) -> str:
+    return "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "kapmonitor:" + "/".join(parts)))
+
+
+def _quantity(value: float, unit: str) -> dict[str, Any]:
+    return {"value": round(value, 2), "unit": unit, "system": UCUM, "code": unit}
+
+
+def _interpretation(metric: str, value: float) -> tuple[list[dict[str, Any]], list[Any]]:
+    rng = RANGES.get(metric)
+    if rng is None:
+        return [], []
+    lo, hi = rng
+    code, text = ("L", "Low") if value < lo else ("H", "High") if value > hi else ("N", "Normal")
+    unit = METRICS[metric].unit
+    return ([{"coding": [{"system": INTERP, "code": code, "display": text}]}],
+            [{"low": _quantity(lo, unit), "high": _quantity(hi, unit),
+              "text": "NEWS2 zero-score band"}])
+
+
+def _coding(metric: str) -> list[dict[str, Any]]:
+    info = METRICS[metric]
+    out: list[dict[str, Any]] = []
+    prof = PROFILES.get(metric)
+    if prof is not None:
+        out.append({"system": LOINC, "code": prof[1], "display": prof[2]})
+        if prof[3]:
+            out.append({"system": LOINC, "code": prof[3], "display": info.label})
+    elif info.loinc:
+        out.append({"system": LOINC, "code": info.loinc, "display": info.label})
+    if info.mdc is not None:
+        out.append({"system": MDC, "code": str(info.mdc), "display": info.mdc_ref or info.label})
+    return out
+
+
+def bundle(rec: SessionRecord, every_s: float = 60.0) -> dict[str, Any]:
+    sid = rec.session_id
+    pid = rec.info.start.get("patient_id")
+    subject = {"identifier": {"system": KAP + ("patient" if pid else "session"),
+                              "value": str(pid or sid)},
+               "display": f"patient of session {sid} (bed {rec.bed})"}
+    entries: list[dict[str, Any]] = []
+    devices: dict[str, str] = {}
+
+    def device_ref(dev: str) -> dict[str, Any]:
+        if dev not in devices:
+            devices[dev] = _urn(sid, "device", dev)
+            entries.append({"fullUrl": devices[dev], "resource": {
+                "resourceType": "Device", "id": _id(dev),
+                "identifier": [{"system": KAP + "device", "value": dev}],
+                "deviceName": [{"name": dev, "type": "user-friendly-name"}],
+            }})
+        return {"reference": devices[dev], "display": dev}
+
+    obs_refs: dict[str, list[tuple[float, str]]] = {}
+
+    def add_obs(key: str, t: float, resource: dict[str, Any], metric: str) -> None:
+        url = _urn(sid, "obs", key)
+        entries.append({"fullUrl": url, "resource": resource})
+        obs_refs.setdefault(metric, []).append((t, url))
+
+    base = {"resourceType": "Observation", "status": "final",
+            "category": [{"coding": [{"system": CATEGORY, "code": "vital-signs",
+                                      "display": "Vital Signs"}]}],
+            "subject": subject}
+    for metric, tr in rec.trends.items():
+        if metric not in METRICS or METRICS[metric].loinc is None:
+            continue
+        last_bucket = -math.inf
+        for i in range(len(tr.t)):
+            t, v = float(tr.t[i]), float(tr.v[i])
+            if math.isnan(v) or t < rec.started or t > rec.end:
+                continue
+            bucket = math.floor((t - rec.started) / every_s)
+            if bucket == last_bucket:
+                continue
+            last_bucket = bucket
+            interp, ranges = _interpretation(metric, v)
+            prof = PROFILES.get(metric)
+            res: dict[str, Any] = dict(base)
+            res.update({
+                "id": _id(f"{sid}-{metric}-{i}"),
+                "code": {"coding": _coding(metric), "text": METRICS[metric].label},
+                "effectiveDateTime": iso(t),
+                "valueQuantity": _quantity(v, METRICS[metric].unit),
+                "device": device_ref(tr.devices[i]),
+            })
+            if prof is not None:
+                res["meta"] = {"profile": [PROFILE + prof[0], PROFILE + "vitalsigns"]}
+            if interp:
+                res["interpretation"], res["referenceRange"] = interp, ranges
+            flags = [f for f in tr.flags[i].split(",") if f]
+            if flags:
+                res["note"] = [{"text": "device quality flags: " + ", ".join(flags)}]
+            add_obs(f"{metric}-{i}", t, res, metric)
+    for n, m in enumerate(rec.nibp):
+        if m.sys is None or m.dia is None:
+            continue
+        comps = []
+        for name, part in (("nibp_sys", m.sys), ("nibp_dia", m.dia), ("nibp_mean", m.mean)):
+            if part is None:
+                continue
+            v = part
+            comp: dict[str, Any] = {"code": {"coding": _coding(name),
+                                             "text": METRICS[name].label},
+                                    "valueQuantity": _quantity(v, "mm[Hg]")}
+            interp, ranges = _interpretation(name, v)
+            if interp:
+                comp["interpretation"], comp["referenceRange"] = interp, ranges
+            comps.append(comp)
+        res = dict(base)
+        res.update({
+            "id": _id(f"{sid}-bp-{n}"),
+            "meta": {"profile": [PROFILE + "bp", PROFILE + "vitalsigns"]},
+            "code": {"coding": [
+                {"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"},
+                {"system": MDC, "code": "150020", "display": "MDC_PRESS_BLD_NONINV"},
+            ], "text": "Non-invasive blood pressure"},
+            "effectiveDateTime": iso(m.t),
+            "device": device_ref(m.device),
+            "component": comps,
+        })
+        if m.flags:
+            res["note"] = [{"text": "device quality flags: " + ", ".join(m.flags)}]
+        add_obs(f"bp-{n}", m.t, res, "nibp_sys")
+    for a in rec.alarms:
+        issue: dict[str, Any] = {
+            "resourceType": "DetectedIssue", "id": _id(a.alert_id),
+            "identifier": [{"system": KAP + "alert", "value": a.alert_id}],
+            "status": "final",
+            "code": {"coding": [{"system": KAP + "alarm-rule", "code": a.rule}],
+                     "text": f"{a.kind} alarm {a.rule}"},
+            "severity": SEVERITY.get(a.priority, "low"),
+            "patient": subject,
+            "identifiedPeriod": {"start": iso(a.raised),
+                                 **({"end": iso(a.cleared)} if a.cleared is not None else {})},
+            "detail": f"{a.priority} priority: {a.text}",
+        }
+        if a.acked_at is not None:
+            issue["mitigation"] = [{
+                "action": {"text": "alarm acknowledged"},
+                "date": iso(a.acked_at),
+                **({"author": {"display": a.acked_by}} if a.acked_by else {}),
+            }]
+        about = _metric_of(a.rule, a.text) or ""
+        ev = [url for t, url in obs_refs.get(about, []) if a.raised - 120 <= t <= a.raised]
+        if ev:
+            issue["evidence"] = [{"detail": [{"reference": ev[-1]}]}]
+        entries.append({"fullUrl": _urn(sid, "issue", a.alert_id), "resource": issue})
+    return {
+        "resourceType": "Bundle", "id": _id(f"session-{sid}"), "type": "collection",
+        "timestamp": iso(rec.end),
+        "identifier": {"system": KAP + "session", "value": sid},
+        "entry": entries,
+    }
+
+
+def _metric_of(rule: str, text: str) -> str | None:
+    for m in ("spo2", "pulse_rate", "heart_rate", "resp_rate"):
+        if m in rule:
+            return m
+    if rule.startswith(("bp", "nibp")) or "mmHg" in text:
+        return "nibp_sys"
+    if rule.startswith("hr") or "Pulse" in text or "Heart" in text:
+        return "pulse_rate"
+    return None
