@@ -35,8 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from kapmonitor.config import DisplayWatchConfig
 from kapmonitor.ports import DurablePublish, ServicePorts, Subscriptions
 from kapmonitor.topics import StationTopics
 
@@ -45,38 +44,6 @@ log = logging.getLogger("kapmonitor.display_watch")
 RULE = "no_alarm_display"
 CONFIRM_EVENTS = frozenset({"raised", "reactivated", "escalated"})
 DONE_EVENTS = frozenset({"acknowledged", "cleared"})
-
-
-class DisplayWatchConfig(BaseModel):
-    """Require a central station to show this node's alarms (off by default)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    required: bool = Field(
-        default=False,
-        description="Raise `no_alarm_display` when no station heartbeat or confirmation comes.",
-    )
-    station_prefix: str = Field(
-        default="kapmonitor-station", min_length=1,
-        description="Topic prefix of the stations' heartbeats (`<prefix>/<station>/heartbeat`).",
-    )
-    heartbeat_timeout_s: float = Field(
-        default=20.0, gt=0, le=600,
-        description="No heartbeat from any station for this long → `no_alarm_display`.",
-    )
-    confirm_timeout_s: float = Field(
-        default=15.0, gt=0, le=600,
-        description="A medium/high alert not confirmed by a station within this → alarm.",
-    )
-    confirm_priorities: list[str] = Field(
-        default_factory=lambda: ["medium", "high"],
-        description="Alert priorities a station must confirm.",
-    )
-    annunciator_command: list[str] = Field(
-        default_factory=list,
-        description="Local command run as `cmd... raised|cleared REASON` (e.g. a buzzer).",
-    )
-    priority: str = Field(default="high", description="Priority of `no_alarm_display`.")
 
 
 class WatchedAlerts:
