@@ -100,11 +100,55 @@ class MqttConfig(_Model):
         default=30.0, gt=0, description="Upper bound of the reconnect backoff, seconds."
     )
 
+    username_file: Path | None = Field(
+        default=None,
+        description="File holding the username (trailing newline ignored; environment "
+        "variables expanded).",
+    )
+    username_credential: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.@-]+$",
+        description="Name of a systemd credential holding the username (LoadCredential=; "
+        "read from `$CREDENTIALS_DIRECTORY/<name>`).",
+    )
+    password_credential: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.@-]+$",
+        description="Name of a systemd credential holding the password (LoadCredential=; "
+        "read from `$CREDENTIALS_DIRECTORY/<name>`).",
+    )
+
     @model_validator(mode="after")
     def _one_password(self) -> MqttConfig:
         if self.password is not None and self.password_file is not None:
             raise ValueError("set either password or password_file, not both")
+        for what in ("username", "password"):
+            given = [f"{what}{suffix}" for suffix in ("", "_file", "_credential")
+                     if getattr(self, f"{what}{suffix}") is not None]
+            if len(given) > 1:
+                raise ValueError(f"set only one of {', '.join(given)}")
         return self
+
+    def secret_path(self, what: Literal["username", "password"]) -> Path | None:
+        """The file a username or password is read from (a file or a systemd credential)."""
+        file: Path | None = getattr(self, f"{what}_file")
+        if file is not None:
+            return Path(os.path.expandvars(str(file)))
+        credential: str | None = getattr(self, f"{what}_credential")
+        if credential is not None:
+            directory = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not directory:
+                raise ConfigError([
+                    f"mqtt.{what}_credential: $CREDENTIALS_DIRECTORY is not set; run under "
+                    f"systemd with LoadCredential={credential}:… or use {what}_file"
+                ])
+            return Path(directory) / credential
+        return None
+
+    def secret(self, what: Literal["username", "password"]) -> str | None:
+        path = self.secret_path(what)
+        if path is None:
+            value: str | None = getattr(self, what)
+            return value
+        return path.read_text().rstrip("\r\n")
 
     @field_validator("base_topic")
     @classmethod
@@ -255,6 +299,76 @@ class DisplayWatchConfig(_Model):
         description="Local command run as `cmd... raised|cleared REASON` (e.g. a buzzer).",
     )
     priority: str = Field(default="high", description="Priority of `no_alarm_display`.")
+class EscalationRule(_Model):
+    """One escalation rule (see docs/security.md for what a notification may contain)."""
+
+    when: Literal["unacknowledged", "device_offline", "alert"] = Field(
+        description="unacknowledged: an alarm of `priority` or higher neither acknowledged nor "
+        "cleared within `after` s; device_offline: a device disconnected, stale or in error "
+        "for `after` s (while a session runs on its bed); alert: an alarm of rule `rule` "
+        "raised and not cleared within `after` s.",
+    )
+    after: float = Field(default=60.0, ge=0, description="Seconds before the rule fires.")
+    priority: Literal["low", "medium", "high"] = Field(
+        default="high", description="unacknowledged: the lowest priority that escalates."
+    )
+    rule: str | None = Field(
+        default=None, description="alert: the alarm rule id (e.g. `no_alarm_display`)."
+    )
+    beds: list[str] | None = Field(
+        default=None, description="Only these beds (e.g. the at-home ones); default: all."
+    )
+
+    @model_validator(mode="after")
+    def _rule_given(self) -> EscalationRule:
+        if self.when == "alert" and not self.rule:
+            raise ValueError("a rule with when = \"alert\" needs rule = \"<alarm rule id>\"")
+        return self
+
+
+def _default_escalation_rules() -> list[EscalationRule]:
+    return [
+        EscalationRule(when="unacknowledged", priority="high", after=60.0),
+        EscalationRule(when="device_offline", after=120.0),
+        EscalationRule(when="alert", rule="no_alarm_display", after=0.0),
+    ]
+
+
+class EscalationConfig(_Model):
+    """Remote escalation through Apprise (ntfy, Pushover, e-mail, SMS gateways, webhooks) for
+    alarms nobody attends to. Off by default. Notifications carry the site, node, bed, alarm
+    text and priority, never a patient or session identifier."""
+
+    enabled: bool = Field(default=False, description="Send escalation notifications.")
+    urls: list[str] = Field(
+        default_factory=list, description="Apprise URLs, e.g. `ntfys://ntfy.sh/topic`."
+    )
+    urls_file: Path | None = Field(
+        default=None,
+        description="File with more Apprise URLs, one a line (they hold secrets; e.g. a "
+        "systemd credential path). Environment variables are expanded.",
+    )
+    retries: int = Field(default=3, ge=0, le=20, description="Retries of a failed delivery.")
+    retry_delay: float = Field(
+        default=5.0, gt=0, description="Seconds before the first retry; doubles each time."
+    )
+    rules: list[EscalationRule] = Field(
+        default_factory=_default_escalation_rules, description="When to notify."
+    )
+
+    def all_urls(self) -> list[str]:
+        out = list(self.urls)
+        if self.urls_file is not None:
+            path = Path(os.path.expandvars(str(self.urls_file)))
+            out += [line.strip() for line in path.read_text().splitlines()
+                    if line.strip() and not line.lstrip().startswith("#")]
+        return out
+
+    @model_validator(mode="after")
+    def _some_target(self) -> EscalationConfig:
+        if self.enabled and not self.urls and self.urls_file is None:
+            raise ValueError("escalation is enabled but has no urls or urls_file")
+        return self
 
 
 class BedConfig(_Model):
@@ -308,6 +422,9 @@ class Config(_Model):
         default_factory=DisplayWatchConfig,
         description="Require a central station to show this node's alarms (docs/alarms.md).",
     )
+    escalation: EscalationConfig = Field(
+        default_factory=EscalationConfig, description="Remote escalation."
+    )
     beds: list[BedConfig] = Field(default_factory=list, description="The beds of this node.")
     # The real type is the discriminated union of all drivers' models; see config_model().
     devices: list[DeviceConfig] = Field(
@@ -331,6 +448,11 @@ class Config(_Model):
                         f"devices.{i}.{where}: bed {bed!r} of device {d.id!r} is not defined; "
                         f"add a [[beds]] entry with id = {bed!r} or use one of {bed_ids}"
                     )
+        for i, rule in enumerate(self.escalation.rules):
+            for bed in rule.beds or []:
+                if bed not in bed_ids:
+                    problems.append(f"escalation.rules.{i}.beds: bed {bed!r} is not defined; "
+                                    f"use one of {bed_ids}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -345,10 +467,10 @@ class Config(_Model):
         return self.mqtt.client_id or f"kapmonitor-{self.node.node_id}"
 
     def mqtt_password(self) -> str | None:
-        if self.mqtt.password_file is not None:
-            path = Path(os.path.expandvars(str(self.mqtt.password_file)))
-            return path.read_text().rstrip("\r\n")
-        return self.mqtt.password
+        return self.mqtt.secret("password")
+
+    def mqtt_username(self) -> str | None:
+        return self.mqtt.secret("username")
 
     def device(self, device_id: str) -> DeviceConfig:
         for d in self.devices:
@@ -457,11 +579,15 @@ def load_config(path: str | Path) -> Config:
         if problems:
             raise ConfigError([f"{p}: alarms.rules: {line}" for line in problems])
         cfg.alarms.rules = rules
-    if cfg.mqtt.password_file is not None:
-        pw = Path(os.path.expandvars(str(cfg.mqtt.password_file)))
-        if not pw.is_file():
+    for what in ("username", "password"):
+        try:
+            secret = cfg.mqtt.secret_path(what)
+        except ConfigError as exc:
+            raise ConfigError([f"{p}: {line}" for line in exc.problems]) from None
+        if secret is not None and not secret.is_file():
+            source = "_file" if getattr(cfg.mqtt, f"{what}_file") is not None else "_credential"
             raise ConfigError(
-                [f"{p}: mqtt.password_file: file {str(pw)!r} does not exist; create it or "
-                 "use mqtt.password"]
+                [f"{p}: mqtt.{what}{source}: file {str(secret)!r} does not exist; create it or "
+                 f"use mqtt.{what}"]
             )
     return cfg

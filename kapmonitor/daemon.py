@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kapmonitor import __version__
 from kapmonitor.ble.config import BleConfig
-from kapmonitor.clock import Clock, SystemClock
+from kapmonitor.clock import Clock, ManualClock, SystemClock
 from kapmonitor.commands import CommandRouter
 from kapmonitor.config import Config
 from kapmonitor.devices import Devices
@@ -46,16 +46,25 @@ from kapmonitor.drivers.registry import drivers
 from kapmonitor.history.service import HistoryService
 from kapmonitor.history.service import attach as attach_history
 from kapmonitor.history.store import HistoryStore
+from kapmonitor.liveness import Liveness
 from kapmonitor.metrics import Metrics
 from kapmonitor.model import Reading
 from kapmonitor.mqtt import BrokerSettings, MqttOwner, make_tls_context
 from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox
-from kapmonitor.pipeline import DurablePublisher, Listeners, ReadingPipeline, VitalsCache
+from kapmonitor.pipeline import (
+    AlertTee,
+    DurablePublisher,
+    Listeners,
+    ReadingPipeline,
+    VitalsCache,
+)
 from kapmonitor.ports import ServicePorts
 from kapmonitor.services.alarms import AlarmService
 from kapmonitor.services.alarms import attach as attach_alarms
 from kapmonitor.services.display_watch import DisplayWatch
 from kapmonitor.services.display_watch import attach as attach_display_watch
+from kapmonitor.services.escalation import EscalationService
+from kapmonitor.services.escalation import attach as attach_escalation
 from kapmonitor.services.homeassistant import publish_discovery, topics_of
 from kapmonitor.supervisor import DeviceStatus, Supervisor
 
@@ -63,7 +72,7 @@ log = logging.getLogger("kapmonitor.daemon")
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RepublishRequest(_Request):
@@ -119,9 +128,17 @@ class Daemon:
         self.metrics_port: int | None = None
         self.alarms: AlarmService | None = None
         self.display_watch: DisplayWatch | None = None
+        self.escalation: EscalationService | None = None
+        # (bed, event) of every alert and session event, after it was queued durably.
+        self.alert_events: Listeners[tuple[str, dict[str, Any]]] = Listeners()
         self.started = asyncio.Event()
         self.fatal: BaseException | None = None
         self._stop: asyncio.Event | None = None
+        # Feeds the systemd watchdog only while every task below makes progress.
+        self.liveness = Liveness(sd_notify)
+        self._oneshots: set[asyncio.Future[Any]] = set()
+        self._storage_since = 0.0
+        self.alert_tee: AlertTee | None = None
         self._add_builtin_commands()
 
     # -- the daemon's own commands -----------------------------------------------------------
@@ -150,9 +167,54 @@ class Daemon:
             self.mqtt.set_retained(self.topics.device_status(st.device), st.to_json())
         self.status_listeners(st)
 
+    def _on_storage(self, error: str | None) -> None:
+        """The outbox moved to memory (``error``) or back to disk (None): the technical alarm
+        ``storage_failed`` on every bed's alert topic, and ``storage`` in bridge/state."""
+        now = self.clock.now()
+        if error:
+            self._storage_since = now
+        event = {
+            "t": now, "type": "alert",
+            "event": "raised" if error else "cleared", "alert_id": f"{self.boot_id}-storage",
+            "rule": "storage_failed", "priority": "high", "kind": "technical",
+            "metric": None, "value": None, "acknowledged": False, "escalation_level": 0,
+            "audio_paused_until": None, "by": None, "onset_t": self._storage_since,
+            "state": "active" if error else "cleared",
+            "text": (f"State directory cannot be written ({error}): readings and alerts are "
+                     "published but NOT stored; a restart would lose them") if error else
+                    "State directory can be written again; the outbox is durable again",
+        }
+        if self.alert_tee is not None:  # escalation sees it too (rule = "storage_failed")
+            for bed in self.beds:
+                self.alert_tee.publish_alert(bed, {**event, "phase": self._phase(bed)})
+        if self.mqtt is not None and self.mqtt.connected.is_set():
+            self.spawn_oneshot(self.mqtt.publish_bridge_state("online", "connected"))
+
+    def _make_alert_tee(self) -> AlertTee:
+        assert self.publisher is not None
+        self.alert_tee = AlertTee(self.publisher, self.alert_events)
+        return self.alert_tee
+
+    def _phase(self, bed: str) -> str:
+        return self.alarms.engine.phase_of(bed) if self.alarms is not None else "idle"
+
+    def spawn_oneshot(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """A short task (not supervised: it ends by design); its failure is logged."""
+        task = asyncio.ensure_future(coro)
+        self._oneshots.add(task)
+
+        def done(t: asyncio.Future[Any]) -> None:
+            self._oneshots.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("%r", t.exception())
+
+        task.add_done_callback(done)
+
     def bridge_state(self, state: str, reason: str) -> dict[str, Any]:
         depth = self.outbox.depth() if self.outbox is not None else 0
+        storage = self.outbox.storage_error if self.outbox is not None else None
         return {
+            "storage": "ok" if storage is None else f"failed: {storage}",
             "state": state,
             "reason": reason,
             "version": __version__,
@@ -174,8 +236,15 @@ class Daemon:
         assert self.outbox is not None and self.mqtt is not None
         last_depth = -1
         last_state_pub = 0.0
+        beat = self.liveness.heartbeat("housekeeping", max_age=10.0)
+        loop_time = asyncio.get_running_loop().time
+        last_recover = loop_time()
         while True:
             await asyncio.sleep(0.5)
+            beat()
+            if self.outbox.storage_error is not None and loop_time() - last_recover >= 5.0:
+                last_recover = loop_time()
+                self.outbox.try_recover()
             self.vitals.flush(self.mqtt, self.topics)
             for lane, name in LANE_NAMES.items():
                 self.metrics.outbox_depth.labels(name).set(self.outbox.counts[lane])
@@ -192,7 +261,12 @@ class Daemon:
 
     # -- lifecycle -----------------------------------------------------------------------
     def _take_lock(self) -> None:
-        fd = os.open(self.state_dir / "kapmonitor.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.state_dir / "kapmonitor.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only or broken state directory: storage_failed
+            log.critical("cannot create the lock file in %s (%s); running without it",
+                         self.state_dir, exc)
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -218,7 +292,7 @@ class Daemon:
             port=self.broker[1],
             client_id=cfg.client_id,
             keepalive=cfg.mqtt.keepalive,
-            username=cfg.mqtt.username,
+            username=cfg.mqtt_username(),
             password=cfg.mqtt_password(),
             tls=tls,
             reconnect_max=cfg.mqtt.reconnect_max,
@@ -232,13 +306,17 @@ class Daemon:
 
     async def start(self) -> None:
         cfg = self.cfg
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # the outbox reports it as storage_failed and runs in memory
+            log.critical("cannot create the state directory %s: %s", self.state_dir, exc)
         self._take_lock()
         self.devices.load()
         self.outbox = Outbox(
             self.state_dir / "outbox.sqlite3",
             max_readings=cfg.outbox.max_readings,
             on_drop=lambda lane, n: self.metrics.outbox_dropped.labels(LANE_NAMES[lane]).inc(n),
+            on_storage=self._on_storage,
         )
         if self.outbox.depth():
             log.info("outbox holds %d messages from before; they will be replayed",
@@ -256,7 +334,7 @@ class Daemon:
             topics=self.topics,
             readings=self.readings,
             statuses=self.status_listeners,
-            alerts=self.publisher,
+            alerts=self._make_alert_tee(),
             retained=self.mqtt,
             commands=self.router,
             spawn=self.spawn,
@@ -274,6 +352,8 @@ class Daemon:
             self.alarms = attach_alarms(ports, cfg.alarms.rules)
             self.alarms.log_max_bytes = cfg.alarms.log_max_bytes
             self.alarms.log_keep = cfg.alarms.log_keep
+        if cfg.escalation.enabled:
+            self._attach_escalation()
         if cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(cfg.metrics.host, cfg.metrics.port)
         ctx = DriverContext(clock=self.clock, state_dir=self.state_dir)
@@ -287,10 +367,12 @@ class Daemon:
                              self.pipeline, self._on_status)
             self.devices.supervisors[dev.id] = sup
             self._on_status(sup.status)
+        self._watch_progress()
         self.spawn(self.mqtt.run(), "mqtt")
         self.spawn(self._housekeeping(), "housekeeping")
         for dev_id, sup in self.devices.supervisors.items():
             self.spawn(sup.run(), f"device:{dev_id}")
+        self.spawn(self.liveness.run(), "liveness")
         sd_notify("READY=1")
         self.started.set()
         log.info(
@@ -310,12 +392,43 @@ class Daemon:
                               command_log=self.router, cfg=self.cfg.history,
                               rules_path=self.cfg.alarms.rules)
 
+    def _attach_escalation(self) -> None:
+        cfg = self.cfg
+        esc = self.escalation = attach_escalation(
+            cfg.escalation, self.clock, self.state_dir,
+            node=cfg.node.node_id, site=cfg.node.site, spawn=self.spawn,
+        )
+        self.alert_events.subscribe(lambda item: esc.on_event(*item))
+        self.status_listeners.subscribe(esc.on_status)
+        if self.alarms is not None:  # sessions restored from before a restart
+            for bed in self.beds:
+                if self.alarms.engine.session_state(bed).get("active"):
+                    esc.on_event(bed, {"type": "session", "event": "started"})
+
+    def _watch_progress(self) -> None:
+        """Heartbeats of the parts that must keep moving (see :mod:`kapmonitor.liveness`):
+        the outbox drain while it has something to publish, the alarm engine's tick."""
+        assert self.mqtt is not None and self.outbox is not None
+        mqtt, outbox = self.mqtt, self.outbox
+        mqtt.drain_beat = self.liveness.heartbeat(
+            "mqtt-drain", max_age=30.0,
+            idle=lambda: not mqtt.connected.is_set() or outbox.depth() == 0,
+        )
+        if self.alarms is not None:
+            manual = isinstance(self.clock, ManualClock)  # tests: time moves only when told
+            self.alarms.tick_beat = self.liveness.heartbeat(
+                "alarm-engine", max_age=10.0, idle=lambda: manual
+            )
+
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run a long-lived part of the daemon; if it dies, the daemon stops with an error
-        (systemd restarts it) instead of limping on without it."""
+        (systemd restarts it) instead of limping on without it. The liveness check also
+        watches it: a task that ends for any reason stops the watchdog being fed."""
         task = asyncio.create_task(coro, name=name)
         task.add_done_callback(self._task_done)
         self._tasks.append(task)
+        if name != "liveness":
+            self.liveness.watch_task(task)
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
@@ -331,6 +444,9 @@ class Daemon:
 
     async def stop(self) -> None:
         sd_notify("STOPPING=1")
+        for t in self._tasks:  # tasks end on purpose from here on
+            if t.get_name() == "liveness":
+                t.cancel()
         # Producers first (devices, then the alarm engine's ticker), so nothing new is queued
         # or logged while the outbox is flushed and the alarm log and state are closed.
         for prefix in ("device:", "alarms"):

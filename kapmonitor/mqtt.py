@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+from paho.mqtt import client as mqtt_client
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from kapmonitor.clock import Clock
-from kapmonitor.commands import CommandRouter
+from kapmonitor.commands import MAX_COMMAND_NAME, REJECTED, CommandRouter
 from kapmonitor.metrics import Metrics
 from kapmonitor.outbox import LANE_ALERT, LANE_NAMES, LANE_READING, Outbox, Row
 from kapmonitor.supervisor import Backoff
@@ -98,6 +99,9 @@ class MqttOwner:
         self.published = 0
         # Extra topic filters (e.g. the central stations' heartbeats) → callback(topic, payload)
         self.subscriptions: dict[str, Callable[[str, bytes], None]] = {}
+        self._request_prefix = topics.wildcard(Kind.REQUEST).removesuffix("#")
+        # Called on every turn of the outbox drain (the daemon's liveness heartbeat).
+        self.drain_beat: Callable[[], None] = _no_beat
         self._published_children: dict[tuple[int, bool], tuple[Any, Any]] = {}
 
     def add_subscription(self, topic_filter: str, callback: Callable[[str, bytes], None]) -> None:
@@ -237,7 +241,15 @@ class MqttOwner:
                 continue
             parsed = self.topics.parse(topic)
             if parsed is None or parsed.kind is not Kind.REQUEST or parsed.command is None:
-                log.warning("ignoring a message on %.200r: not a well-formed request", topic)
+                if topic.startswith(self._request_prefix) and not message.retain:
+                    # A request whose name cannot be echoed in a response topic (too long for
+                    # MQTT, or not a command name): answered on bridge/response/_rejected.
+                    log.warning("refusing a request on %.200r: not a valid command name", topic)
+                    await self._respond(client, REJECTED, {
+                        "status": "error", "error": f"command name longer than "
+                        f"{MAX_COMMAND_NAME} characters or not a command name"})
+                else:
+                    log.warning("ignoring a message on %.200r: not a well-formed request", topic)
                 continue
             name = parsed.command
             payload = message.payload if isinstance(message.payload, bytes) else str(
@@ -251,7 +263,26 @@ class MqttOwner:
             response = await self.router.handle(name, payload, bool(message.retain))
             self.metrics.commands.labels(name if name in self.router else "(unknown)",
                                          response["status"]).inc()
-            await client.publish(self.topics.response(name), encode(response), qos=1)
+            await self._respond(client, name if len(name) <= MAX_COMMAND_NAME else REJECTED,
+                                response)
+
+    async def _respond(self, client: aiomqtt.Client, name: str, response: dict[str, Any]) -> None:
+        """Publish a response; one that cannot be published is logged and dropped (a lost
+        connection still ends the session, and the reconnect loop takes over)."""
+        try:
+            topic = self.topics.response(name)
+        except ValueError as exc:
+            log.error("no response topic for command %.80r (%s); answering on %s", name, exc,
+                      REJECTED)
+            topic = self.topics.response(REJECTED)
+        try:
+            await client.publish(topic, encode(response), qos=1)
+        except aiomqtt.MqttCodeError as exc:
+            if exc.rc not in _UNPUBLISHABLE:
+                raise
+            log.error("response on %.80s could not be published (%s); dropped", topic, exc)
+        except (ValueError, TypeError) as exc:  # paho refuses the topic or payload itself
+            log.error("response on %.80s could not be published (%s); dropped", topic, exc)
 
     def _dispatch(self, message: aiomqtt.Message) -> bool:
         """Hand a message on an extra subscription to its callbacks (True if there was one)."""
@@ -320,6 +351,7 @@ class MqttOwner:
         async def pump() -> None:
             cursors = {LANE_ALERT: 0, LANE_READING: 0}
             while True:
+                self.drain_beat()
                 rows = outbox.fetch(LANE_ALERT, cursors[LANE_ALERT], self.s.batch)
                 if not rows:
                     rows = outbox.fetch(LANE_READING, cursors[LANE_READING], self.s.batch)
@@ -436,6 +468,15 @@ class MqttOwner:
             await asyncio.wait({task}, timeout=grace)
         if not task.done():
             log.warning("the MQTT connection did not close cleanly")
+
+
+def _no_beat() -> None:
+    pass
+
+
+# paho result codes that say "this message can never be published" (not "connection lost").
+_UNPUBLISHABLE = frozenset({mqtt_client.MQTT_ERR_PAYLOAD_SIZE, mqtt_client.MQTT_ERR_INVAL,
+                           mqtt_client.MQTT_ERR_QUEUE_SIZE})
 
 
 def _only_mqtt_errors(exc: BaseException) -> bool:

@@ -16,6 +16,17 @@ A consumer that must see every message before it leaves the outbox (the session 
 only once :meth:`Outbox.release` says that consumer has stored the first *n* messages put, so
 after a SIGKILL everything is either in that consumer's store or still here. Publishing is not
 held back, only the deletion of what the broker already has.
+
+The same database keeps small named state blobs (table ``state``): :meth:`Outbox.put_alerts`
+commits alert events *and* the state they follow from (the alarm engine's sessions and latched
+alarms) in one transaction, so an event is never published without its state being on disk,
+and the state never runs ahead of its events.
+
+Storage trouble (a full or read-only state directory, an I/O error) never stops the flow: the
+outbox moves what it holds into an in-memory database and goes on there, *not durable*
+(:attr:`Outbox.storage_error` says why; ``on_storage`` is told), and :meth:`Outbox.try_recover`
+moves everything back to disk once writing works again. A state directory that cannot be opened
+at start-up starts the outbox in memory the same way.
 """
 
 from __future__ import annotations
@@ -44,6 +55,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_lane_id ON outbox (lane, id);
+CREATE TABLE IF NOT EXISTS state (
+    key     TEXT PRIMARY KEY,
+    value   BLOB NOT NULL
+);
 """
 
 
@@ -63,15 +78,19 @@ class Outbox:
         *,
         max_readings: int = 500_000,
         on_drop: Callable[[int, int], None] | None = None,
+        on_storage: Callable[[str | None], None] | None = None,
     ) -> None:
         self.path = path
         self.max_readings = max_readings
         self._on_drop = on_drop
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._on_storage = on_storage
+        # Why the outbox runs in memory (not durable) now; None while on disk.
+        self.storage_error: str | None = None
+        try:
+            self._db = self._open_disk()
+        except (sqlite3.Error, OSError) as exc:
+            self._db = _open_memory()
+            self._storage_failed(exc)
         self._pending: list[tuple[int, str, bytes, float]] = []
         self._acked: list[int] = []
         self._flush_scheduled = False
@@ -101,22 +120,10 @@ class Outbox:
                 log.warning("outbox closed: a message for %s arrived during shutdown and was "
                             "not stored", topic)
             return
-        self.put_count += 1
         if lane == LANE_ALERT:
-            self.flush()  # keep id order: earlier readings first
-            self._db.execute("PRAGMA synchronous=FULL")
-            try:
-                cur = self._db.execute(
-                    "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)",
-                    (lane, topic, payload, created),
-                )
-            finally:
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            if self._release_id is not None and cur.lastrowid is not None:
-                self._written.append((self.put_count, int(cur.lastrowid)))
-            self.counts[lane] += 1
-            self._notify()
+            self.put_alerts([(topic, payload, created)])
             return
+        self.put_count += 1
         self._pending.append((lane, topic, payload, created))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -125,19 +132,67 @@ class Outbox:
             except RuntimeError:  # no loop (tools, tests): write now
                 self.flush()
 
+    def put_alerts(
+        self, rows: list[tuple[str, bytes, float]], state: dict[str, bytes] | None = None
+    ) -> None:
+        """Queue alert events (topic, payload, created) and replace the named ``state`` blobs,
+        in one durable (``synchronous=FULL``) transaction. Raises ``sqlite3.Error`` when the
+        commit fails; then nothing of it was stored."""
+        if self.closed:
+            self.refused_after_close += len(rows)
+            if rows and self.refused_after_close == len(rows):
+                log.warning("outbox closed: %d alert event(s) arrived during shutdown and were "
+                            "not stored", len(rows))
+            return
+        self.flush()  # keep id order: earlier readings first
+        self.put_count += len(rows)
+
+        def write() -> None:
+            self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                with self._tx():
+                    self._db.executemany(
+                        "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)",
+                        [(LANE_ALERT, t, p, c) for t, p, c in rows],
+                    )
+                    for key, value in (state or {}).items():
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
+                            (key, value),
+                        )
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+
+        self._guarded(write)
+        if self._release_id is not None and rows:
+            (last,) = self._db.execute("SELECT last_insert_rowid()").fetchone()
+            self._written.append((self.put_count, int(last)))
+        self.counts[LANE_ALERT] += len(rows)
+        if rows:
+            self._notify()
+
+    def get_state(self, key: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def flush(self) -> None:
         """Write queued readings in one transaction and enforce the reading quota."""
         self._flush_scheduled = False
         if not self._pending or self.closed:
             return
         rows, self._pending = self._pending, []
+        self._guarded(lambda: self._flush_rows(rows))
+        self._notify()
+
+    def _flush_rows(self, rows: list[tuple[int, str, bytes, float]]) -> None:
         with self._tx():
             self._db.executemany(
                 "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)", rows
             )
             if self._release_id is not None:
                 (last,) = self._db.execute("SELECT last_insert_rowid()").fetchone()
-                # every put so far is written now (alerts are written at once)
+                # every put so far is written now (put_alerts flushes readings first)
                 self._written.append((self.put_count, int(last)))
             self.counts[LANE_READING] += len(rows)
             excess = self.counts[LANE_READING] - self.max_readings
@@ -157,7 +212,6 @@ class Outbox:
                 self.dropped += excess
                 if self._on_drop:
                     self._on_drop(LANE_READING, excess)
-        self._notify()
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:
@@ -165,9 +219,94 @@ class Outbox:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    # -- storage trouble ---------------------------------------------------------------------
+    def _open_disk(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    def _guarded(self, write: Callable[[], None]) -> None:
+        """Run a write; when the disk fails it, move to memory and run it there."""
+        try:
+            write()
+        except sqlite3.Error as exc:
+            if self.storage_error is not None or self.closed:
+                raise  # already in memory: a real bug, not storage
+            self._to_memory(exc)
+            write()
+
+    def _to_memory(self, exc: BaseException) -> None:
+        disk, mem = self._db, _open_memory()
+        with contextlib.suppress(sqlite3.Error):  # reading usually still works
+            with contextlib.suppress(sqlite3.Error):
+                disk.execute("ROLLBACK")
+            _copy(disk, mem)
+        with contextlib.suppress(sqlite3.Error):
+            disk.close()
+        self._db = mem
+        self._recount()
+        self._storage_failed(exc)
+
+    def _storage_failed(self, exc: BaseException) -> None:
+        self.storage_error = f"{type(exc).__name__}: {exc}"
+        log.critical("state directory %s cannot be written (%s): the outbox runs in memory, "
+                     "NOT durable, until it can be written again", self.path.parent,
+                     self.storage_error)
+        self._tell_storage(self.storage_error)
+
+    def _tell_storage(self, error: str | None) -> None:
+        if self._on_storage is None:
+            return
+        try:  # not from inside the write that failed
+            asyncio.get_running_loop().call_soon(self._on_storage, error)
+        except RuntimeError:
+            self._on_storage(error)
+
+    def try_recover(self) -> bool:
+        """While in memory: move everything back to disk if it can be written now."""
+        if self.storage_error is None or self.closed:
+            return self.storage_error is None
+        self.flush()
+        try:
+            disk = self._open_disk()
+        except (sqlite3.Error, OSError):
+            return False
+        try:
+            disk.execute("BEGIN IMMEDIATE")
+            disk.execute("DELETE FROM outbox")
+            disk.execute("DELETE FROM state")
+            _copy(self._db, disk, in_transaction=True)
+            disk.execute("COMMIT")
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                disk.execute("ROLLBACK")
+            disk.close()
+            return False
+        self._db.close()
+        self._db = disk
+        self._recount()
+        log.critical("state directory %s can be written again: the outbox is durable again",
+                     self.path.parent)
+        self.storage_error = None
+        self._tell_storage(None)
+        return True
+
+    def _recount(self) -> None:
+        self.counts = {lane: 0 for lane in LANE_NAMES}
+        for lane, n in self._db.execute("SELECT lane, COUNT(*) FROM outbox GROUP BY lane"):
+            self.counts[int(lane)] = int(n)
 
     def _notify(self) -> None:
         if self._new is None and _has_loop():
@@ -230,9 +369,14 @@ class Outbox:
             self._held.difference_update(ids)
         else:
             ids, self._acked = self._acked, []
-        with self._tx():
-            # Acks come back nearly in id order: delete whole runs of ids at once.
-            self._db.executemany("DELETE FROM outbox WHERE id BETWEEN ? AND ?", _runs(ids))
+        runs = _runs(ids)
+
+        def delete() -> None:
+            with self._tx():
+                # Acks come back nearly in id order: delete whole runs of ids at once.
+                self._db.executemany("DELETE FROM outbox WHERE id BETWEEN ? AND ?", runs)
+
+        self._guarded(delete)
 
     def depth(self) -> int:
         return sum(self.counts.values())
@@ -264,6 +408,27 @@ def _runs(ids: list[int]) -> list[tuple[int, int]]:
         prev = i
     runs.append((start, prev))
     return runs
+
+
+def _open_memory() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _copy(src: sqlite3.Connection, dst: sqlite3.Connection, in_transaction: bool = False
+          ) -> None:
+    """Every queued message (ids kept, so the drain's cursors stay valid) and state blob."""
+    rows = src.execute("SELECT id, lane, topic, payload, created FROM outbox ORDER BY id")
+    state = src.execute("SELECT key, value FROM state").fetchall()
+    if not in_transaction:
+        dst.execute("BEGIN")
+    dst.executemany(
+        "INSERT INTO outbox (id, lane, topic, payload, created) VALUES (?,?,?,?,?)", rows
+    )
+    dst.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", state)
+    if not in_transaction:
+        dst.execute("COMMIT")
 
 
 def _has_loop() -> bool:

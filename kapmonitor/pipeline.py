@@ -24,7 +24,7 @@ This module runs on the hot path (every reading): it caches labelled counters an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from kapmonitor.clock import Clock
@@ -75,6 +75,8 @@ class DurablePublisher:
         body["seq"] = self.seq
         body["msg_id"] = f"{self.boot_id}-{self.seq}"
         body["boot_id"] = self.boot_id
+        if self.outbox.storage_error is not None:
+            body["durable"] = False  # the outbox runs in memory: a restart would lose it
         self.outbox.put(LANE_READING, self.topics.reading(r.bed), encode(body), r.received)
         for listener in self._durable:
             listener(LANE_READING, body)
@@ -85,9 +87,62 @@ class DurablePublisher:
         body = dict(event)
         body.update(seq=self.seq, msg_id=f"{self.boot_id}-{self.seq}", boot_id=self.boot_id,
                     bed=bed)
+        if self.outbox.storage_error is not None:
+            body["durable"] = False
         self.outbox.put(LANE_ALERT, self.topics.alert(bed), encode(body), self.clock.now())
         for listener in self._durable:
             listener(LANE_ALERT, body)
+
+    def commit_alerts(
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+    ) -> None:
+        """Queue alert events and store ``state`` under ``key`` in one transaction, before
+        any of the events can be published."""
+        now = self.clock.now()
+        rows: list[tuple[str, bytes, float]] = []
+        bodies: list[dict[str, Any]] = []
+        for bed, event in events:
+            self.seq += 1
+            body = dict(event)
+            body.update(seq=self.seq, msg_id=f"{self.boot_id}-{self.seq}",
+                        boot_id=self.boot_id, bed=bed)
+            if self.outbox.storage_error is not None:
+                body["durable"] = False
+            rows.append((self.topics.alert(bed), encode(body), now))
+            bodies.append(body)
+        self.outbox.put_alerts(rows, {key: state})
+        for body in bodies:  # the subscribers see every message put, as for publish_alert
+            for listener in self._durable:
+                listener(LANE_ALERT, body)
+
+    def load_state(self, key: str) -> bytes | None:
+        return self.outbox.get_state(key)
+
+
+class AlertTee:
+    """A :class:`~kapmonitor.ports.DurablePublish` that queues through ``publisher`` and then
+    tells ``listeners`` (bed, event): services that act on alert events (remote escalation)
+    see exactly what was committed to the outbox."""
+
+    def __init__(
+        self, publisher: DurablePublisher, listeners: Callable[[tuple[str, dict[str, Any]]], None]
+    ) -> None:
+        self._publisher = publisher
+        self._listeners = listeners
+
+    def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
+        self._publisher.publish_alert(bed, event)
+        self._listeners((bed, dict(event)))
+
+    def commit_alerts(
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+    ) -> None:
+        self._publisher.commit_alerts(events, key, state)
+        for bed, event in events:
+            self._listeners((bed, dict(event)))
+
+    def load_state(self, key: str) -> bytes | None:
+        return self._publisher.load_state(key)
 
 
 class VitalsCache:

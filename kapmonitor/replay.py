@@ -88,40 +88,55 @@ def read_rows(stream: TextIO) -> Iterator[Row]:
             raise TraceError(number, f"expected {width} fields ({','.join(columns)}), "
                              f"got {len(fields)}")
         t_text, bed, name, value = (f.strip() for f in fields[:4])
-        flags = frozenset(fields[4].split()) if width == 5 else frozenset()
-        if flags and name not in METRICS:
-            raise TraceError(number, f"flags are for readings, not for the event {name!r}")
-        unknown = sorted(flags - QUALITY_FLAGS)
-        if unknown:
-            raise TraceError(number, f"unknown quality flag(s) {', '.join(unknown)}")
-        try:
-            t = float(t_text)
-        except ValueError:
-            raise TraceError(number, f"t {t_text!r} is not a number")
-        if not math.isfinite(t) or t < 0:
-            raise TraceError(number, f"t {t_text!r} must be a finite number ≥ 0")
+        flags = _flags(number, name, fields[4] if width == 5 else "")
+        t = _time(number, t_text)
         if t < last_t:
             raise TraceError(number, f"t {t:g} goes back in time (previous row {last_t:g})")
         last_t = t
         if not bed:
             raise TraceError(number, "bed is empty")
-        if name in METRICS:
-            if value:
-                try:
-                    v = float(value)
-                except ValueError:
-                    raise TraceError(number, f"value {value!r} of {name} is not a number")
-                if not math.isfinite(v):
-                    raise TraceError(number, f"value {value!r} of {name} is not finite")
-        elif name in EVENTS:
-            _check_event(number, name, value)
-        else:
-            raise TraceError(
-                number,
-                f"unknown name {name!r}: not a metric ({', '.join(METRICS)}) nor an event "
-                f"({', '.join(EVENTS)})",
-            )
+        _check_name_value(number, name, value)
         yield Row(number, t, bed, name, value, flags)
+
+
+def _flags(number: int, name: str, text: str) -> frozenset[str]:
+    """The row's quality flags (the optional column; empty without it)."""
+    flags = frozenset(text.split())
+    if flags and name not in METRICS:
+        raise TraceError(number, f"flags are for readings, not for the event {name!r}")
+    unknown = sorted(flags - QUALITY_FLAGS)
+    if unknown:
+        raise TraceError(number, f"unknown quality flag(s) {', '.join(unknown)}")
+    return flags
+
+
+def _time(number: int, t_text: str) -> float:
+    try:
+        t = float(t_text)
+    except ValueError:
+        raise TraceError(number, f"t {t_text!r} is not a number")
+    if not math.isfinite(t) or t < 0:
+        raise TraceError(number, f"t {t_text!r} must be a finite number ≥ 0")
+    return t
+
+
+def _check_name_value(number: int, name: str, value: str) -> None:
+    if name in METRICS:
+        if value:
+            try:
+                v = float(value)
+            except ValueError:
+                raise TraceError(number, f"value {value!r} of {name} is not a number")
+            if not math.isfinite(v):
+                raise TraceError(number, f"value {value!r} of {name} is not finite")
+    elif name in EVENTS:
+        _check_event(number, name, value)
+    else:
+        raise TraceError(
+            number,
+            f"unknown name {name!r}: not a metric ({', '.join(METRICS)}) nor an event "
+            f"({', '.join(EVENTS)})",
+        )
 
 
 def _next_record(reader: Any) -> list[str] | None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from kapmonitor_simulators.physiology import EVENT_KINDS, EventKind, Patient, SimEvent
 from kapmonitor_simulators.ward import Ward
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kapmonitor.driver_api import (
     CommandError,
@@ -30,10 +30,22 @@ from kapmonitor.model import measurement, nibp_measurements
 class SimEventConfig(BaseModel):
     """An event injected into the simulated patient, in seconds after simulation start."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: EventKind = Field(description="What happens (see simulators/physiology.py).")
     at: float = Field(ge=0, description="Start, seconds after simulation start.")
+    duration: float = Field(default=300.0, gt=0, description="Length in seconds.")
+    magnitude: float | None = Field(default=None, description="Kind-specific size.")
+
+
+class InjectArgs(BaseModel):
+    """The ``inject`` device command: an event starting ``in`` seconds from now. Finite numbers
+    only, a positive duration and a start that is not in the past."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+    kind: EventKind = Field(description="What happens (see simulators/physiology.py).")
+    in_: float = Field(default=0.0, ge=0, alias="in", description="Start, seconds from now.")
     duration: float = Field(default=300.0, gt=0, description="Length in seconds.")
     magnitude: float | None = Field(default=None, description="Kind-specific size.")
 
@@ -131,14 +143,16 @@ class SimDriver(Driver):
             if kind not in EVENT_KINDS:
                 raise CommandError(f"kind must be one of {', '.join(EVENT_KINDS)}")
             try:
-                duration = float(args.get("duration", 300.0))
-                start = self.sim_time() + float(args.get("in", 0.0))
-                mag = args.get("magnitude")
-                magnitude = None if mag is None else float(mag)
-            except (TypeError, ValueError) as exc:
-                raise CommandError(f"bad event argument: {exc}") from None
-            self.patient.inject(SimEvent(kind, start, duration, magnitude))
-            return {"kind": kind, "start": start, "duration": duration}
+                inject = InjectArgs.model_validate(args)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg']}"
+                    for e in exc.errors()
+                )
+                raise CommandError(f"bad event argument: {problems}") from None
+            start = self.sim_time() + inject.in_
+            self.patient.inject(SimEvent(kind, start, inject.duration, inject.magnitude))
+            return {"kind": kind, "start": start, "duration": inject.duration}
         if name in ("measure", "bp/measure") and self.cfg.kind == "cuff":
             self._measure_now = True
             return {"started": True}

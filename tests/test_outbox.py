@@ -107,3 +107,19 @@ async def test_late_messages_after_close_are_counted_not_crashing(tmp_path: Path
     again = Outbox(tmp_path / "o.db")
     assert [r.payload for r in again.fetch(LANE_READING, 0, 10)] == [b'{"i":2}']
     assert again.counts == {LANE_ALERT: 0, LANE_READING: 1}
+
+
+def test_alert_events_and_state_commit_together(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path)
+    box.put_alerts([("t/alert", b'{"a":1}', 1.0), ("t/alert", b'{"a":2}', 2.0)],
+                   {"alarm-state": b'{"v":1}'})
+    assert box.get_state("alarm-state") == b'{"v":1}'
+    assert [r.payload for r in box.fetch(LANE_ALERT, 0, 10)] == [b'{"a":1}', b'{"a":2}']
+    box.put_alerts([], {"alarm-state": b'{"v":2}'})
+    box._db.close()  # a killed process: no close(), no flush
+    again = Outbox(path)
+    assert again.get_state("alarm-state") == b'{"v":2}'
+    assert again.counts[LANE_ALERT] == 2
+    assert again.get_state("other") is None
+    again.close()

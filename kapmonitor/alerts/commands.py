@@ -43,7 +43,7 @@ __all__ = [
 class _Args(BaseModel):
     """Every engine command names the bed it acts on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     bed: str = Field(description="Bed id.")
 
 

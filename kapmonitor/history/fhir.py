@@ -27,7 +27,7 @@ import re
 import uuid
 from typing import Any
 
-from kapmonitor.history.record import SessionRecord, iso
+from kapmonitor.history.record import AlarmSpan, SessionRecord, Trend, iso
 from kapmonitor.model import METRICS
 
 LOINC = "http://loinc.org"
@@ -93,96 +93,122 @@ def _coding(metric: str) -> list[dict[str, Any]]:
 
 
 def bundle(rec: SessionRecord, every_s: float = 60.0) -> dict[str, Any]:
-    sid = rec.session_id
-    pid = rec.info.start.get("patient_id")
-    subject = {"identifier": {"system": KAP + ("patient" if pid else "session"),
-                              "value": str(pid or sid)},
-               "display": f"patient of session {sid} (bed {rec.bed})"}
-    entries: list[dict[str, Any]] = []
-    devices: dict[str, str] = {}
+    b = _Builder(rec)
+    b.trend_observations(every_s)
+    b.nibp_panels()
+    b.detected_issues()
+    return {
+        "resourceType": "Bundle", "id": _id(f"session-{rec.session_id}"), "type": "collection",
+        "timestamp": iso(rec.end),
+        "identifier": {"system": KAP + "session", "value": rec.session_id},
+        "entry": b.entries,
+    }
 
-    def device_ref(dev: str) -> dict[str, Any]:
-        if dev not in devices:
-            devices[dev] = _urn(sid, "device", dev)
-            entries.append({"fullUrl": devices[dev], "resource": {
+
+class _Builder:
+    """The Bundle's entries, in order: each Device is added where it is first referenced,
+    Observations keep their URLs by metric so a DetectedIssue can cite one as evidence."""
+
+    def __init__(self, rec: SessionRecord) -> None:
+        self.rec = rec
+        self.sid = sid = rec.session_id
+        pid = rec.info.start.get("patient_id")
+        self.subject = {"identifier": {"system": KAP + ("patient" if pid else "session"),
+                                       "value": str(pid or sid)},
+                        "display": f"patient of session {sid} (bed {rec.bed})"}
+        self.entries: list[dict[str, Any]] = []
+        self.devices: dict[str, str] = {}
+        self.obs_refs: dict[str, list[tuple[float, str]]] = {}
+        self.base = {"resourceType": "Observation", "status": "final",
+                     "category": [{"coding": [{"system": CATEGORY, "code": "vital-signs",
+                                               "display": "Vital Signs"}]}],
+                     "subject": self.subject}
+
+    def device_ref(self, dev: str) -> dict[str, Any]:
+        if dev not in self.devices:
+            self.devices[dev] = _urn(self.sid, "device", dev)
+            self.entries.append({"fullUrl": self.devices[dev], "resource": {
                 "resourceType": "Device", "id": _id(dev),
                 "identifier": [{"system": KAP + "device", "value": dev}],
                 "deviceName": [{"name": dev, "type": "user-friendly-name"}],
             }})
-        return {"reference": devices[dev], "display": dev}
+        return {"reference": self.devices[dev], "display": dev}
 
-    obs_refs: dict[str, list[tuple[float, str]]] = {}
+    def add_obs(self, key: str, t: float, resource: dict[str, Any], metric: str) -> None:
+        url = _urn(self.sid, "obs", key)
+        self.entries.append({"fullUrl": url, "resource": resource})
+        self.obs_refs.setdefault(metric, []).append((t, url))
 
-    def add_obs(key: str, t: float, resource: dict[str, Any], metric: str) -> None:
-        url = _urn(sid, "obs", key)
-        entries.append({"fullUrl": url, "resource": resource})
-        obs_refs.setdefault(metric, []).append((t, url))
+    # -- Observations from the trends: the first valid reading in every every_s window --
+    def trend_observations(self, every_s: float) -> None:
+        rec = self.rec
+        for metric, tr in rec.trends.items():
+            if metric not in METRICS or METRICS[metric].loinc is None:
+                continue
+            last_bucket = -math.inf
+            for i in range(len(tr.t)):
+                t, v = float(tr.t[i]), float(tr.v[i])
+                if math.isnan(v) or t < rec.started or t > rec.end:
+                    continue
+                bucket = math.floor((t - rec.started) / every_s)
+                if bucket == last_bucket:
+                    continue
+                last_bucket = bucket
+                self.add_obs(f"{metric}-{i}", t,
+                             self._trend_observation(metric, tr, i, t, v), metric)
 
-    base = {"resourceType": "Observation", "status": "final",
-            "category": [{"coding": [{"system": CATEGORY, "code": "vital-signs",
-                                      "display": "Vital Signs"}]}],
-            "subject": subject}
-    for metric, tr in rec.trends.items():
-        if metric not in METRICS or METRICS[metric].loinc is None:
-            continue
-        last_bucket = -math.inf
-        for i in range(len(tr.t)):
-            t, v = float(tr.t[i]), float(tr.v[i])
-            if math.isnan(v) or t < rec.started or t > rec.end:
-                continue
-            bucket = math.floor((t - rec.started) / every_s)
-            if bucket == last_bucket:
-                continue
-            last_bucket = bucket
-            interp, ranges = _interpretation(metric, v)
-            prof = PROFILES.get(metric)
-            res: dict[str, Any] = dict(base)
-            res.update({
-                "id": _id(f"{sid}-{metric}-{i}"),
-                "code": {"coding": _coding(metric), "text": METRICS[metric].label},
-                "effectiveDateTime": iso(t),
-                "valueQuantity": _quantity(v, METRICS[metric].unit),
-                "device": device_ref(tr.devices[i]),
-            })
-            if prof is not None:
-                res["meta"] = {"profile": [PROFILE + prof[0], PROFILE + "vitalsigns"]}
-            if interp:
-                res["interpretation"], res["referenceRange"] = interp, ranges
-            flags = [f for f in tr.flags[i].split(",") if f]
-            if flags:
-                res["note"] = [{"text": "device quality flags: " + ", ".join(flags)}]
-            add_obs(f"{metric}-{i}", t, res, metric)
-    for n, m in enumerate(rec.nibp):
-        if m.sys is None or m.dia is None:
-            continue
-        comps = []
-        for name, part in (("nibp_sys", m.sys), ("nibp_dia", m.dia), ("nibp_mean", m.mean)):
-            if part is None:
-                continue
-            v = part
-            comp: dict[str, Any] = {"code": {"coding": _coding(name),
-                                             "text": METRICS[name].label},
-                                    "valueQuantity": _quantity(v, "mm[Hg]")}
-            interp, ranges = _interpretation(name, v)
-            if interp:
-                comp["interpretation"], comp["referenceRange"] = interp, ranges
-            comps.append(comp)
-        res = dict(base)
+    def _trend_observation(self, metric: str, tr: Trend, i: int, t: float,
+                           v: float) -> dict[str, Any]:
+        interp, ranges = _interpretation(metric, v)
+        prof = PROFILES.get(metric)
+        res: dict[str, Any] = dict(self.base)
         res.update({
-            "id": _id(f"{sid}-bp-{n}"),
-            "meta": {"profile": [PROFILE + "bp", PROFILE + "vitalsigns"]},
-            "code": {"coding": [
-                {"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"},
-                {"system": MDC, "code": "150020", "display": "MDC_PRESS_BLD_NONINV"},
-            ], "text": "Non-invasive blood pressure"},
-            "effectiveDateTime": iso(m.t),
-            "device": device_ref(m.device),
-            "component": comps,
+            "id": _id(f"{self.sid}-{metric}-{i}"),
+            "code": {"coding": _coding(metric), "text": METRICS[metric].label},
+            "effectiveDateTime": iso(t),
+            "valueQuantity": _quantity(v, METRICS[metric].unit),
+            "device": self.device_ref(tr.devices[i]),
         })
-        if m.flags:
-            res["note"] = [{"text": "device quality flags: " + ", ".join(m.flags)}]
-        add_obs(f"bp-{n}", m.t, res, "nibp_sys")
-    for a in rec.alarms:
+        if prof is not None:
+            res["meta"] = {"profile": [PROFILE + prof[0], PROFILE + "vitalsigns"]}
+        if interp:
+            res["interpretation"], res["referenceRange"] = interp, ranges
+        flags = [f for f in tr.flags[i].split(",") if f]
+        if flags:
+            res["note"] = [{"text": "device quality flags: " + ", ".join(flags)}]
+        return res
+
+    # -- the NIBP panel: one Observation per measurement, its parts as components --
+    def nibp_panels(self) -> None:
+        for n, m in enumerate(self.rec.nibp):
+            if m.sys is None or m.dia is None:
+                continue
+            comps = [_bp_component(name, part) for name, part in
+                     (("nibp_sys", m.sys), ("nibp_dia", m.dia), ("nibp_mean", m.mean))
+                     if part is not None]
+            res: dict[str, Any] = dict(self.base)
+            res.update({
+                "id": _id(f"{self.sid}-bp-{n}"),
+                "meta": {"profile": [PROFILE + "bp", PROFILE + "vitalsigns"]},
+                "code": {"coding": [
+                    {"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"},
+                    {"system": MDC, "code": "150020", "display": "MDC_PRESS_BLD_NONINV"},
+                ], "text": "Non-invasive blood pressure"},
+                "effectiveDateTime": iso(m.t),
+                "device": self.device_ref(m.device),
+                "component": comps,
+            })
+            if m.flags:
+                res["note"] = [{"text": "device quality flags: " + ", ".join(m.flags)}]
+            self.add_obs(f"bp-{n}", m.t, res, "nibp_sys")
+
+    # -- a DetectedIssue per alarm, citing the latest Observation before it as evidence --
+    def detected_issues(self) -> None:
+        for a in self.rec.alarms:
+            self.entries.append({"fullUrl": _urn(self.sid, "issue", a.alert_id),
+                                 "resource": self._issue(a)})
+
+    def _issue(self, a: AlarmSpan) -> dict[str, Any]:
         issue: dict[str, Any] = {
             "resourceType": "DetectedIssue", "id": _id(a.alert_id),
             "identifier": [{"system": KAP + "alert", "value": a.alert_id}],
@@ -190,7 +216,7 @@ def bundle(rec: SessionRecord, every_s: float = 60.0) -> dict[str, Any]:
             "code": {"coding": [{"system": KAP + "alarm-rule", "code": a.rule}],
                      "text": f"{a.kind} alarm {a.rule}"},
             "severity": SEVERITY.get(a.priority, "low"),
-            "patient": subject,
+            "patient": self.subject,
             "identifiedPeriod": {"start": iso(a.raised),
                                  **({"end": iso(a.cleared)} if a.cleared is not None else {})},
             "detail": f"{a.priority} priority: {a.text}",
@@ -202,16 +228,19 @@ def bundle(rec: SessionRecord, every_s: float = 60.0) -> dict[str, Any]:
                 **({"author": {"display": a.acked_by}} if a.acked_by else {}),
             }]
         about = _metric_of(a.rule, a.text) or ""
-        ev = [url for t, url in obs_refs.get(about, []) if a.raised - 120 <= t <= a.raised]
+        ev = [url for t, url in self.obs_refs.get(about, []) if a.raised - 120 <= t <= a.raised]
         if ev:
             issue["evidence"] = [{"detail": [{"reference": ev[-1]}]}]
-        entries.append({"fullUrl": _urn(sid, "issue", a.alert_id), "resource": issue})
-    return {
-        "resourceType": "Bundle", "id": _id(f"session-{sid}"), "type": "collection",
-        "timestamp": iso(rec.end),
-        "identifier": {"system": KAP + "session", "value": sid},
-        "entry": entries,
-    }
+        return issue
+
+
+def _bp_component(name: str, v: float) -> dict[str, Any]:
+    comp: dict[str, Any] = {"code": {"coding": _coding(name), "text": METRICS[name].label},
+                            "valueQuantity": _quantity(v, "mm[Hg]")}
+    interp, ranges = _interpretation(name, v)
+    if interp:
+        comp["interpretation"], comp["referenceRange"] = interp, ranges
+    return comp
 
 
 def _metric_of(rule: str, text: str) -> str | None:

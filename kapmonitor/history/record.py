@@ -185,46 +185,60 @@ def gaps(t: np.ndarray) -> list[tuple[float, float]]:
 def _events(rec: SessionRecord) -> None:
     open_: dict[str, AlarmSpan] = {}
     phase_marks: list[tuple[float, str]] = []
-    sid = rec.session_id
     for e in rec.events:
         t = float(e["t"])
         if e.get("type") == "session":
-            name = e.get("event")
-            if name in ("started", "dose", "baseline", "ended", "discharge_ready",
-                        "discharge_not_ready", "phase") and e.get("session_id") not in (None, sid):
-                continue
-            if name == "dose":
-                rec.doses.append(e)
-            elif name == "baseline":
-                rec.baseline = {k: float(v) for k, v in (e.get("baseline") or {}).items()
-                                if v is not None}
-                rec.baseline_complete = bool(e.get("complete"))
-            elif name in ("discharge_ready", "discharge_not_ready"):
-                rec.discharge.append(e)
-            elif name == "news2" and t >= rec.started:
-                rec.news2.append((t, int(e.get("total", 0)), list(e.get("missing") or [])))
-            if name in ("started", "phase", "ended") and t >= rec.started - 1e-9:
-                phase_marks.append((t, str(e.get("phase"))))
-            continue
-        if e.get("type") != "alert":
-            continue
-        aid = str(e.get("alert_id"))
-        span = open_.get(aid)
-        if span is None:
-            if e.get("event") not in ("raised", "reactivated", "escalated"):
-                continue
-            span = open_[aid] = AlarmSpan(aid, str(e.get("rule")), str(e.get("priority")),
-                                          str(e.get("kind")), str(e.get("text")), t)
-            rec.alarms.append(span)
-        span.priority = str(e.get("priority", span.priority))
-        ev = e.get("event")
-        if ev == "acknowledged" and span.acked_at is None:
-            span.acked_at, span.acked_by = t, e.get("by")
-        elif ev == "escalated":
-            span.escalated += 1
-        elif ev == "cleared":
-            span.cleared = t
-            del open_[aid]
+            _session_event(rec, e, t, phase_marks)
+        elif e.get("type") == "alert":
+            _alert_event(rec, e, t, open_)
+    _phases(rec, phase_marks)
+
+
+_OWN_SESSION_EVENTS = ("started", "dose", "baseline", "ended", "discharge_ready",
+                       "discharge_not_ready", "phase")
+
+
+def _session_event(rec: SessionRecord, e: dict[str, Any], t: float,
+                   phase_marks: list[tuple[float, str]]) -> None:
+    name = e.get("event")
+    if name in _OWN_SESSION_EVENTS and e.get("session_id") not in (None, rec.session_id):
+        return
+    if name == "dose":
+        rec.doses.append(e)
+    elif name == "baseline":
+        rec.baseline = {k: float(v) for k, v in (e.get("baseline") or {}).items()
+                        if v is not None}
+        rec.baseline_complete = bool(e.get("complete"))
+    elif name in ("discharge_ready", "discharge_not_ready"):
+        rec.discharge.append(e)
+    elif name == "news2" and t >= rec.started:
+        rec.news2.append((t, int(e.get("total", 0)), list(e.get("missing") or [])))
+    if name in ("started", "phase", "ended") and t >= rec.started - 1e-9:
+        phase_marks.append((t, str(e.get("phase"))))
+
+
+def _alert_event(rec: SessionRecord, e: dict[str, Any], t: float,
+                 open_: dict[str, AlarmSpan]) -> None:
+    aid = str(e.get("alert_id"))
+    span = open_.get(aid)
+    if span is None:
+        if e.get("event") not in ("raised", "reactivated", "escalated"):
+            return
+        span = open_[aid] = AlarmSpan(aid, str(e.get("rule")), str(e.get("priority")),
+                                      str(e.get("kind")), str(e.get("text")), t)
+        rec.alarms.append(span)
+    span.priority = str(e.get("priority", span.priority))
+    ev = e.get("event")
+    if ev == "acknowledged" and span.acked_at is None:
+        span.acked_at, span.acked_by = t, e.get("by")
+    elif ev == "escalated":
+        span.escalated += 1
+    elif ev == "cleared":
+        span.cleared = t
+        del open_[aid]
+
+
+def _phases(rec: SessionRecord, phase_marks: list[tuple[float, str]]) -> None:
     phase_marks.sort()
     for i, (t, ph) in enumerate(phase_marks):
         nxt = phase_marks[i + 1][0] if i + 1 < len(phase_marks) else rec.end

@@ -92,9 +92,9 @@ def _band(rules_path: Path | None) -> tuple[float, float, float]:
 
         d = load_rules(rules_path).discharge
         return float(d.bp_within_fraction), float(d.hr_within_fraction), float(d.spo2_above)
-    except Exception:  # the report must not fail over the rules: use the shipped defaults
-        log.warning("report: rules %s unreadable; using default bands", rules_path)
-        return 0.2, 0.2, 92.0
+    except Exception as exc:  # noqa: BLE001 - logged; the report must not fail over the rules
+        log.warning("report: rules %s unreadable (%s); using default bands", rules_path, exc)
+        return 0.2, 0.2, 92.0  # the shipped defaults
 
 
 # -- charts --------------------------------------------------------------------------------
@@ -178,93 +178,111 @@ def _chart_page(rec: SessionRecord, band: tuple[float, float, float]) -> Figure:
     for ax in axes[1:]:
         ax.sharex(axes[0])
     spo2, hr, bp, rr, news, alarms = axes
-    x_lo, x_hi = _x(rec, rec.start), _x(rec, rec.end)
-    # SpO2
-    _context(spo2, rec, label_doses=True)
-    _trend(spo2, rec, "spo2", "#1565c0", "SpO2")
-    spo2.axhline(spo2_level, color="#1565c0", lw=0.6, ls=":")
+    _spo2_chart(spo2, rec, spo2_level)
+    _hr_chart(hr, rec, hr_frac)
+    _bp_chart(bp, rec, bp_frac)
+    _rr_chart(rr, rec)
+    _news_chart(news, rec)
+    _alarm_chart(alarms, rec)
+    for ax in axes:
+        ax.set_xlim(_x(rec, rec.start), _x(rec, rec.end))
+        if ax is not alarms:
+            ax.tick_params(labelbottom=False)
+    return fig
+
+
+def _spo2_chart(ax: Axes, rec: SessionRecord, spo2_level: float) -> None:
+    _context(ax, rec, label_doses=True)
+    _trend(ax, rec, "spo2", "#1565c0", "SpO2")
+    ax.axhline(spo2_level, color="#1565c0", lw=0.6, ls=":")
     if "spo2" in rec.baseline:
-        spo2.axhline(rec.baseline["spo2"], color="#1565c0", lw=0.5, alpha=0.5)
-    spo2.set_ylabel("SpO2 %")
-    spo2.set_title("SpO2 (dotted: discharge criterion)", loc="left")
-    # HR / PR
-    _context(hr, rec)
-    drawn = _trend(hr, rec, "pulse_rate", "#c62828", "pulse rate")
-    drawn |= _trend(hr, rec, "heart_rate", "#6d4c41", "heart rate (ECG)")
+        ax.axhline(rec.baseline["spo2"], color="#1565c0", lw=0.5, alpha=0.5)
+    ax.set_ylabel("SpO2 %")
+    ax.set_title("SpO2 (dotted: discharge criterion)", loc="left")
+
+
+def _hr_chart(ax: Axes, rec: SessionRecord, hr_frac: float) -> None:
+    _context(ax, rec)
+    drawn = _trend(ax, rec, "pulse_rate", "#c62828", "pulse rate")
+    drawn |= _trend(ax, rec, "heart_rate", "#6d4c41", "heart rate (ECG)")
     if "hr" in rec.baseline:
         b = rec.baseline["hr"]
-        hr.axhspan(b * (1 - hr_frac), b * (1 + hr_frac), color="#c62828", alpha=0.08, lw=0)
-    hr.set_ylabel("/min")
-    hr.set_title(f"Pulse / heart rate (band: baseline ±{hr_frac:.0%})", loc="left")
+        ax.axhspan(b * (1 - hr_frac), b * (1 + hr_frac), color="#c62828", alpha=0.08, lw=0)
+    ax.set_ylabel("/min")
+    ax.set_title(f"Pulse / heart rate (band: baseline ±{hr_frac:.0%})", loc="left")
     if drawn:
-        hr.legend(loc="upper right", fontsize=6, frameon=False)
-    # NIBP
-    _context(bp, rec)
+        ax.legend(loc="upper right", fontsize=6, frameon=False)
+
+
+def _bp_chart(ax: Axes, rec: SessionRecord, bp_frac: float) -> None:
+    _context(ax, rec)
     for key, colour in (("nibp_sys", "#8e24aa"), ("nibp_dia", "#5e35b1")):
         level = rec.baseline.get(key)
         if level is not None:
-            bp.axhspan(level * (1 - bp_frac), level * (1 + bp_frac), color=colour, alpha=0.07,
+            ax.axhspan(level * (1 - bp_frac), level * (1 + bp_frac), color=colour, alpha=0.07,
                        lw=0)
     ok = [m for m in rec.nibp if m.sys is not None and m.dia is not None]
     if ok:
         xs = _x(rec, np.array([m.t for m in ok]))
         sys_ = np.array([m.sys for m in ok], dtype=float)
         dia = np.array([m.dia for m in ok], dtype=float)
-        bp.vlines(xs, dia, sys_, color="#8e24aa", lw=0.8, zorder=4)
-        bp.scatter(xs, sys_, marker="v", s=10, color="#8e24aa", zorder=5)
-        bp.scatter(xs, dia, marker="^", s=10, color="#5e35b1", zorder=5)
+        ax.vlines(xs, dia, sys_, color="#8e24aa", lw=0.8, zorder=4)
+        ax.scatter(xs, sys_, marker="v", s=10, color="#8e24aa", zorder=5)
+        ax.scatter(xs, dia, marker="^", s=10, color="#5e35b1", zorder=5)
         step = max(1, len(ok) // 40)  # keep the labels readable
         for i in range(0, len(ok), step):
-            bp.annotate(f"{sys_[i]:.0f}/{dia[i]:.0f}", (xs[i], sys_[i]), xytext=(0, 3),
+            ax.annotate(f"{sys_[i]:.0f}/{dia[i]:.0f}", (xs[i], sys_[i]), xytext=(0, 3),
                         textcoords="offset points", fontsize=5, ha="center")
-    bp.set_ylabel("mmHg")
-    bp.set_title(f"NIBP systolic/diastolic (bands: baseline ±{bp_frac:.0%})", loc="left")
-    # RR
-    _context(rr, rec)
-    if not _trend(rr, rec, "resp_rate", "#2e7d32", "resp rate"):
-        rr.text(0.5, 0.5, "no respiration rate recorded", transform=rr.transAxes,
+    ax.set_ylabel("mmHg")
+    ax.set_title(f"NIBP systolic/diastolic (bands: baseline ±{bp_frac:.0%})", loc="left")
+
+
+def _rr_chart(ax: Axes, rec: SessionRecord) -> None:
+    _context(ax, rec)
+    if not _trend(ax, rec, "resp_rate", "#2e7d32", "resp rate"):
+        ax.text(0.5, 0.5, "no respiration rate recorded", transform=ax.transAxes,
                 ha="center", va="center", color="#777777")
-    rr.set_ylabel("/min")
-    rr.set_title("Respiration rate", loc="left")
-    # NEWS2
-    _context(news, rec)
+    ax.set_ylabel("/min")
+    ax.set_title("Respiration rate", loc="left")
+
+
+def _news_chart(ax: Axes, rec: SessionRecord) -> None:
+    _context(ax, rec)
     if rec.news2:
         nt = np.array([n[0] for n in rec.news2] + [rec.end])
         nv = np.array([n[1] for n in rec.news2] + [rec.news2[-1][1]], dtype=float)
-        news.step(_x(rec, nt), nv, where="post", color="#37474f", lw=0.9)
-        news.set_ylim(-0.5, max(7.0, float(nv.max()) + 1))
-    news.set_ylabel("NEWS2")
-    news.set_title("NEWS2 (partial: parameters kapmonitor does not measure score 0)",
-                   loc="left")
-    # alarms
-    _context(alarms, rec)
+        ax.step(_x(rec, nt), nv, where="post", color="#37474f", lw=0.9)
+        ax.set_ylim(-0.5, max(7.0, float(nv.max()) + 1))
+    ax.set_ylabel("NEWS2")
+    ax.set_title("NEWS2 (partial: parameters kapmonitor does not measure score 0)",
+                 loc="left")
+
+
+def _alarm_chart(ax: Axes, rec: SessionRecord) -> None:
+    _context(ax, rec)
+    x_lo, x_hi = _x(rec, rec.start), _x(rec, rec.end)
     for i, a in enumerate(rec.alarms):
         end = a.cleared if a.cleared is not None else rec.end
         colour = PRIORITY_COLOURS.get(a.priority, "#555555")
-        alarms.barh(i, _x(rec, end) - _x(rec, a.raised), left=_x(rec, a.raised), height=0.6,
-                    color=colour, alpha=0.85, zorder=4)
+        ax.barh(i, _x(rec, end) - _x(rec, a.raised), left=_x(rec, a.raised), height=0.6,
+                color=colour, alpha=0.85, zorder=4)
         ack = f", ack {a.acked_by or '?'}" if a.acked_at is not None else ""
         x0, x1 = _x(rec, a.raised), _x(rec, end)
         label = _ascii(f" {a.rule} ({a.priority}{ack}) ")
         # keep the label inside the chart: after the span, before it, or on it
         if x1 < x_lo + 0.7 * (x_hi - x_lo):
-            alarms.text(x1, i, label, va="center", ha="left", fontsize=5, zorder=5)
+            ax.text(x1, i, label, va="center", ha="left", fontsize=5, zorder=5)
         elif x0 > x_lo + 0.3 * (x_hi - x_lo):
-            alarms.text(x0, i, label, va="center", ha="right", fontsize=5, zorder=5)
+            ax.text(x0, i, label, va="center", ha="right", fontsize=5, zorder=5)
         else:
-            alarms.text(x0, i, label, va="center", ha="left", fontsize=5, zorder=5,
-                        bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 0.5})
-    alarms.set_yticks([])
-    alarms.set_ylim(-1, max(1, len(rec.alarms)))
-    alarms.invert_yaxis()
-    alarms.set_title("Alarms (span: raised -> cleared; colour: priority)", loc="left")
-    alarms.set_xlabel(f"minutes from session start ({utc(rec.started)}); hatched: device "
-                      "disconnected; shaded: phases")
-    for ax in axes:
-        ax.set_xlim(x_lo, x_hi)
-        if ax is not alarms:
-            ax.tick_params(labelbottom=False)
-    return fig
+            ax.text(x0, i, label, va="center", ha="left", fontsize=5, zorder=5,
+                    bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 0.5})
+    ax.set_yticks([])
+    ax.set_ylim(-1, max(1, len(rec.alarms)))
+    ax.invert_yaxis()
+    ax.set_title("Alarms (span: raised -> cleared; colour: priority)", loc="left")
+    ax.set_xlabel(f"minutes from session start ({utc(rec.started)}); hatched: device "
+                  "disconnected; shaded: phases")
 
 
 _ASCII = str.maketrans({"→": "->", "≥": ">=", "≤": "<=", "−": "-", "–": "-", "—": "-",
@@ -314,54 +332,11 @@ def _blocks(lines: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
 
 
 def _table_pages(rec: SessionRecord) -> list[Figure]:
-    lines: list[tuple[str, str]] = []  # (style, text)
-    lines.append(("h", f"Bed {rec.bed} - session {rec.session_id} - tables"))
-    lines.append(("h", "Blood pressure"))
-    lines.append(("b", f"{'time (UTC)':<24}{'min':>7}  {'sys/dia (mean)':<18}{'device':<12}"
-                       "flags"))
-    for m in rec.nibp:
-        bp = (f"{m.sys:.0f}/{m.dia:.0f}" if m.sys is not None and m.dia is not None
-              else "invalid") + (f" ({m.mean:.0f})" if m.mean is not None else "")
-        lines.append(("m", f"{utc(m.t):<24}{(m.t - rec.started) / 60:>7.1f}  {bp:<18}"
-                           f"{m.device:<12}{', '.join(m.flags)}"))
-    if not rec.nibp:
-        lines.append(("m", "no NIBP measurement recorded"))
-    lines.append(("h", "Alarms"))
-    lines.append(("b", f"{'raised (UTC)':<25}{'cleared':<10}{'priority':<9}{'rule':<24}"
-                       "acknowledged"))
-    for a in rec.alarms:
-        cleared = utc(a.cleared)[11:19] if a.cleared is not None else "open"
-        ack = (f"{utc(a.acked_at)[11:19]} by {a.acked_by or 'unknown'}"
-               if a.acked_at is not None else "not acknowledged")
-        lines.append(("m", f"{utc(a.raised):<25}{cleared:<10}{a.priority:<9}{a.rule:<24}{ack}"))
-        lines.append(("s", f"    {a.text[:110]}"))
-    if not rec.alarms:
-        lines.append(("m", "no alarms"))
-    lines.append(("h", "Discharge readiness (advisory; nothing is discharged automatically)"))
-    for d in rec.discharge:
-        unmet = d.get("unmet")
-        lines.append(("m", f"{utc(float(d['t']))}  {d['event'].replace('_', ' ')}"
-                           + (f" — criteria not met: {', '.join(unmet)}" if unmet else
-                              " — all criteria met")))
-    if not rec.discharge:
-        lines.append(("m", "readiness not reached"))
-    if rec.baseline:
-        lines.append(("m", "Baseline (frozen at the first dose): " + ", ".join(
-            f"{k} {v:.0f}" for k, v in sorted(rec.baseline.items()))
-            + ("" if rec.baseline_complete else " (incomplete)")))
-    lines.append(("h", "Data gaps and disconnections"))
-    for metric, g0, g1 in rec.gaps:
-        lines.append(("m", f"{utc(g0)} -> {utc(g1)[11:]}  {metric}: no data for {g1 - g0:.0f} s"))
-    for dev, d0, d1, st in rec.down:
-        lines.append(("m", f"{utc(d0)} -> {utc(d1)[11:]}  device {dev} {st} for {d1 - d0:.0f} s"))
-    if not rec.gaps and not rec.down:
-        lines.append(("m", "none"))
-    lines.append(("h", "Commands"))
-    for c in rec.commands:
-        lines.append(("m", f"{utc(c['t'])}  {c['name']:<22}{c['status']:<6}by "
-                           f"{c['by'] or '-'}"))
-    if not rec.commands:
-        lines.append(("m", "none recorded"))
+    lines: list[tuple[str, str]] = [  # (style, text)
+        ("h", f"Bed {rec.bed} - session {rec.session_id} - tables"),
+        *_bp_lines(rec), *_alarm_lines(rec), *_discharge_lines(rec), *_gap_lines(rec),
+        *_command_lines(rec),
+    ]
     pages: list[Figure] = []
     for start in range(0, len(lines), TABLE_ROWS_PER_PAGE):
         fig = Figure(figsize=A4)
@@ -378,6 +353,71 @@ def _table_pages(rec: SessionRecord) -> list[Figure]:
                  f"{len(pages) + 2}", fontsize=6, color="#777777")
         pages.append(fig)
     return pages
+
+
+def _bp_lines(rec: SessionRecord) -> list[tuple[str, str]]:
+    lines = [("h", "Blood pressure"),
+             ("b", f"{'time (UTC)':<24}{'min':>7}  {'sys/dia (mean)':<18}{'device':<12}flags")]
+    for m in rec.nibp:
+        bp = (f"{m.sys:.0f}/{m.dia:.0f}" if m.sys is not None and m.dia is not None
+              else "invalid") + (f" ({m.mean:.0f})" if m.mean is not None else "")
+        lines.append(("m", f"{utc(m.t):<24}{(m.t - rec.started) / 60:>7.1f}  {bp:<18}"
+                           f"{m.device:<12}{', '.join(m.flags)}"))
+    if not rec.nibp:
+        lines.append(("m", "no NIBP measurement recorded"))
+    return lines
+
+
+def _alarm_lines(rec: SessionRecord) -> list[tuple[str, str]]:
+    lines = [("h", "Alarms"),
+             ("b", f"{'raised (UTC)':<25}{'cleared':<10}{'priority':<9}{'rule':<24}"
+                   "acknowledged")]
+    for a in rec.alarms:
+        cleared = utc(a.cleared)[11:19] if a.cleared is not None else "open"
+        ack = (f"{utc(a.acked_at)[11:19]} by {a.acked_by or 'unknown'}"
+               if a.acked_at is not None else "not acknowledged")
+        lines.append(("m", f"{utc(a.raised):<25}{cleared:<10}{a.priority:<9}{a.rule:<24}{ack}"))
+        lines.append(("s", f"    {a.text[:110]}"))
+    if not rec.alarms:
+        lines.append(("m", "no alarms"))
+    return lines
+
+
+def _discharge_lines(rec: SessionRecord) -> list[tuple[str, str]]:
+    lines = [("h", "Discharge readiness (advisory; nothing is discharged automatically)")]
+    for d in rec.discharge:
+        unmet = d.get("unmet")
+        lines.append(("m", f"{utc(float(d['t']))}  {d['event'].replace('_', ' ')}"
+                           + (f" — criteria not met: {', '.join(unmet)}" if unmet else
+                              " — all criteria met")))
+    if not rec.discharge:
+        lines.append(("m", "readiness not reached"))
+    if rec.baseline:
+        lines.append(("m", "Baseline (frozen at the first dose): " + ", ".join(
+            f"{k} {v:.0f}" for k, v in sorted(rec.baseline.items()))
+            + ("" if rec.baseline_complete else " (incomplete)")))
+    return lines
+
+
+def _gap_lines(rec: SessionRecord) -> list[tuple[str, str]]:
+    lines = [("h", "Data gaps and disconnections")]
+    for metric, g0, g1 in rec.gaps:
+        lines.append(("m", f"{utc(g0)} -> {utc(g1)[11:]}  {metric}: no data for {g1 - g0:.0f} s"))
+    for dev, d0, d1, st in rec.down:
+        lines.append(("m", f"{utc(d0)} -> {utc(d1)[11:]}  device {dev} {st} for {d1 - d0:.0f} s"))
+    if not rec.gaps and not rec.down:
+        lines.append(("m", "none"))
+    return lines
+
+
+def _command_lines(rec: SessionRecord) -> list[tuple[str, str]]:
+    lines = [("h", "Commands")]
+    for c in rec.commands:
+        lines.append(("m", f"{utc(c['t'])}  {c['name']:<22}{c['status']:<6}by "
+                           f"{c['by'] or '-'}"))
+    if not rec.commands:
+        lines.append(("m", "none recorded"))
+    return lines
 
 
 # -- writing ----------------------------------------------------------------------------------

@@ -15,7 +15,10 @@ What lives here (everything around the pure engine of :mod:`kapmonitor.alerts` t
 - every event goes through the durable outbox to ``bed/<id>/alert`` (QoS 1, not retained) and
   into the append-only alarm log ``alarm-log.jsonl`` in the state directory;
 - the active set and the session go to the retained ``bed/<id>/alarms`` and ``bed/<id>/session``;
-- sessions and latched alerts are saved to ``alarm-state.json`` and restored after a restart;
+- sessions and latched alerts are committed together with every event that changes them
+  (one outbox transaction, :meth:`~kapmonitor.ports.DurablePublish.commit_alerts`), so an event
+  is on MQTT only once the state behind it is on disk, and a restart restores exactly what was
+  committed (an older ``alarm-state.json`` is read once, for the upgrade);
 - the engine's commands (names and models from :data:`~kapmonitor.alerts.commands.ENGINE_COMMANDS`)
   and ``bp/measure`` arrive on ``bridge/request/…`` already validated.
 
@@ -33,7 +36,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,14 +51,14 @@ from kapmonitor.topics import encode
 log = logging.getLogger("kapmonitor.alarms")
 
 _NIBP = frozenset({"nibp_sys", "nibp_dia", "nibp_mean"})
-SAVE_EVERY = 5.0  # seconds of daemon time between state saves while events flow
+STATE_KEY = "alarm-state"  # the engine's state in the outbox's state table
 SNAPSHOT_EVERY = 10.0  # refresh retained alarms/session (timers in them move)
 
 
 class MeasureArgs(BaseModel):
     """Start a blood-pressure measurement on a bed's remote-start cuff."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     bed: str = Field(description="Bed to measure.")
     device: str | None = Field(default=None, description="A specific cuff; default: any.")
@@ -75,9 +78,14 @@ class AlarmService:
         )
         self.state_path = ports.state_dir / "alarm-state.json"
         self.log_path = ports.state_dir / "alarm-log.jsonl"
-        self._log_file = self.log_path.open("a", encoding="utf-8")
-        self._dirty = False
-        self._last_save = 0.0
+        try:
+            self._log_file: TextIO = self.log_path.open("a", encoding="utf-8")
+        except OSError as exc:  # a read-only state directory: the outbox reports it
+            log.critical("cannot open the alarm log %s (%s); events go to MQTT only",
+                         self.log_path, exc)
+            self._log_file = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+        # Called on every engine tick (the daemon's liveness heartbeat).
+        self.tick_beat: Callable[[], None] = lambda: None
         self._held: deque[Reading] = deque()  # received, not yet given to the engine
         self.log_max_bytes = 0  # rotate alarm-log.jsonl above this size (0: never)
         self.log_keep = 5  # rotated logs kept (alarm-log.jsonl.1 … .N)
@@ -89,18 +97,27 @@ class AlarmService:
 
     # -- persistence -----------------------------------------------------------------------
     def _restore(self) -> None:
-        try:
-            data = json.loads(self.state_path.read_text())
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError) as exc:
-            self._quarantine(f"unreadable: {exc}")
-            return
-        try:
-            self.engine.restore_state(data)
-        except (ValueError, KeyError, TypeError) as exc:
-            self._quarantine(f"not restorable: {exc}")
-            return
+        stored = self.ports.alerts.load_state(STATE_KEY)
+        if stored is not None:
+            try:
+                self.engine.restore_state(json.loads(stored))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("the stored alarm state is not restorable (%s); starting without it",
+                          exc)
+                return
+        else:
+            try:  # the state file of earlier versions
+                data = json.loads(self.state_path.read_text())
+            except FileNotFoundError:
+                return
+            except (OSError, ValueError) as exc:
+                self._quarantine(f"unreadable: {exc}")
+                return
+            try:
+                self.engine.restore_state(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                self._quarantine(f"not restorable: {exc}")
+                return
         active = [b for b in self.devices.beds if self.engine.session_state(b).get("active")]
         log.info("restored alarm state: sessions on %s", ", ".join(active) or "no bed")
 
@@ -111,32 +128,33 @@ class AlarmService:
                   self.state_path, why, bad)
 
     def save(self) -> None:
-        tmp = self.state_path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(self.engine.export_state(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(self.state_path)
-        self._dirty = False
-        self._last_save = self.clock.monotonic()
+        """Commit the engine's state now (no events)."""
+        self.ports.alerts.commit_alerts([], STATE_KEY, encode(self.engine.export_state()))
 
     # -- events ----------------------------------------------------------------------------
-    def _emit(self, events: Iterable[Event]) -> None:
-        beds: set[str] = set()
-        for e in events:
-            body = e.to_json()
-            self.ports.alerts.publish_alert(e.bed, body)
-            if not self._log_file.closed:  # closed only at shutdown
-                self._log_file.write(encode(body).decode() + "\n")
-            beds.add(e.bed)
+    def _emit(self, events: Iterable[Event], *, force_save: bool = False) -> None:
+        """Commit the events together with the state they leave behind, then log them, pass
+        them to the event listeners and refresh the retained snapshots. Nothing is published
+        before the commit."""
+        bodies = [(e.bed, e.to_json()) for e in events]
+        if not bodies and not force_save:
+            return
+        self.ports.alerts.commit_alerts(bodies, STATE_KEY, encode(self.engine.export_state()))
+        if not bodies:
+            return
+        if not self._log_file.closed:  # closed only at shutdown
+            try:
+                for _, body in bodies:
+                    self._log_file.write(encode(body).decode() + "\n")
+                self._log_file.flush()
+                if self.log_max_bytes and self._log_file.tell() > self.log_max_bytes:
+                    self._rotate_log()
+            except OSError as exc:  # a full disk: the events are on MQTT, the log misses them
+                log.error("alarm log %s: %s", self.log_path, exc)
+        for _, body in bodies:
             for listener in self.event_listeners:
                 listener(body)
-        if beds and not self._log_file.closed:
-            self._log_file.flush()
-            if self.log_max_bytes and self._log_file.tell() > self.log_max_bytes:
-                self._rotate_log()
-            self._dirty = True
-            self.publish_snapshots(beds)
+        self.publish_snapshots({bed for bed, _ in bodies})
 
     def _rotate_log(self) -> None:
         """alarm-log.jsonl → .1 → .2 … (the oldest beyond ``log_keep`` is removed)."""
@@ -202,15 +220,27 @@ class AlarmService:
         """Tick the engine on the daemon's clock; refresh retained snapshots; save state."""
         self.publish_snapshots()
         last_snapshot = self.clock.monotonic()
+        dt = self.engine.dt
         while True:
-            await self.clock.sleep(1.0)
-            self._emit(self.tick(self.clock.now()))
+            # Wake at the engine's next grid instant (k·dt of the daemon's clock), not 1 s
+            # after the previous wake-up: no drift, and a reading is evaluated at most one
+            # tick after it arrived.
+            now = self.clock.now()
+            await self.clock.sleep((math.floor(now / dt + 1e-9) + 1) * dt - now)
+            now = self.clock.now()
+            last = self.engine.last_tick
+            if last is not None and now < last - 2 * dt:
+                # The wall clock stepped back (NTP): the engine's grid would wait for the old
+                # future and evaluate nothing meanwhile. Re-anchor it at the present.
+                log.warning("the clock stepped back %.1f s; the alarm engine goes on from now",
+                            last - now)
+                self.engine.tick_k = math.floor(now / dt + 1e-9)
+            self._emit(self.tick(now))
+            self.tick_beat()
             mono = self.clock.monotonic()
             if mono - last_snapshot >= SNAPSHOT_EVERY:
                 self.publish_snapshots()
                 last_snapshot = mono
-            if self._dirty and mono - self._last_save >= SAVE_EVERY:
-                self.save()
 
     def close(self) -> None:
         self.save()
@@ -230,9 +260,9 @@ class AlarmService:
         self._emit(self.tick(now))
         self._feed(now)
         result = self.engine.execute(args, now)
-        self._emit(result.events)
+        # Commands change what must survive a restart: committed even without events.
+        self._emit(result.events, force_save=True)
         self.publish_snapshots([args.bed])
-        self.save()  # commands change what must survive a restart
         return {k: v for k, v in result.response.items() if k != "status"}
 
     async def _measure(self, args: MeasureArgs) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kapmonitor.config import DisplayWatchConfig
@@ -56,6 +56,16 @@ class WatchedAlerts:
     def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
         self.inner.publish_alert(bed, event)
         self.watch.on_alert(bed, event)
+
+    def commit_alerts(
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+    ) -> None:
+        self.inner.commit_alerts(events, key, state)
+        for bed, event in events:
+            self.watch.on_alert(bed, event)
+
+    def load_state(self, key: str) -> bytes | None:
+        return self.inner.load_state(key)
 
 
 class DisplayWatch:

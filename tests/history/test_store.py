@@ -5,7 +5,9 @@ acknowledged rows until the history has them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +110,9 @@ def test_outbox_holds_acked_rows_until_released(tmp_path: Path) -> None:
 
 
 def _ids(ob: Outbox) -> list[int]:
-    return [int(i) for (i,) in ob._db.execute("SELECT id FROM outbox ORDER BY id")]
+    """The ids on disk, read through a connection of the test's own."""
+    with contextlib.closing(sqlite3.connect(ob.path)) as db:
+        return [int(i) for (i,) in db.execute("SELECT id FROM outbox ORDER BY id")]
 
 
 async def test_service_writes_off_the_loop_and_releases(tmp_path: Path) -> None:

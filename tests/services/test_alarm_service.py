@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +103,10 @@ async def test_session_survives_restart_and_log_is_appended(
                            "risk_flags": ["first_session"]})
         session_id = r["data"]["session"]["session_id"]
         await request(addr, BASE, "session/dose", {"bed": "bed2"})
-    state = json.loads((tmp_path / "state" / "alarm-state.json").read_text())
-    assert session_id in json.dumps(state)
+    # The state is committed in the outbox database together with the events.
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "outbox.sqlite3")) as db:
+        (raw,) = db.execute("SELECT value FROM state WHERE key = 'alarm-state'").fetchone()
+    assert session_id in json.dumps(json.loads(raw))
     log_lines = (tmp_path / "state" / "alarm-log.jsonl").read_text().splitlines()
     assert any(json.loads(ln).get("event") == "phase" for ln in log_lines)
 

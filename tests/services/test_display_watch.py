@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -41,6 +41,14 @@ class Fake:
 
     def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
         self.alerts.append((bed, dict(event)))
+
+    def commit_alerts(
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+    ) -> None:
+        self.alerts += [(bed, dict(event)) for bed, event in events]
+
+    def load_state(self, key: str) -> bytes | None:
+        return None
 
     def set_retained(self, topic: str, body: Mapping[str, Any] | bytes) -> None:
         self.retained[topic] = body

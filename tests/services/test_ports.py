@@ -59,9 +59,19 @@ class FakeOut:
     def __init__(self) -> None:
         self.alerts: list[tuple[str, dict[str, Any]]] = []
         self.retained: dict[str, Any] = {}
+        self.state: dict[str, bytes] = {}
 
     def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
         self.alerts.append((bed, dict(event)))
+
+    def commit_alerts(
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+    ) -> None:
+        self.alerts.extend((bed, dict(event)) for bed, event in events)
+        self.state[key] = state
+
+    def load_state(self, key: str) -> bytes | None:
+        return self.state.get(key)
 
     def set_retained(self, topic: str, body: Mapping[str, Any] | bytes) -> None:
         self.retained[topic] = body
@@ -128,7 +138,7 @@ async def test_alarm_service_runs_on_ports_alone(tmp_path: Path) -> None:
         service.close()
     logged = (tmp_path / "alarm-log.jsonl").read_text().splitlines()
     assert logged and all(json.loads(line)["bed"] for line in logged)
-    assert json.loads((tmp_path / "alarm-state.json").read_text())["sessions"]["bed1"]
+    assert json.loads(out.state["alarm-state"])["sessions"]["bed1"]
 
 
 async def test_attach_spawns_the_ticker_through_the_spawn_port(tmp_path: Path) -> None:

@@ -1,0 +1,289 @@
+"""Alarm latency: how much the alarm path adds to the reading path, end to end.
+
+    .venv/bin/python bench/latency.py [--beds 12,200] [--rounds 10] [--seconds-per-round 4]
+
+Per bed count: a private Mosquitto; ``kapmonitor run`` as a child process with per bed a
+simulated oximeter at 1 Hz (the background traffic) and one ``hl7-mllp`` listener routing each
+bed's monitor by its equipment id; a subscriber in *another process* (``--subscriber``) that
+stamps the arrival of every ``nibp_sys`` reading and every ``bp_crisis`` alert event with the
+wall clock; and a real HL7 sender here, one MLLP connection per bed. Every bed has a running
+session. Each round sends every bed one crisis NIBP (≥ 200/120: the at-once ``bp_crisis`` rule)
+at a random moment of the round, then acknowledges the alarms and sends a normal NIBP that
+clears them, so that the next round raises anew.
+
+For each crisis NIBP: ``reading_ms`` = its ``nibp_sys`` reading's arrival − the moment the
+sender wrote the message; ``alarm_ms`` = the ``bp_crisis`` ``raised`` event's arrival − the same
+moment; ``alarm_extra_ms`` = alarm_ms − reading_ms (what the alarm path adds). Sender and
+subscriber run on this machine, so both stamps come from one clock. Percentiles are
+nearest-rank. The last line of output is one JSON object for the largest bed count, with
+``beds``, ``alarm_extra_ms_p99``, ``reading_ms_p99`` and more, plus ``runs`` for every count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT.parent))
+from _mosquitto import free_port, mosquitto  # noqa: E402
+
+NODE = "lat"
+BASE = f"kapmonitor/{NODE}"
+
+
+def equipment(i: int) -> str:
+    return f"{i:016X}"
+
+
+def config(state: Path, addr: tuple[str, int], beds: int, hl7_port: int) -> dict[str, Any]:
+    devices: list[dict[str, Any]] = [
+        {"id": f"ox{i}", "driver": "sim", "bed": f"bed{i}", "kind": "oximeter", "seed": i,
+         "interval": 1.0}
+        for i in range(1, beds + 1)
+    ]
+    devices.append({
+        "id": "hl7", "driver": "hl7-mllp", "bed": "bed1", "port": hl7_port,
+        "max_connections": beds + 8,
+        "routes": [{"equipment_id": equipment(i), "bed": f"bed{i}"} for i in range(1, beds + 1)],
+    })
+    return {
+        "state_dir": str(state),
+        "node": {"node_id": NODE, "site": "latency bench"},
+        "mqtt": {"host": addr[0], "port": addr[1]},
+        "metrics": {"enabled": False},
+        "logging": {"level": "warning"},
+        "beds": [{"id": f"bed{i}"} for i in range(1, beds + 1)],
+        "devices": devices,
+    }
+
+
+# -- the subscriber process ------------------------------------------------------------------
+async def subscriber(host: str, port: int) -> None:
+    """Print one JSON line per nibp_sys reading and per bp_crisis alert event, stamped."""
+    async with aiomqtt.Client(host, port, identifier=f"kapbench-lat-sub-{free_port()}") as c:
+        await c.subscribe(f"{BASE}/bed/+/reading", qos=1)
+        await c.subscribe(f"{BASE}/bed/+/alert", qos=1)
+        print(json.dumps({"ready": True}), flush=True)
+        async for m in c.messages:
+            now = time.time()
+            assert isinstance(m.payload, bytes)
+            p = json.loads(m.payload)
+            if str(m.topic).endswith("/reading"):
+                if p.get("metric") == "nibp_sys" and not p.get("historical"):
+                    print(json.dumps({"k": "reading", "bed": p["bed"], "value": p["value"],
+                                      "at": now}), flush=True)
+            elif p.get("type") == "session" and p.get("event") == "started":
+                print(json.dumps({"k": "session", "bed": p["bed"]}), flush=True)
+            elif p.get("type") == "alert" and p.get("rule") == "bp_crisis":
+                print(json.dumps({"k": "alert", "bed": p["bed"], "event": p["event"],
+                                  "at": now, "t": p.get("t")}), flush=True)
+
+
+# -- the run ---------------------------------------------------------------------------------
+def nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+async def request(client: aiomqtt.Client, command: str, body: dict[str, Any]) -> None:
+    await client.publish(f"{BASE}/bridge/request/{command}", json.dumps(body).encode(), qos=1)
+
+
+async def run(beds: int, rounds: int, seconds: float) -> dict[str, Any]:
+    from tests.helpers.hl7 import MllpSender, nibp_oru
+
+    hl7_port = free_port()
+    with mosquitto() as broker, tempfile.TemporaryDirectory(prefix="kapbench-lat-") as tmp:
+        cfg = Path(tmp) / "clinic.json"
+        cfg.write_text(json.dumps(config(Path(tmp) / "state", broker.address, beds, hl7_port)))
+        toml = Path(tmp) / "clinic.toml"
+        from tests.helpers.daemon import write_toml
+
+        write_toml(toml, json.loads(cfg.read_text()))
+        log = (Path(tmp) / "daemon.log").open("w+")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "kapmonitor.cli", "run", "--config", str(toml)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        sub = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--subscriber", f"{broker.host}:{broker.port}",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        arrivals: list[dict[str, Any]] = []
+
+        async def collect() -> None:
+            assert sub.stdout is not None
+            async for line in sub.stdout:
+                arrivals.append(json.loads(line))
+
+        collector = asyncio.create_task(collect())
+        senders: list[MllpSender] = []
+        try:
+            while not any(a.get("ready") for a in arrivals):
+                await asyncio.sleep(0.05)
+            try:
+                senders = [await MllpSender.connect("127.0.0.1", hl7_port, timeout=30)
+                           for _ in range(beds)]
+            except OSError:
+                log.seek(0)
+                sys.stderr.write(log.read()[-3000:])
+                raise
+            async with aiomqtt.Client(*broker.address, identifier="kapbench-lat-req") as req:
+                await req.subscribe(f"{BASE}/bridge/response/#", qos=1)
+                for _ in range(600):  # until the daemon answers requests
+                    await request(req, "republish", {})
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.1):
+                            async for _m in req.messages:
+                                break
+                            break
+                await req.unsubscribe(f"{BASE}/bridge/response/#")
+                for i in range(1, beds + 1):
+                    await request(req, "session/start", {"bed": f"bed{i}", "profile": "ketamine"})
+                await asyncio.sleep(2.0)
+                sent: list[tuple[int, int, float]] = []  # (bed, sys value, sent at)
+                rng = random.Random(7)
+                n = 0
+                for r in range(rounds):
+                    value = 200 + (r % 50)
+
+                    async def crisis(i: int, delay: float, value: int = value) -> None:
+                        nonlocal n
+                        await asyncio.sleep(delay)
+                        n += 1
+                        msg = nibp_oru(f"x{n}", value, 125, 150, equipment(i))
+                        at = time.time()
+                        await senders[i - 1].send(msg)
+                        sent.append((i, value, at))
+
+                    await asyncio.gather(*(crisis(i, rng.uniform(0, seconds * 0.6))
+                                           for i in range(1, beds + 1)))
+                    await asyncio.sleep(seconds * 0.4)
+                    for i in range(1, beds + 1):
+                        await request(req, "alert/ack", {"bed": f"bed{i}", "all": True})
+                    await asyncio.sleep(0.3)
+
+                    async def normal(i: int) -> None:
+                        nonlocal n
+                        n += 1
+                        await senders[i - 1].send(nibp_oru(f"n{n}", 120, 80, 93, equipment(i)))
+
+                    await asyncio.gather(*(normal(i) for i in range(1, beds + 1)))
+                    # The next round raises anew only once every alarm of this one cleared.
+                    for _ in range(300):
+                        cleared = sum(1 for a in arrivals if a.get("k") == "alert"
+                                      and a["event"] == "cleared")
+                        if cleared >= beds * (r + 1):
+                            break
+                        await asyncio.sleep(0.1)
+                    await asyncio.sleep(0.5)
+            # Wait (up to 60 s) until every crisis has its reading and its raised alarm.
+            for _ in range(600):
+                got_r = sum(1 for a in arrivals if a.get("k") == "reading" and a["value"] >= 200)
+                got_a = sum(1 for a in arrivals if a.get("k") == "alert"
+                            and a["event"] == "raised")
+                if got_r >= len(sent) and got_a >= len(sent):
+                    break
+                await asyncio.sleep(0.1)
+            if daemon.poll() is not None:
+                raise RuntimeError(f"daemon exited with {daemon.returncode}")
+        finally:
+            for s in senders:
+                with contextlib.suppress(OSError):
+                    await s.close()
+            daemon.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(daemon.wait, 15)
+            if daemon.poll() is None:
+                daemon.kill()
+            sub.kill()
+            await sub.wait()
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+            log.seek(0)
+            daemon_log = log.read()
+            log.close()
+    readings = [a for a in arrivals if a.get("k") == "reading"]
+    raised = [a for a in arrivals if a.get("k") == "alert" and a["event"] == "raised"]
+    reading_ms, alarm_ms, extra_ms = [], [], []
+    missing = 0
+    for bed, value, at in sent:
+        rd = next((a for a in readings if a["bed"] == f"bed{bed}" and a["value"] == value
+                   and a["at"] >= at), None)
+        al = next((a for a in raised if a["bed"] == f"bed{bed}" and a["at"] >= at), None)
+        if rd is None or al is None:
+            missing += 1
+            continue
+        raised.remove(al)
+        reading_ms.append(1000 * (rd["at"] - at))
+        alarm_ms.append(1000 * (al["at"] - at))
+        extra_ms.append(1000 * (al["at"] - rd["at"]))
+    if not extra_ms:
+        sys.stderr.write(daemon_log[-3000:])
+        kinds: dict[str, int] = {}
+        for a in arrivals:
+            kinds[str(a.get("k"))] = kinds.get(str(a.get("k")), 0) + 1
+        sys.stderr.write(f"arrivals: {kinds}; sent {len(sent)}\n")
+
+        raise RuntimeError("no crisis NIBP produced both a reading and an alarm")
+    return {
+        "beds": beds,
+        "samples": len(extra_ms),
+        "missing": missing,
+        "reading_ms_p50": round(nearest_rank(reading_ms, 50), 1),
+        "reading_ms_p99": round(nearest_rank(reading_ms, 99), 1),
+        "alarm_ms_p50": round(nearest_rank(alarm_ms, 50), 1),
+        "alarm_ms_p99": round(nearest_rank(alarm_ms, 99), 1),
+        "alarm_extra_ms_p50": round(nearest_rank(extra_ms, 50), 1),
+        "alarm_extra_ms_p99": round(nearest_rank(extra_ms, 99), 1),
+        "alarm_extra_ms_max": round(max(extra_ms), 1),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    results = []
+    for beds in [int(b) for b in args.beds.split(",")]:
+        rounds = args.rounds if beds <= 50 else max(1, args.rounds // 5)
+        r = await run(beds, rounds, args.seconds_per_round)
+        results.append(r)
+        print(f"{beds:4d} beds: {r['samples']} crisis NIBP, reading p50 {r['reading_ms_p50']} "
+              f"p99 {r['reading_ms_p99']} ms; alarm p50 {r['alarm_ms_p50']} p99 "
+              f"{r['alarm_ms_p99']} ms; alarm path adds p50 {r['alarm_extra_ms_p50']} p99 "
+              f"{r['alarm_extra_ms_p99']} ms (max {r['alarm_extra_ms_max']}); missing "
+              f"{r['missing']}", flush=True)
+    return {**results[-1], "runs": results}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--beds", default="12,200", help="comma-separated bed counts")
+    p.add_argument("--rounds", type=int, default=10, help="crisis rounds (÷5 above 50 beds)")
+    p.add_argument("--seconds-per-round", type=float, default=4.0)
+    p.add_argument("--subscriber", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.subscriber:
+        host, port = args.subscriber.rsplit(":", 1)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(subscriber(host, int(port)))
+        return
+    print(json.dumps(asyncio.run(main_async(args))))
+
+
+if __name__ == "__main__":
+    main()
