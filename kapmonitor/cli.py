@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
          "write session reports (PDF/PNG, CSV trace, FHIR) from the history"),
         ("scan", "kapmonitor.cli_ble", "scan_main", "list nearby BLE devices we can handle"),
         ("pair", "kapmonitor.cli_ble", "pair_main", "bond with a BLE device"),
+        ("station", "kapmonitor.station.cli", "main", "the central station (run, adduser)"),
     ):
         s = sub.add_parser(name, help=text, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)
@@ -280,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, spec in protocols().items():
             print(f"{name:16} {spec.input:11} {spec.summary}")
         return 0
-    delegated = argv[:1] in (["replay"], ["report"], ["scan"], ["pair"],
+    delegated = argv[:1] in (["replay"], ["report"], ["scan"], ["pair"], ["station"],
                              *([c] for c in PLUGIN_COMMANDS))
     # argparse.REMAINDER rejects options that come first (`scan --timeout 5`): delegated
     # subcommands get their arguments untouched.

@@ -62,6 +62,8 @@ from kapmonitor.pipeline import (
 from kapmonitor.ports import ServicePorts
 from kapmonitor.services.alarms import AlarmService
 from kapmonitor.services.alarms import attach as attach_alarms
+from kapmonitor.services.display_watch import DisplayWatch
+from kapmonitor.services.display_watch import attach as attach_display_watch
 from kapmonitor.services.escalation import EscalationService
 from kapmonitor.services.escalation import attach as attach_escalation
 from kapmonitor.services.homeassistant import publish_discovery, topics_of
@@ -126,6 +128,7 @@ class Daemon:
         self.pipeline: ReadingPipeline | None = None
         self.metrics_port: int | None = None
         self.alarms: AlarmService | None = None
+        self.display_watch: DisplayWatch | None = None
         self.escalation: EscalationService | None = None
         # (bed, event) of every alert and session event, after it was queued durably.
         self.alert_events: Listeners[tuple[str, dict[str, Any]]] = Listeners()
@@ -342,6 +345,9 @@ class Daemon:
         if cfg.history.enabled:
             # Before anything publishes, so the history sees every message.
             self.history = self._attach_history(ports)
+        if cfg.display_watch.required:
+            # Before the alarm service, so that it sees every alert event the node publishes.
+            self.display_watch, ports = attach_display_watch(cfg.display_watch, ports, self.mqtt)
         if cfg.alarms.enabled:
             # Before any driver runs, so the engine sees every reading.
             self.alarms = attach_alarms(ports, cfg.alarms.rules)

@@ -297,6 +297,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 raise RuntimeError(f"the daemon did not start: {daemon_task.exception()}")
             raise RuntimeError("the daemon did not start within 15 s")
         await start_sims(True)
+        station = await _demo_station(args, info, workdir, cfg)
         clinician = asyncio.create_task(_virtual_clinician(daemon, clock, sim0))
         started = time.monotonic()
         live_ctx: Any = contextlib.nullcontext()
@@ -330,6 +331,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await station.stop()
         print(render_plain(view, (clock.now() - sim0) / 60))
         published = daemon.mqtt.published if daemon.mqtt is not None else 0
         print(f"kapmonitor demo: done; {published} messages acknowledged by the broker, "
@@ -342,6 +344,28 @@ async def run_demo(args: argparse.Namespace) -> int:
             print("kapmonitor demo: FAILED — nothing reached the broker", file=sys.stderr)
             return 1
         return 0
+
+
+class _NoStation:
+    async def stop(self) -> None:
+        return None
+
+
+async def _demo_station(args: argparse.Namespace, info: BrokerInfo, workdir: Path,
+                        cfg: Config) -> Any:
+    """The central station on the demo's broker (its URL and demo login are printed), or a
+    stand-in with nothing to stop (``--no-station``, or the station extra not installed)."""
+    if args.no_station:
+        return _NoStation()
+    try:
+        from kapmonitor.station.demo import DEMO_PASSWORD, DEMO_USER, start_demo_station
+    except ImportError as exc:  # the station extra is not installed
+        print(f"central station not started ({exc}); pip install 'kapmonitor[station]'")
+        return _NoStation()
+    station = await start_demo_station(info.host, info.port, workdir, cfg.base_topic)
+    print(f"central station:  {station.url}  (log in as {DEMO_USER} / {DEMO_PASSWORD})",
+          flush=True)
+    return station
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--config", help="use this config instead of the generated clinic")
     d.add_argument("--broker", type=parse_hostport, help="HOST:PORT of a broker to use")
     d.add_argument("--no-view", action="store_true", help="log instead of the live view")
+    d.add_argument("--no-station", action="store_true",
+                   help="do not start the central station (web page)")
     d.add_argument("--sim-only", action="store_true",
                    help="only in-process simulated devices (no serial/HL7 simulator processes)")
     return d
