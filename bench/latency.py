@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import aiomqtt
 
@@ -41,6 +41,9 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 from _mosquitto import free_port, mosquitto  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.helpers.hl7 import MllpSender
 
 NODE = "lat"
 BASE = f"kapmonitor/{NODE}"
@@ -104,121 +107,135 @@ async def request(client: aiomqtt.Client, command: str, body: dict[str, Any]) ->
     await client.publish(f"{BASE}/bridge/request/{command}", json.dumps(body).encode(), qos=1)
 
 
-async def run(beds: int, rounds: int, seconds: float) -> dict[str, Any]:
-    from tests.helpers.hl7 import MllpSender, nibp_oru
+async def _connect_senders(beds: int, hl7_port: int, log: IO[str]) -> list[MllpSender]:
+    """One MLLP connection per bed; on failure, show the daemon's log tail and re-raise."""
+    from tests.helpers.hl7 import MllpSender
 
-    hl7_port = free_port()
-    with mosquitto() as broker, tempfile.TemporaryDirectory(prefix="kapbench-lat-") as tmp:
-        cfg = Path(tmp) / "clinic.json"
-        cfg.write_text(json.dumps(config(Path(tmp) / "state", broker.address, beds, hl7_port)))
-        toml = Path(tmp) / "clinic.toml"
-        from tests.helpers.daemon import write_toml
+    try:
+        return [await MllpSender.connect("127.0.0.1", hl7_port, timeout=30)
+                for _ in range(beds)]
+    except OSError:
+        log.seek(0)
+        sys.stderr.write(log.read()[-3000:])
+        raise
 
-        write_toml(toml, json.loads(cfg.read_text()))
-        log = (Path(tmp) / "daemon.log").open("w+")
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "kapmonitor.cli", "run", "--config", str(toml)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        sub = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--subscriber", f"{broker.host}:{broker.port}",
-            stdout=asyncio.subprocess.PIPE,
-        )
-        arrivals: list[dict[str, Any]] = []
 
-        async def collect() -> None:
-            assert sub.stdout is not None
-            async for line in sub.stdout:
-                arrivals.append(json.loads(line))
-
-        collector = asyncio.create_task(collect())
-        senders: list[MllpSender] = []
-        try:
-            while not any(a.get("ready") for a in arrivals):
-                await asyncio.sleep(0.05)
-            try:
-                senders = [await MllpSender.connect("127.0.0.1", hl7_port, timeout=30)
-                           for _ in range(beds)]
-            except OSError:
-                log.seek(0)
-                sys.stderr.write(log.read()[-3000:])
-                raise
-            async with aiomqtt.Client(*broker.address, identifier="kapbench-lat-req") as req:
-                await req.subscribe(f"{BASE}/bridge/response/#", qos=1)
-                for _ in range(600):  # until the daemon answers requests
-                    await request(req, "republish", {})
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(0.1):
-                            async for _m in req.messages:
-                                break
-                            break
-                await req.unsubscribe(f"{BASE}/bridge/response/#")
-                for i in range(1, beds + 1):
-                    await request(req, "session/start", {"bed": f"bed{i}", "profile": "ketamine"})
-                await asyncio.sleep(2.0)
-                sent: list[tuple[int, int, float]] = []  # (bed, sys value, sent at)
-                rng = random.Random(7)
-                n = 0
-                for r in range(rounds):
-                    value = 200 + (r % 50)
-
-                    async def crisis(i: int, delay: float, value: int = value) -> None:
-                        nonlocal n
-                        await asyncio.sleep(delay)
-                        n += 1
-                        msg = nibp_oru(f"x{n}", value, 125, 150, equipment(i))
-                        at = time.time()
-                        await senders[i - 1].send(msg)
-                        sent.append((i, value, at))
-
-                    await asyncio.gather(*(crisis(i, rng.uniform(0, seconds * 0.6))
-                                           for i in range(1, beds + 1)))
-                    await asyncio.sleep(seconds * 0.4)
-                    for i in range(1, beds + 1):
-                        await request(req, "alert/ack", {"bed": f"bed{i}", "all": True})
-                    await asyncio.sleep(0.3)
-
-                    async def normal(i: int) -> None:
-                        nonlocal n
-                        n += 1
-                        await senders[i - 1].send(nibp_oru(f"n{n}", 120, 80, 93, equipment(i)))
-
-                    await asyncio.gather(*(normal(i) for i in range(1, beds + 1)))
-                    # The next round raises anew only once every alarm of this one cleared.
-                    for _ in range(300):
-                        cleared = sum(1 for a in arrivals if a.get("k") == "alert"
-                                      and a["event"] == "cleared")
-                        if cleared >= beds * (r + 1):
-                            break
-                        await asyncio.sleep(0.1)
-                    await asyncio.sleep(0.5)
-            # Wait (up to 60 s) until every crisis has its reading and its raised alarm.
-            for _ in range(600):
-                got_r = sum(1 for a in arrivals if a.get("k") == "reading" and a["value"] >= 200)
-                got_a = sum(1 for a in arrivals if a.get("k") == "alert"
-                            and a["event"] == "raised")
-                if got_r >= len(sent) and got_a >= len(sent):
+async def _await_daemon(req: aiomqtt.Client) -> None:
+    """Ask until the daemon answers requests (up to 600 tries of 0.1 s)."""
+    await req.subscribe(f"{BASE}/bridge/response/#", qos=1)
+    for _ in range(600):  # until the daemon answers requests
+        await request(req, "republish", {})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.1):
+                async for _m in req.messages:
                     break
-                await asyncio.sleep(0.1)
-            if daemon.poll() is not None:
-                raise RuntimeError(f"daemon exited with {daemon.returncode}")
-        finally:
-            for s in senders:
-                with contextlib.suppress(OSError):
-                    await s.close()
-            daemon.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(daemon.wait, 15)
-            if daemon.poll() is None:
-                daemon.kill()
-            sub.kill()
-            await sub.wait()
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector
-            log.seek(0)
-            daemon_log = log.read()
-            log.close()
+                break
+    await req.unsubscribe(f"{BASE}/bridge/response/#")
+
+
+class _Rounds:
+    """The send loop: per round, one crisis NIBP per bed at a random moment, ack, clear."""
+
+    def __init__(self, req: aiomqtt.Client, senders: list[MllpSender], arrivals:
+                 list[dict[str, Any]], beds: int, seconds: float) -> None:
+        self.req = req
+        self.senders = senders
+        self.arrivals = arrivals
+        self.beds = beds
+        self.seconds = seconds
+        self.sent: list[tuple[int, int, float]] = []  # (bed, sys value, sent at)
+        self.rng = random.Random(7)
+        self.n = 0
+
+    async def crisis(self, i: int, delay: float, value: int) -> None:
+        from tests.helpers.hl7 import nibp_oru
+
+        await asyncio.sleep(delay)
+        self.n += 1
+        msg = nibp_oru(f"x{self.n}", value, 125, 150, equipment(i))
+        at = time.time()
+        await self.senders[i - 1].send(msg)
+        self.sent.append((i, value, at))
+
+    async def normal(self, i: int) -> None:
+        from tests.helpers.hl7 import nibp_oru
+
+        self.n += 1
+        await self.senders[i - 1].send(nibp_oru(f"n{self.n}", 120, 80, 93, equipment(i)))
+
+    async def one(self, r: int) -> None:
+        beds, seconds = self.beds, self.seconds
+        value = 200 + (r % 50)
+        await asyncio.gather(*(self.crisis(i, self.rng.uniform(0, seconds * 0.6), value)
+                               for i in range(1, beds + 1)))
+        await asyncio.sleep(seconds * 0.4)
+        for i in range(1, beds + 1):
+            await request(self.req, "alert/ack", {"bed": f"bed{i}", "all": True})
+        await asyncio.sleep(0.3)
+        await asyncio.gather(*(self.normal(i) for i in range(1, beds + 1)))
+        # The next round raises anew only once every alarm of this one cleared.
+        for _ in range(300):
+            cleared = sum(1 for a in self.arrivals if a.get("k") == "alert"
+                          and a["event"] == "cleared")
+            if cleared >= beds * (r + 1):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+
+
+async def _send_rounds(broker_address: tuple[str, int], senders: list[MllpSender],
+                       arrivals: list[dict[str, Any]], beds: int, rounds: int,
+                       seconds: float) -> list[tuple[int, int, float]]:
+    """Wait for the daemon, start every bed's session, run the rounds; what was sent, when."""
+    async with aiomqtt.Client(*broker_address, identifier="kapbench-lat-req") as req:
+        await _await_daemon(req)
+        for i in range(1, beds + 1):
+            await request(req, "session/start", {"bed": f"bed{i}", "profile": "ketamine"})
+        await asyncio.sleep(2.0)
+        loop = _Rounds(req, senders, arrivals, beds, seconds)
+        for r in range(rounds):
+            await loop.one(r)
+        return loop.sent
+
+
+async def _await_arrivals(arrivals: list[dict[str, Any]], sent: list[tuple[int, int, float]],
+                          ) -> None:
+    """Wait (up to 60 s) until every crisis has its reading and its raised alarm."""
+    for _ in range(600):
+        got_r = sum(1 for a in arrivals if a.get("k") == "reading" and a["value"] >= 200)
+        got_a = sum(1 for a in arrivals if a.get("k") == "alert"
+                    and a["event"] == "raised")
+        if got_r >= len(sent) and got_a >= len(sent):
+            break
+        await asyncio.sleep(0.1)
+
+
+async def _shut_down(senders: list[MllpSender], daemon: subprocess.Popen[bytes],
+                     sub: asyncio.subprocess.Process, collector: asyncio.Task[None],
+                     log: IO[str]) -> str:
+    """Close the senders, stop the daemon and the subscriber; the daemon's log."""
+    for s in senders:
+        with contextlib.suppress(OSError):
+            await s.close()
+    daemon.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        await asyncio.to_thread(daemon.wait, 15)
+    if daemon.poll() is None:
+        daemon.kill()
+    sub.kill()
+    await sub.wait()
+    collector.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await collector
+    log.seek(0)
+    daemon_log = log.read()
+    log.close()
+    return daemon_log
+
+
+def _summary(beds: int, arrivals: list[dict[str, Any]], sent: list[tuple[int, int, float]],
+             daemon_log: str) -> dict[str, Any]:
+    """Pair each crisis NIBP with its reading and its raised alarm; the percentiles."""
     readings = [a for a in arrivals if a.get("k") == "reading"]
     raised = [a for a in arrivals if a.get("k") == "alert" and a["event"] == "raised"]
     reading_ms, alarm_ms, extra_ms = [], [], []
@@ -254,6 +271,46 @@ async def run(beds: int, rounds: int, seconds: float) -> dict[str, Any]:
         "alarm_extra_ms_p99": round(nearest_rank(extra_ms, 99), 1),
         "alarm_extra_ms_max": round(max(extra_ms), 1),
     }
+
+
+async def run(beds: int, rounds: int, seconds: float) -> dict[str, Any]:
+    hl7_port = free_port()
+    with mosquitto() as broker, tempfile.TemporaryDirectory(prefix="kapbench-lat-") as tmp:
+        cfg = Path(tmp) / "clinic.json"
+        cfg.write_text(json.dumps(config(Path(tmp) / "state", broker.address, beds, hl7_port)))
+        toml = Path(tmp) / "clinic.toml"
+        from tests.helpers.daemon import write_toml
+
+        write_toml(toml, json.loads(cfg.read_text()))
+        log = (Path(tmp) / "daemon.log").open("w+")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "kapmonitor.cli", "run", "--config", str(toml)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        sub = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--subscriber", f"{broker.host}:{broker.port}",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        arrivals: list[dict[str, Any]] = []
+
+        async def collect() -> None:
+            assert sub.stdout is not None
+            async for line in sub.stdout:
+                arrivals.append(json.loads(line))
+
+        collector = asyncio.create_task(collect())
+        senders: list[MllpSender] = []
+        try:
+            while not any(a.get("ready") for a in arrivals):
+                await asyncio.sleep(0.05)
+            senders = await _connect_senders(beds, hl7_port, log)
+            sent = await _send_rounds(broker.address, senders, arrivals, beds, rounds, seconds)
+            await _await_arrivals(arrivals, sent)
+            if daemon.poll() is not None:
+                raise RuntimeError(f"daemon exited with {daemon.returncode}")
+        finally:
+            daemon_log = await _shut_down(senders, daemon, sub, collector, log)
+    return _summary(beds, arrivals, sent, daemon_log)
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:

@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("install-service", "kapmonitor.install", "main",
          "install the systemd unit, the service user and /etc/kapmonitor (as root)"),
         ("status", "kapmonitor.status", "main", "show a node's health from its bridge topics"),
+        ("station", "kapmonitor.station.cli", "main", "the central station (run, adduser)"),
     ):
         s = sub.add_parser(name, help=text, add_help=False)
         s.add_argument("rest", nargs=argparse.REMAINDER)
@@ -265,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:16} {spec.input:11} {spec.summary}")
         return 0
     delegated = argv[:1] in (["replay"], ["report"], ["scan"], ["pair"], ["install-service"],
-                             ["status"], *([c] for c in PLUGIN_COMMANDS))
+                             ["status"], ["station"], *([c] for c in PLUGIN_COMMANDS))
     # argparse.REMAINDER rejects options that come first (`scan --timeout 5`): delegated
     # subcommands get their arguments untouched.
     args = build_parser().parse_args(argv[:1] if delegated else argv)

@@ -277,6 +277,34 @@ class HomeAssistantConfig(_Model):
         return v
 
 
+class DisplayWatchConfig(_Model):
+    """Require a central station to show this node's alarms (off by default)."""
+
+    required: bool = Field(
+        default=False,
+        description="Raise `no_alarm_display` when no station heartbeat or confirmation comes.",
+    )
+    station_prefix: str = Field(
+        default="kapmonitor-station", min_length=1,
+        description="Topic prefix of the stations' heartbeats (`<prefix>/<station>/heartbeat`).",
+    )
+    heartbeat_timeout_s: float = Field(
+        default=20.0, gt=0, le=600,
+        description="No heartbeat from any station for this long → `no_alarm_display`.",
+    )
+    confirm_timeout_s: float = Field(
+        default=15.0, gt=0, le=600,
+        description="A medium/high alert not confirmed by a station within this → alarm.",
+    )
+    confirm_priorities: list[str] = Field(
+        default_factory=lambda: ["medium", "high"],
+        description="Alert priorities a station must confirm.",
+    )
+    annunciator_command: list[str] = Field(
+        default_factory=list,
+        description="Local command run as `cmd... raised|cleared REASON` (e.g. a buzzer).",
+    )
+    priority: str = Field(default="high", description="Priority of `no_alarm_display`.")
 class EscalationRule(_Model):
     """One escalation rule (see docs/security.md for what a notification may contain)."""
 
@@ -395,6 +423,10 @@ class Config(_Model):
     )
     homeassistant: HomeAssistantConfig = Field(
         default_factory=HomeAssistantConfig, description="Home Assistant discovery."
+    )
+    display_watch: DisplayWatchConfig = Field(
+        default_factory=DisplayWatchConfig,
+        description="Require a central station to show this node's alarms (docs/alarms.md).",
     )
     escalation: EscalationConfig = Field(
         default_factory=EscalationConfig, description="Remote escalation."

@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import sqlite3
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -69,6 +70,8 @@ from kapmonitor.sdnotify import NodeHealth, StatusNotifier, notify
 from kapmonitor.services.alarms import AlarmService
 from kapmonitor.services.alarms import attach as attach_alarms
 from kapmonitor.services.bridge import BridgeService
+from kapmonitor.services.display_watch import DisplayWatch
+from kapmonitor.services.display_watch import attach as attach_display_watch
 from kapmonitor.services.escalation import EscalationService
 from kapmonitor.services.escalation import attach as attach_escalation
 from kapmonitor.services.homeassistant import publish_discovery, topics_of
@@ -135,6 +138,7 @@ class Daemon:
         self.alarms: AlarmService | None = None
         self.bridge: BridgeService | None = None
         self.status_notifier = StatusNotifier(self.health)
+        self.display_watch: DisplayWatch | None = None
         self.escalation: EscalationService | None = None
         # (bed, event) of every alert and session event, after it was queued durably.
         self.alert_events: Listeners[tuple[str, dict[str, Any]]] = Listeners()
@@ -392,6 +396,9 @@ class Daemon:
         if cfg.history.enabled:
             # Before anything publishes, so the history sees every message.
             self.history = self._attach_history(ports)
+        if cfg.display_watch.required:
+            # Before the alarm service, so that it sees every alert event the node publishes.
+            self.display_watch, ports = attach_display_watch(cfg.display_watch, ports, self.mqtt)
         if cfg.alarms.enabled:
             # Before any driver runs, so the engine sees every reading.
             self.alarms = attach_alarms(ports, cfg.alarms.rules)
@@ -444,10 +451,17 @@ class Daemon:
             *self.broker,
         )
 
-    def _attach_history(self, ports: ServicePorts) -> HistoryService:
-        """Open the history, store what a crash left in the outbox, and record from now on."""
+    def _attach_history(self, ports: ServicePorts) -> HistoryService | None:
+        """Open the history, store what a crash left in the outbox, and record from now on.
+        A history that cannot be opened (a read-only or full state directory) is left off,
+        loudly: the alarm path must not depend on it (the outbox reports the storage)."""
         assert self.outbox is not None and self.publisher is not None
-        store = HistoryStore(self.state_dir / "history.sqlite3")
+        try:
+            store = HistoryStore(self.state_dir / "history.sqlite3")
+        except (sqlite3.Error, OSError) as exc:
+            log.critical("the session history cannot be opened in %s (%s): nothing is recorded "
+                         "in it until the daemon restarts", self.state_dir, exc)
+            return None
         recovered = store.recover(_outbox_bodies(self.outbox))
         if recovered:
             log.info("history: %d messages recovered from the outbox", recovered)

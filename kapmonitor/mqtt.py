@@ -99,10 +99,17 @@ class MqttOwner:
         self._state_wake = asyncio.Event()
         self.published = 0
         self._on_connect: Callable[[], None] = lambda: None
+        # Extra topic filters (e.g. the central stations' heartbeats) → callback(topic, payload)
+        self.subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         self._request_prefix = topics.wildcard(Kind.REQUEST).removesuffix("#")
         # Called on every turn of the outbox drain (the daemon's liveness heartbeat).
         self.drain_beat: Callable[[], None] = _no_beat
         self._published_children: dict[tuple[int, bool], tuple[Any, Any]] = {}
+
+    def add_subscription(self, topic_filter: str, callback: Callable[[str, bytes], None]) -> None:
+        """Subscribe to ``topic_filter`` on every (re)connect; matching messages (other than
+        requests) go to ``callback(topic, payload)`` on the event loop."""
+        self.subscriptions[topic_filter] = callback
 
     # -- retained state ------------------------------------------------------------------
     def set_retained(self, topic: str, body: Mapping[str, Any] | list[Any] | bytes) -> None:
@@ -199,6 +206,8 @@ class MqttOwner:
             await client.subscribe(self.topics.wildcard(Kind.REQUEST), qos=1)
         if self.s.birth_topic:
             await client.subscribe(self.s.birth_topic, qos=1)
+        for topic_filter in self.subscriptions:
+            await client.subscribe(topic_filter, qos=1)
         self.connected.set()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._commands(client))
@@ -238,6 +247,8 @@ class MqttOwner:
             topic = str(message.topic)
             if topic == self.s.birth_topic:
                 self._on_birth(message.payload)
+                continue
+            if self._dispatch(message):
                 continue
             parsed = self.topics.parse(topic)
             if parsed is None or parsed.kind is not Kind.REQUEST or parsed.command is None:
@@ -283,6 +294,21 @@ class MqttOwner:
             log.error("response on %.80s could not be published (%s); dropped", topic, exc)
         except (ValueError, TypeError) as exc:  # paho refuses the topic or payload itself
             log.error("response on %.80s could not be published (%s); dropped", topic, exc)
+
+    def _dispatch(self, message: aiomqtt.Message) -> bool:
+        """Hand a message on an extra subscription to its callbacks (True if there was one)."""
+        payload = message.payload if isinstance(message.payload, bytes) else str(
+            message.payload or ""
+        ).encode()
+        matched = False
+        for topic_filter, callback in self.subscriptions.items():
+            if message.topic.matches(topic_filter):
+                matched = True
+                try:
+                    callback(str(message.topic), payload)
+                except Exception:  # a subscriber's bug must not end the connection
+                    log.exception("handler of %s failed", topic_filter)
+        return matched
 
     def _on_birth(self, payload: Any) -> None:
         """Home Assistant came (back) online: after a random delay, so that many bridges do

@@ -19,6 +19,8 @@ port                              what it offers
 :class:`CommandRegistry`          a command name, its argument model and its handler
 :class:`Spawn`                    a long-lived task whose failure stops the daemon
 :class:`DeviceDirectory`          beds, which device is on which bed, device commands
+:class:`Subscriptions`            extra topic filters and their callbacks (e.g. station
+                                  heartbeats), re-subscribed after every reconnect
 ``clock``, ``boot_id``,           the daemon's clock, this run's id (message ids), the
 ``state_dir``, ``topics``         state directory and the topic tree
 ================================  ==========================================================
@@ -55,6 +57,7 @@ __all__ = [
     "ServicePorts",
     "Spawn",
     "StatusFeed",
+    "Subscriptions",
 ]
 
 
@@ -122,6 +125,14 @@ class DeviceDirectory(Protocol):
     async def command(self, device: str, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """Pass a command to a device's driver; raises
         :class:`~kapmonitor.errors.CommandError` when it cannot be carried out."""
+
+
+class Subscriptions(Protocol):
+    def add_subscription(
+        self, topic_filter: str, callback: Callable[[str, bytes], None]
+    ) -> None:
+        """Subscribe to ``topic_filter`` on every (re)connect; ``callback(topic, payload)``
+        gets each matching message on the event loop."""
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,16 @@ topic                            retained  content
 ``bed/<id>/alert``               no        alert events, from the outbox
 ``bed/<id>/alarms``              yes       the active alarm set
 ``bed/<id>/session``             yes       the dosing session state
+``display/state``                yes       the node's watch over the central stations
+``display/confirm``              no        a central station: "I displayed this alert"
 ===============================  ========  ================================================
 
 and, outside it, ``<discovery_prefix>/device/<object_id>/config`` (Home Assistant discovery,
-retained). Home Assistant's birth topic is configured as a whole topic and is not parsed here.
+retained) and the central stations' own tree (:class:`StationTopics`):
+``<station_prefix>/<station_id>/heartbeat`` (not retained) and ``…/state`` (retained, last
+will). A station reads many nodes: :class:`NodePatterns` turns base-topic patterns such as
+``kapmonitor/+`` into subscription filters and finds the node base of a topic. Home
+Assistant's birth topic is configured as a whole topic and is not parsed here.
 
 What does not live here: what the payloads contain (the reading model, the engine's snapshots,
 :mod:`kapmonitor.services.homeassistant`), QoS and retain decisions (the MQTT owner and the
@@ -49,7 +55,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_TOPIC_BYTES", "BedChannel", "Kind", "Topic", "Topics", "encode"]
+__all__ = [
+    "MAX_TOPIC_BYTES", "BedChannel", "Kind", "NodePatterns", "StationTopics", "Topic", "Topics",
+    "encode",
+]
 
 log = logging.getLogger("kapmonitor.topics")
 
@@ -80,6 +89,8 @@ class Kind(enum.Enum):
     BED_ALARMS = "bed/alarms"
     BED_SESSION = "bed/session"
     HA_DISCOVERY = "homeassistant/discovery"
+    DISPLAY_STATE = "display/state"
+    DISPLAY_CONFIRM = "display/confirm"
 
 
 class BedChannel(enum.Enum):
@@ -158,6 +169,8 @@ class Topics:
         self.bridge_health = f"{base}/bridge/health"
         self.bridge_event = f"{base}/bridge/event"
         self.everything = f"{base}/#"  # the filter for every topic under the base
+        self.display_state = f"{base}/display/state"
+        self.display_confirm = f"{base}/display/confirm"
 
     # -- building ----------------------------------------------------------------------------
     def request(self, command: str) -> str:
@@ -207,6 +220,10 @@ class Topics:
             return f"{self.base}/device/+/status"
         if kind is Kind.HA_DISCOVERY:
             return f"{self._ha_slash}+/config"
+        if kind is Kind.DISPLAY_STATE:
+            return self.display_state
+        if kind is Kind.DISPLAY_CONFIRM:
+            return self.display_confirm
         return f"{self.base}/bed/+/{_KIND_BED[kind].value}"
 
     def build(self, topic: Topic) -> str:
@@ -222,6 +239,8 @@ class Topics:
             return self.device_status(ident)
         if kind is Kind.HA_DISCOVERY:
             return self.discovery(ident)
+        if kind in (Kind.DISPLAY_STATE, Kind.DISPLAY_CONFIRM):
+            return self.wildcard(kind)
         return self.bed(ident, _KIND_BED[kind])
 
     @staticmethod
@@ -248,6 +267,10 @@ class Topics:
         return None
 
     def _parse_ours(self, rest: str) -> Topic | None:
+        if rest == "display/state":
+            return Topic(Kind.DISPLAY_STATE)
+        if rest == "display/confirm":
+            return Topic(Kind.DISPLAY_CONFIRM)
         head, _, tail = rest.partition("/")
         if head == "bridge" and tail in _LEAF_BRIDGE:
             return Topic(_LEAF_BRIDGE[tail])
@@ -267,6 +290,69 @@ class Topics:
                 return Topic(_BED_KIND[BedChannel(leaf)], ident)
             except ValueError:
                 return None
+        return None
+
+
+class StationTopics:
+    """The central stations' tree: ``<prefix>/<station_id>/heartbeat`` and ``…/state``."""
+
+    def __init__(self, prefix: str = "kapmonitor-station") -> None:
+        self.prefix = _check_prefix(prefix, "station topic prefix")
+        self.heartbeats = f"{prefix}/+/heartbeat"  # every station's heartbeat
+
+    def heartbeat(self, station: str) -> str:
+        return f"{self.prefix}/{_check(station, _ID, 'station id')}/heartbeat"
+
+    def state(self, station: str) -> str:
+        return f"{self.prefix}/{_check(station, _ID, 'station id')}/state"
+
+    def station_of(self, topic: str) -> str | None:
+        """The station id of a heartbeat or state topic."""
+        head, sep, rest = topic.partition(self.prefix + "/")
+        station, _, leaf = rest.partition("/")
+        if head or not sep or leaf not in ("heartbeat", "state") or not _ID.fullmatch(station):
+            return None
+        return station
+
+
+class NodePatterns:
+    """Base topics of many nodes, as a station reads them: each pattern is a base topic whose
+    levels may be ``+`` (one node id), e.g. ``kapmonitor/+``."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self.patterns: list[list[str]] = []
+        for pat in patterns:
+            levels = pat.split("/")
+            if not pat or any(not lv or "#" in lv or ("+" in lv and lv != "+") for lv in levels):
+                raise ValueError(f"node pattern {pat!r}: levels separated by '/', each a name "
+                                 "or '+'; '#' is not allowed")
+            self.patterns.append(levels)
+        self._topics: dict[str, Topics] = {}
+
+    def filters(self, kinds: list[Kind]) -> list[str]:
+        """Subscription filters for ``kinds`` under every pattern."""
+        probe = Topics("x")
+        out = []
+        for pat in self.patterns:
+            for kind in kinds:
+                out.append("/".join(pat) + probe.wildcard(kind)[1:])
+        return out
+
+    def topics(self, topic: str) -> Topics | None:
+        """The :class:`Topics` of the node that ``topic`` belongs to (None: no pattern)."""
+        levels = topic.split("/")
+        for pat in self.patterns:
+            n = len(pat)
+            head = levels[:n]
+            if len(levels) > n and all(a in ("+", b) for a, b in zip(pat, head, strict=True)):
+                base = "/".join(head)
+                t = self._topics.get(base)
+                if t is None:
+                    try:
+                        t = self._topics[base] = Topics(base)
+                    except ValueError:
+                        return None
+                return t
         return None
 
 

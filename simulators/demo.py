@@ -196,7 +196,7 @@ async def _watch(info: BrokerInfo, view: ClinicView, ready: asyncio.Event) -> No
             await asyncio.sleep(0.5)
 
 
-async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float,  # noqa: C901
+async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float,
                              begins: dict[str, float] | None = None) -> None:
     """What the provider does in the demo, through the same command path as a nurse tablet:
     start a session on every bed, take a baseline blood pressure every 2.5 minutes until the
@@ -210,65 +210,78 @@ async def _virtual_clinician(daemon: Any, clock: ScaledClock, sim0: float,  # no
     simulator processes begin when the fast-forward is over, since those processes cannot
     fast-forward with the rest of the clinic."""
 
-    async def say(command: str, body: dict[str, Any]) -> bool:
-        reply = await daemon.router.handle(command, json.dumps(body).encode(), False)
+    clinician = _Clinician(daemon, begins or {})
+    while True:
+        now = clock.now() - sim0
+        for n, bed in enumerate(clinician.beds, 1):
+            t = now - clinician.begins.get(bed, 0.0)  # this bed's session time
+            if t >= 0:
+                await clinician.session_step(n, bed, t)
+        await asyncio.sleep(0.1 if clock.speed > 20 else 0.5)
+        if daemon.alarms is not None:
+            for bed in clinician.beds:
+                await clinician.respond(bed)
+
+
+class _Clinician:
+    """The virtual clinician's memory and actions (see :func:`_virtual_clinician`)."""
+
+    def __init__(self, daemon: Any, begins: dict[str, float]) -> None:
+        self.daemon = daemon
+        self.beds = list(daemon.beds)
+        self.begins = begins
+        self.started: set[str] = set()
+        self.last_bp: dict[str, float] = {}  # bed → when its last baseline BP was started
+        self.tried: dict[str, float] = {}
+        self.dosed: set[str] = set()
+        self.answered: set[tuple[str, str, float]] = set()
+        self.headache: set[str] = set()
+
+    async def say(self, command: str, body: dict[str, Any]) -> bool:
+        reply = await self.daemon.router.handle(command, json.dumps(body).encode(), False)
         if reply["status"] != "ok" and command != "bp/measure":
             log.warning("demo: %s %s: %s", command, body.get("bed"), reply.get("error"))
         return bool(reply["status"] == "ok")
 
-    def sim_t() -> float:
-        return clock.now() - sim0
+    async def session_step(self, n: int, bed: str, t: float) -> None:
+        """Start the session, take the baseline BPs and give the dose, as ``t`` comes."""
+        if bed not in self.started:
+            self.started.add(bed)
+            profile = "esketamine" if n % 3 == 0 else "ketamine"
+            await self.say("session/start", {
+                "bed": bed, "profile": profile,
+                "route": "in" if profile == "esketamine" else "im",
+                "risk_flags": ["hypertension"] if n % 4 == 0 else []})
+        # Baseline: a BP every 2.5 min before the dose (again 20 s later when the cuff is
+        # not ready yet), so that two measurements ≥5 min apart arrive even when one fails.
+        wait = 150.0 if bed in self.last_bp else 20.0
+        if t < DOSE_AT - 30 and t - self.tried.get(bed, -1e9) >= wait:
+            self.tried[bed] = t
+            if await self.say("bp/measure", {"bed": bed}):
+                self.last_bp[bed] = t
+        if bed not in self.dosed and t >= DOSE_AT:
+            self.dosed.add(bed)
+            await self.say("session/dose", {"bed": bed, "dose_mg": 56.0 if n % 3 == 0 else 50.0})
 
-    beds = list(daemon.beds)
-    begins = begins or {}
-    started: set[str] = set()
-    last_bp: dict[str, float] = {}  # bed → when its last baseline BP was started
-    tried: dict[str, float] = {}
-    dosed: set[str] = set()
-    answered: set[tuple[str, str, float]] = set()
-    headache: set[str] = set()
-    while True:
-        for n, bed in enumerate(beds, 1):
-            t = sim_t() - begins.get(bed, 0.0)  # this bed's session time
-            if t < 0:
-                continue
-            if bed not in started:
-                started.add(bed)
-                profile = "esketamine" if n % 3 == 0 else "ketamine"
-                await say("session/start", {
-                    "bed": bed, "profile": profile,
-                    "route": "in" if profile == "esketamine" else "im",
-                    "risk_flags": ["hypertension"] if n % 4 == 0 else []})
-            # Baseline: a BP every 2.5 min before the dose (again 20 s later when the cuff is
-            # not ready yet), so that two measurements ≥5 min apart arrive even when one fails.
-            wait = 150.0 if bed in last_bp else 20.0
-            if t < DOSE_AT - 30 and t - tried.get(bed, -1e9) >= wait:
-                tried[bed] = t
-                if await say("bp/measure", {"bed": bed}):
-                    last_bp[bed] = t
-            if bed not in dosed and t >= DOSE_AT:
-                dosed.add(bed)
-                await say("session/dose", {"bed": bed, "dose_mg": 56.0 if n % 3 == 0 else 50.0})
-        await asyncio.sleep(0.1 if clock.speed > 20 else 0.5)
-        if daemon.alarms is None:
-            continue
-        for bed in beds:
-            bp_alarm = any(a["metric"] == "nibp_sys" and a["kind"] == "physiological"
-                           and a["rule"] != "bp_with_symptom"
-                           for a in daemon.alarms.engine.active_alarms(bed)["alarms"])
-            if bp_alarm and bed not in headache:
-                headache.add(bed)
-                await say("session/symptom", {"bed": bed, "symptom": "severe_headache",
-                                              "by": "demo clinician"})
-            elif not bp_alarm and bed in headache:
-                headache.discard(bed)
-                await say("session/symptom_clear", {"bed": bed, "all": True,
-                                                    "by": "demo clinician"})
-            for item in daemon.alarms.engine.session_state(bed).get("bp_checklist", []):
-                key = (bed, item["name"], item["due_at"])
-                if item.get("announced") and not item.get("done_at") and key not in answered:
-                    answered.add(key)
-                    await say("bp/measure", {"bed": bed})
+    async def respond(self, bed: str) -> None:
+        """Enter (and clear) the headache of a BP alarm; answer every announced BP due."""
+        engine = self.daemon.alarms.engine
+        bp_alarm = any(a["metric"] == "nibp_sys" and a["kind"] == "physiological"
+                       and a["rule"] != "bp_with_symptom"
+                       for a in engine.active_alarms(bed)["alarms"])
+        if bp_alarm and bed not in self.headache:
+            self.headache.add(bed)
+            await self.say("session/symptom", {"bed": bed, "symptom": "severe_headache",
+                                               "by": "demo clinician"})
+        elif not bp_alarm and bed in self.headache:
+            self.headache.discard(bed)
+            await self.say("session/symptom_clear", {"bed": bed, "all": True,
+                                                     "by": "demo clinician"})
+        for item in engine.session_state(bed).get("bp_checklist", []):
+            key = (bed, item["name"], item["due_at"])
+            if item.get("announced") and not item.get("done_at") and key not in self.answered:
+                self.answered.add(key)
+                await self.say("bp/measure", {"bed": bed})
 
 
 # Speed of the fast-forward through the start of the sessions (start, two baseline BPs, dose).
@@ -454,6 +467,7 @@ async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
             raise RuntimeError("the daemon did not start within 15 s")
         await start_sims(True)
         begins, _ = fast_forward_plan(args, cfg)
+        station = await _demo_station(args, info, workdir, cfg)
         clinician = asyncio.create_task(_virtual_clinician(daemon, clock, sim0, begins))
         broker_died = False
         try:
@@ -470,6 +484,7 @@ async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await station.stop()
         print(render_plain(view, (clock.now() - sim0) / 60))
         published = daemon.mqtt.published if daemon.mqtt is not None else 0
         print(f"kapmonitor demo: done; {published} messages acknowledged by the broker, "
@@ -486,6 +501,28 @@ async def _run_in(args: argparse.Namespace, workdir: Path) -> int:
             print("kapmonitor demo: FAILED — nothing reached the broker", file=sys.stderr)
             return 1
         return 0
+
+
+class _NoStation:
+    async def stop(self) -> None:
+        return None
+
+
+async def _demo_station(args: argparse.Namespace, info: BrokerInfo, workdir: Path,
+                        cfg: Config) -> Any:
+    """The central station on the demo's broker (its URL and demo login are printed), or a
+    stand-in with nothing to stop (``--no-station``, or the station extra not installed)."""
+    if args.no_station:
+        return _NoStation()
+    try:
+        from kapmonitor.station.demo import DEMO_PASSWORD, DEMO_USER, start_demo_station
+    except ImportError as exc:  # the station extra is not installed
+        print(f"central station not started ({exc}); pip install 'kapmonitor[station]'")
+        return _NoStation()
+    station = await start_demo_station(info.host, info.port, workdir, cfg.base_topic)
+    print(f"central station:  {station.url}  (log in as {DEMO_USER} / {DEMO_PASSWORD})",
+          flush=True)
+    return station
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -509,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep", action="store_true",
                    help="keep the demo's temporary folder (state, logs) and print its name")
     d.add_argument("--no-view", action="store_true", help="log instead of the live view")
+    d.add_argument("--no-station", action="store_true",
+                   help="do not start the central station (web page)")
     d.add_argument("--sim-only", action="store_true",
                    help="only in-process simulated devices (no serial/HL7 simulator processes)")
     return d

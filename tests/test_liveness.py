@@ -126,9 +126,9 @@ async def test_cancelled_task_stops_the_watchdog(
         await asyncio.sleep(0.6)
         assert "WATCHDOG=1" in drain_socket(notify_socket)
         daemon.liveness.fail_after = 1.0
-        for t in daemon._tasks:
-            if t.get_name() == "alarms":
-                t.cancel()  # a task that dies alone, without an exception
+        alarms = [t for t in asyncio.all_tasks() if t.get_name() == "alarms"]
+        assert len(alarms) == 1
+        alarms[0].cancel()  # a task that dies alone, without an exception
         await asyncio.sleep(0.3)
         drain_socket(notify_socket)
         await asyncio.sleep(0.5)

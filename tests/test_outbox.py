@@ -117,7 +117,7 @@ def test_alert_events_and_state_commit_together(tmp_path: Path) -> None:
     assert box.get_state("alarm-state") == b'{"v":1}'
     assert [r.payload for r in box.fetch(LANE_ALERT, 0, 10)] == [b'{"a":1}', b'{"a":2}']
     box.put_alerts([], {"alarm-state": b'{"v":2}'})
-    box._db.close()  # a killed process: no close(), no flush
+    box._db.close()  # noqa: SLF001 - simulates a killed process: no close(), no flush
     again = Outbox(path)
     assert again.get_state("alarm-state") == b'{"v":2}'
     assert again.counts[LANE_ALERT] == 2

@@ -88,7 +88,7 @@ async def test_broker_of_another_ca_is_refused(
     async with running(cfg, connected=False) as daemon:
         await asyncio.sleep(2.0)
         assert daemon.mqtt is not None and not daemon.mqtt.connected.is_set()
-        assert daemon.metrics.mqtt_connects._value.get() == 0
+        assert daemon.metrics.registry.get_sample_value("kapmonitor_mqtt_connects_total") == 0
 
 
 @pytest.mark.parametrize(

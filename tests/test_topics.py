@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 from paho.mqtt.client import topic_matches_sub
 
-from kapmonitor.topics import MAX_TOPIC_BYTES, BedChannel, Kind, Topic, Topics, encode
+from kapmonitor.topics import (
+    MAX_TOPIC_BYTES,
+    BedChannel,
+    Kind,
+    NodePatterns,
+    StationTopics,
+    Topic,
+    Topics,
+    encode,
+)
 
 T = Topics("kapmonitor/t1")
 PACKAGE = Path(__file__).resolve().parents[1] / "kapmonitor"
@@ -34,6 +43,8 @@ EXAMPLES: dict[Kind, tuple[str | None, str]] = {
     Kind.BED_ALARMS: ("bed1", "kapmonitor/t1/bed/bed1/alarms"),
     Kind.BED_SESSION: ("bed1", "kapmonitor/t1/bed/bed1/session"),
     Kind.HA_DISCOVERY: ("kapmonitor_t1_bed1", "homeassistant/device/kapmonitor_t1_bed1/config"),
+    Kind.DISPLAY_STATE: (None, "kapmonitor/t1/display/state"),
+    Kind.DISPLAY_CONFIRM: (None, "kapmonitor/t1/display/confirm"),
 }
 
 
@@ -219,3 +230,26 @@ def test_publishing_modules_encode_payloads_only_through_encode() -> None:
                     and id(node) not in state_files):
                 found.append(f"{path.name}:{node.lineno}: json.{node.attr}")
     assert found == []
+
+
+def test_station_topics_and_node_patterns() -> None:
+    """The central station's own tree, and many nodes' topics read through one pattern."""
+    st = StationTopics()
+    assert st.heartbeat("desk") == "kapmonitor-station/desk/heartbeat"
+    assert st.state("desk") == "kapmonitor-station/desk/state"
+    assert st.heartbeats == "kapmonitor-station/+/heartbeat"
+    assert st.station_of("kapmonitor-station/desk/heartbeat") == "desk"
+    assert st.station_of("kapmonitor-station/desk/other") is None
+    assert st.station_of("elsewhere/desk/heartbeat") is None
+    with pytest.raises(ValueError):
+        st.heartbeat("a/b")
+    p = NodePatterns(["kapmonitor/+", "site/kap/n9"])
+    assert p.filters([Kind.BED_ALERT, Kind.BRIDGE_STATE]) == [
+        "kapmonitor/+/bed/+/alert", "kapmonitor/+/bridge/state",
+        "site/kap/n9/bed/+/alert", "site/kap/n9/bridge/state"]
+    node = p.topics("kapmonitor/n1/bed/b1/vitals")
+    assert node is not None and node.base == "kapmonitor/n1"
+    assert node.parse("kapmonitor/n1/bed/b1/vitals") == Topic(Kind.BED_VITALS, "b1")
+    assert p.topics("site/kap/n8/bridge/state") is None
+    with pytest.raises(ValueError):
+        NodePatterns(["kapmonitor/#"])

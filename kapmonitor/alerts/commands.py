@@ -47,7 +47,11 @@ class _Args(BaseModel):
     bed: str = Field(description="Bed id.")
 
 
-class StartArgs(_Args):
+class _ByArgs(_Args):
+    by: str | None = Field(default=None, description="Who acted (logged in the events).")
+
+
+class StartArgs(_ByArgs):
     profile: str = Field(description="Dosing profile, e.g. `ketamine` or `esketamine`.")
     route: str | None = Field(default=None, description="Route of administration.")
     risk_flags: list[str] = Field(default_factory=list, description="Risk flags.")
@@ -55,12 +59,12 @@ class StartArgs(_Args):
     patient_id: str | None = Field(default=None, description="Patient reference (optional).")
 
 
-class DoseArgs(_Args):
+class DoseArgs(_ByArgs):
     dose_mg: float | None = Field(default=None, ge=0, description="Dose in mg.")
     route: str | None = Field(default=None, description="Route; default the session's.")
 
 
-class EndArgs(_Args):
+class EndArgs(_ByArgs):
     pass
 
 

@@ -748,7 +748,7 @@ class AlarmEngine:
         self._push_context(a.bed)
         events.append(SessionEvent(now, a.bed, "started", s.phase, {
             "session_id": s.session_id, "profile": s.profile, "route": s.route,
-            "risk_flags": s.risk_flags,
+            "risk_flags": s.risk_flags, "by": a.by,
         }))
         events.append(SessionEvent(now, a.bed, "phase", s.phase, {"session_id": s.session_id}))
         return {"session": s.snapshot(now, self.rules)}, events
@@ -771,7 +771,7 @@ class AlarmEngine:
         events: list[Event] = [SessionEvent(now, a.bed, "dose", s.phase, {
             "session_id": s.session_id, "dose_mg": a.dose_mg, "route": route,
             "dose_index": len(s.doses), "t0": s.t0,
-            "observation_until": s.observation_until(self.rules),
+            "observation_until": s.observation_until(self.rules), "by": a.by,
         })]
         if first:
             s.freeze_baseline(now, self.rules)
@@ -797,7 +797,7 @@ class AlarmEngine:
         s = self._active_session(a.bed)
         s.ended_at = now
         events: list[Event] = [SessionEvent(now, a.bed, "ended", "ended", {
-            "session_id": s.session_id, "discharge_ready": s.discharge_ready,
+            "session_id": s.session_id, "discharge_ready": s.discharge_ready, "by": a.by,
         })]
         events += s.update_phase(now, self.rules)
         for ch in ("bp_overdue", "baseline_incomplete"):
@@ -817,7 +817,7 @@ class AlarmEngine:
     def pause(self, a: PauseArgs, now: float) -> tuple[dict[str, Any], list[Event]]:
         if a.alert_id is not None and self.book.find(a.bed, a.alert_id) is None:
             raise CommandError(f"no open alert {a.alert_id!r} on bed {a.bed}")
-        events = self.book.pause(now, a.bed, a.alert_id, a.seconds)
+        events = self.book.pause(now, a.bed, a.alert_id, a.seconds, by=a.by)
         return {"paused": [e.alert_id for e in events]}, list(events)
 
     @_on_known_bed

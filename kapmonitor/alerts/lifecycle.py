@@ -258,8 +258,8 @@ class AlertBook:
                 out.append(self._event(t, a, "cleared", state="cleared", by=by))
         return out
 
-    def pause(self, t: float, bed: str, ref: str | None, seconds: float | None
-              ) -> list[AlertEvent]:
+    def pause(self, t: float, bed: str, ref: str | None, seconds: float | None,
+              by: str | None = None) -> list[AlertEvent]:
         """AUDIO PAUSED for one alert or every open alert of the bed (time-limited)."""
         s = self.cfg.audio_pause_s if seconds is None else seconds
         s = max(0.0, min(s, self.cfg.max_audio_pause_s))
@@ -269,7 +269,7 @@ class AlertBook:
             if a.acknowledged or a.kind == "advisory":
                 continue
             a.audio_paused_until = t + s
-            out.append(self._event(t, a, "audio_paused"))
+            out.append(self._event(t, a, "audio_paused", by=by))
         return out
 
     # -- time ---------------------------------------------------------------------------------

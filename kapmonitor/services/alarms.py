@@ -62,6 +62,7 @@ class MeasureArgs(BaseModel):
 
     bed: str = Field(description="Bed to measure.")
     device: str | None = Field(default=None, description="A specific cuff; default: any.")
+    by: str | None = Field(default=None, description="Who asked (logged).")
 
 
 class AlarmService:
@@ -276,7 +277,8 @@ class AlarmService:
             except CommandError as exc:
                 refusals.append(f"{dev}: {exc}")
                 continue
-            log.warning("remote BP measurement started on %s (bed %s)", dev, args.bed)
+            log.warning("remote BP measurement started on %s (bed %s)%s", dev, args.bed,
+                        f" by {args.by}" if args.by else "")
             return {"device": dev, **result}
         detail = "; ".join(refusals) if refusals else "no device"
         raise CommandError(

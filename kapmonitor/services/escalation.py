@@ -127,45 +127,43 @@ class EscalationService:
         """An alert or session event as published on ``bed/<bed>/alert``."""
         now = self.clock.now()
         if event.get("type") == "session":
-            name = event.get("event")
-            if name == "started":
-                self._sessions.add(bed)
-                for device, (dbed, since) in self._offline.items():
-                    if dbed == bed:
-                        self._device_offline(device, bed, since)
-            elif name == "ended":
-                self._sessions.discard(bed)
-                for device in [p.key for p in self._pending.values()
-                               if p.bed == bed and p.key.startswith("device:")]:
-                    self._resolve(device)
-            return
-        if event.get("type") != "alert":
-            return
+            self._on_session(bed, event.get("event"))
+        elif event.get("type") == "alert":
+            self._on_alert(bed, event, now)
+
+    def _on_session(self, bed: str, name: Any) -> None:
+        """A session started (arm for devices already offline) or ended (resolve them)."""
+        if name == "started":
+            self._sessions.add(bed)
+            for device, (dbed, since) in self._offline.items():
+                if dbed == bed:
+                    self._device_offline(device, bed, since)
+        elif name == "ended":
+            self._sessions.discard(bed)
+            for device in [p.key for p in self._pending.values()
+                           if p.bed == bed and p.key.startswith("device:")]:
+                self._resolve(device)
+
+    def _on_alert(self, bed: str, event: dict[str, Any], now: float) -> None:
+        """An alert event: acknowledged / cleared resolve; an unacknowledged alarm arms."""
         alert_id = str(event.get("alert_id"))
         name = event.get("event")
         if name == "acknowledged":
             self._resolve(f"alert:{alert_id}", only="unacknowledged", refire=False)
-            return
-        if name == "cleared":
+        elif name == "cleared":
             self._resolve(f"alert:{alert_id}")
-            return
-        if name not in ("raised", "escalated", "reactivated", "latched"):
-            return
-        if event.get("acknowledged"):
-            return
+        elif name in ("raised", "escalated", "reactivated", "latched") \
+                and not event.get("acknowledged"):
+            self._arm_alert(bed, alert_id, event, now)
+
+    def _arm_alert(self, bed: str, alert_id: str, event: dict[str, Any], now: float) -> None:
+        """Arm every applicable ``unacknowledged`` / ``alert`` rule for one alarm."""
         priority = str(event.get("priority", "low"))
         for i, rule in enumerate(self.cfg.rules):
             if not self._applies(rule, bed):
                 continue
-            if rule.when == "unacknowledged":
-                if PRIORITY_RANK.get(priority, 0) < PRIORITY_RANK[rule.priority]:
-                    continue
-                what = f"{priority} alarm not acknowledged for {rule.after:g} s"
-            elif rule.when == "alert":
-                if event.get("rule") != rule.rule:
-                    continue
-                what = f"alarm {rule.rule}"
-            else:
+            what = self._alert_rule_matches(rule, priority, event)
+            if what is None:
                 continue
             text = str(event.get("text") or event.get("rule") or "alarm")
             self._arm(_Pending(
@@ -174,6 +172,20 @@ class EscalationService:
                 body=f"Bed {bed}: {text} (priority {priority}). Rule: {rule.when}.",
                 priority=priority,
             ))
+
+    @staticmethod
+    def _alert_rule_matches(rule: EscalationRule, priority: str,
+                            event: dict[str, Any]) -> str | None:
+        """What the rule says about this alarm, or None if it does not fire for it."""
+        if rule.when == "unacknowledged":
+            if PRIORITY_RANK.get(priority, 0) < PRIORITY_RANK[rule.priority]:
+                return None
+            return f"{priority} alarm not acknowledged for {rule.after:g} s"
+        if rule.when == "alert":
+            if event.get("rule") != rule.rule:
+                return None
+            return f"alarm {rule.rule}"
+        return None
 
     def on_status(self, status: DeviceState) -> None:
         """A device status change (``device/<id>/status``)."""

@@ -36,6 +36,8 @@ def test_demo_runs_from_any_directory(tmp_path: Path) -> None:
     assert "bed3:" in out and "SpO2=9" in out
     assert "messages acknowledged by the broker" in out
     assert "Traceback" not in proc.stderr, proc.stderr[proc.stderr.find("Traceback") - 500:]
+    # The central station runs too, with its URL and a demo login.
+    assert "central station:  http://127.0.0.1:" in out and "(log in as demo / demo-clinic)" in out
 
 
 def test_demo_config_is_valid_for_many_beds() -> None:

@@ -120,11 +120,9 @@ async def test_alert_rule_fires_at_once(tmp_path: Path) -> None:
 
 
 async def test_retries_and_a_record_of_every_attempt(tmp_path: Path) -> None:
-    svc, notifier, clock = service(tmp_path, fail=2)
+    svc, notifier, clock = service(tmp_path, EscalationRule(when="unacknowledged", after=0),
+                                   fail=2)
     svc.clock = SystemClock()  # real sleeps between retries (10 ms, 20 ms)
-    svc.on_event("bed1", alert("raised"))
-    svc.cfg.rules[0] = EscalationRule(when="unacknowledged", after=0)
-    svc._pending.clear()
     svc.on_event("bed1", alert("raised"))
     svc.check()
     await asyncio.wait_for(svc.wait_deliveries(), 10)

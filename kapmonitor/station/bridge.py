@@ -1,0 +1,237 @@
+"""The station's MQTT connection: reads every configured node, says it is alive, confirms
+what it displayed and carries the clinicians' commands.
+
+What belongs here: the aiomqtt client and its reconnect loop, nothing about HTTP or pages.
+
+- Subscribes to the node topics of :mod:`kapmonitor.station.topics` on two connections (the
+  alarm path; the bulk vitals, sessions and device states) and feeds
+  :class:`~kapmonitor.station.state.StationState` (retained messages rebuild it on connect).
+- Publishes ``<prefix>/<station_id>/state`` retained (``online``; the last will says
+  ``offline``/``lost``; a clean stop ``offline``/``shutdown``) and a heartbeat on
+  ``<prefix>/<station_id>/heartbeat`` every ``heartbeat_s``.
+- :meth:`confirm` publishes ``<node>/display/confirm`` for alerts a page has shown.
+- :meth:`command` publishes ``<node>/bridge/request/<cmd>`` with a ``transaction`` and waits
+  for the matching ``bridge/response/<cmd>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+
+from kapmonitor.station.config import StationConfig
+from kapmonitor.station.state import StationState
+from kapmonitor.station.topics import ALARM_KINDS, DATA_KINDS, NodePatterns, StationTopics
+from kapmonitor.topics import encode
+
+log = logging.getLogger("kapmonitor.station.mqtt")
+
+
+class CommandFailed(Exception):
+    """No response, or no broker: the text is shown to the user."""
+
+
+class StationBridge:
+    def __init__(self, cfg: StationConfig, state: StationState,
+                 on_change: Callable[[bool], None]) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.on_change = on_change  # on_change(urgent) after every applied message
+        self.patterns = NodePatterns(cfg.nodes)
+        self.station_topics = StationTopics(cfg.heartbeat_prefix)
+        self.client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.data_connected = False
+        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.pages = 0  # connected pages, reported in the heartbeat
+        self.armed = 0  # of which with sound allowed
+        self.confirmed: set[str] = set()
+        self.messages = 0
+        self._stopping = False
+
+    def _state_body(self, state: str, reason: str) -> bytes:
+        return encode({"state": state, "reason": reason, "station": self.cfg.station_id,
+                       "t": time.time()})
+
+    def _broker_state(self) -> None:
+        self.state.set_broker(self.connected.is_set() and self.data_connected, time.time())
+        self.on_change(True)
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self._run(alarm=True), name="station-mqtt-alarm"),
+                 asyncio.create_task(self._run(alarm=False), name="station-mqtt-data")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks, timeout=5.0)
+
+    async def _run(self, *, alarm: bool) -> None:
+        delay = 0.5
+        m = self.cfg.mqtt
+        password = None
+        if m.password_file is not None:
+            password = m.password_file.read_text().rstrip("\r\n")
+        tls = None
+        if m.tls or m.ca_file is not None:
+            tls = ssl.create_default_context(cafile=str(m.ca_file) if m.ca_file else None)
+        state_topic = self.station_topics.state(self.cfg.station_id)
+        while not self._stopping:
+            role = "alarm" if alarm else "data"
+            will = aiomqtt.Will(state_topic, self._state_body("offline", "lost"), qos=1,
+                                retain=True) if alarm else None
+            client = aiomqtt.Client(
+                m.host, m.port, identifier=f"kapmonitor-station-{self.cfg.station_id}-{role}-"
+                f"{secrets.token_hex(3)}", username=m.username, password=password,
+                keepalive=m.keepalive, tls_context=tls, timeout=10, will=will,
+            )
+            try:
+                async with client:
+                    if alarm:
+                        self.client = client
+                        await client.publish(state_topic,
+                                             self._state_body("online", "connected"),
+                                             qos=1, retain=True)
+                    # The alarm path at QoS 1; the bulk data at QoS 0: each vitals, session or
+                    # device status message is retained state that the next one replaces (and
+                    # a reconnect re-delivers), and a PUBACK per message cost the station
+                    # a fifth of its CPU at 1,000 beds (bench/station.py).
+                    for f in self.patterns.filters(ALARM_KINDS if alarm else DATA_KINDS):
+                        await client.subscribe(f, qos=1 if alarm else 0)
+                    if alarm:
+                        self.connected.set()
+                    else:
+                        self.data_connected = True
+                    self._broker_state()
+                    log.info("connected to broker %s:%d (%s)", m.host, m.port, role)
+                    delay = 0.5
+                    await self._serve(client, alarm)
+            except aiomqtt.MqttError as exc:
+                if not self._stopping:
+                    log.warning("broker %s:%d: %s", m.host, m.port, exc)
+            finally:
+                if alarm:
+                    self.client = None
+                    self.connected.clear()
+                    for fut in self.pending.values():
+                        if not fut.done():
+                            fut.set_exception(CommandFailed("broker connection lost"))
+                else:
+                    self.data_connected = False
+                self._broker_state()
+            if self._stopping:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _serve(self, client: aiomqtt.Client, alarm: bool) -> None:
+        """Read (and on the alarm connection, send heartbeats) until one of them fails; on
+        the way out the tasks are cancelled explicitly and awaited with a bound, so a stop
+        never hangs on a reader that is slow to notice its cancellation."""
+        tasks = [asyncio.create_task(self._read(client), name="station-read")]
+        if alarm:
+            tasks.append(asyncio.create_task(self._heartbeat(client), name="station-heartbeat"))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks, timeout=2.0)
+
+    async def _heartbeat(self, client: aiomqtt.Client) -> None:
+        topic = self.station_topics.heartbeat(self.cfg.station_id)
+        while True:
+            body = {"station": self.cfg.station_id, "t": time.time(), "pages": self.pages,
+                    "audio_armed": self.armed, "every_s": self.cfg.heartbeat_s}
+            await client.publish(topic, encode(body), qos=0)
+            await asyncio.sleep(self.cfg.heartbeat_s)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for msg in client.messages:
+            self.messages += 1
+            topic = str(msg.topic)
+            parsed = self.patterns.parse(topic)
+            if parsed is None:
+                continue
+            raw = msg.payload if isinstance(msg.payload, bytes) else b""
+            if not raw:
+                continue
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                log.warning("ignored a non-JSON message on a node topic")
+                continue
+            if parsed.kind == "response":
+                tx = payload.get("transaction") if isinstance(payload, dict) else None
+                fut = self.pending.get(str(tx)) if tx is not None else None
+                if fut is not None and not fut.done():
+                    fut.set_result(payload)
+                continue
+            self.state.apply(parsed, payload, time.monotonic(), bool(msg.retain), time.time())
+            self.on_change(parsed.kind == "bed" and parsed.leaf in ("alarms", "alert"))
+
+    async def command(self, base: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        client = self.client
+        if client is None:
+            raise CommandFailed("the station is not connected to the broker")
+        tx = secrets.token_hex(8)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[tx] = fut
+        try:
+            await client.publish(self.patterns.node(base).request(name),
+                                 encode({**body, "transaction": tx}), qos=1)
+            async with asyncio.timeout(self.cfg.command_timeout_s):
+                return await fut
+        except TimeoutError:
+            raise CommandFailed(
+                f"no response from the node within {self.cfg.command_timeout_s:g} s"
+            ) from None
+        except aiomqtt.MqttError as exc:
+            raise CommandFailed(f"broker: {exc}") from None
+        finally:
+            self.pending.pop(tx, None)
+
+    async def confirm(self, alert_ids: list[str]) -> None:
+        """Tell each alert's node that a page of this station has shown it."""
+        client = self.client
+        if client is None:
+            return
+        for aid in alert_ids:
+            if aid in self.confirmed:
+                continue
+            home = self.state.alert_home.get(aid)
+            if home is None:
+                continue
+            self.confirmed.add(aid)
+            if len(self.confirmed) > 50_000:
+                self.confirmed.clear()
+            body = {"station": self.cfg.station_id, "alert_id": aid,
+                    "bed": self.state.beds[home[1]].bed if home[1] in self.state.beds else None,
+                    "t": time.time(), "audio_armed": self.armed > 0}
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(self.patterns.node(home[0]).display_confirm, encode(body),
+                                     qos=1)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        client = self.client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(2):
+                    await client.publish(
+                        self.station_topics.state(self.cfg.station_id),
+                        self._state_body("offline", "shutdown"), qos=1, retain=True)

@@ -1,0 +1,381 @@
+// The central station page: one tile per bed (alarming beds first), an alarm list across all
+// beds, technical alarms of the alarm path, sounds, and the clinicians' actions.
+// Plain ES module; state arrives over the WebSocket /ws (snapshot, then updates).
+import { Annunciator } from "./audio.js";
+
+const RANK = { high: 3, medium: 2, low: 1, info: 0 };
+const COLLATOR = new Intl.Collator(undefined, { numeric: true }); // one, not one per comparison
+const $ = (id) => document.getElementById(id);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+const st = {
+  me: null, beds: new Map(), nodes: [], tech: [], broker: false, staleAfter: 60,
+  offset: 0, page: 0, big: false, shown: new Set(), ws: null, timelineFor: null, view: "", alarmCount: 0,
+};
+const audio = new Annunciator();
+window.__kapAudio = audio; // for the browser tests and the console
+const stats = (window.__kapStats = { messages: 0, bytes: 0, lagMs: 0, renders: 0, renderMs: 0, alarmMs: 0 });
+const now = () => Date.now() / 1000 + st.offset;
+
+// Ages of node timestamps are taken on the node's clock (bed.skew: node − station, sent by
+// the station when a node's clock is off by more than a few seconds, e.g. the demo's).
+let skew = 0;
+function age(t) {
+  if (t == null) return "";
+  const s = Math.max(0, now() + skew - t);
+  if (s < 90) return `${s.toFixed(0)} s`;
+  if (s < 5400) return `${(s / 60).toFixed(0)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+// -- derived ---------------------------------------------------------------------------------
+function techFor(bed) {
+  return st.tech.filter((t) => t.bed === bed.key || (t.node === bed.base && !t.bed));
+}
+function bedRank(bed) {
+  const ranks = bed.alarms.filter((a) => a.kind !== "advisory").map((a) => RANK[a.priority] ?? 0);
+  for (const t of techFor(bed)) ranks.push(RANK[t.priority] ?? 0);
+  return ranks.length ? Math.max(...ranks) : -1;
+}
+function bedOrder(a, b) {
+  const r = b._rank - a._rank;
+  if (r) return r;
+  const ua = a.alarms.some((x) => x.audible) ? 1 : 0;
+  const ub = b.alarms.some((x) => x.audible) ? 1 : 0;
+  if (ua !== ub) return ub - ua;
+  return COLLATOR.compare(a._name, b._name);
+}
+function flashClass(prio, acknowledged) {
+  if (acknowledged) return `prio-${prio}`;
+  return prio === "high" || prio === "medium" ? `prio-${prio} flash-${prio}` : `prio-${prio}`;
+}
+function highestAudible() {
+  let best = -1;
+  for (const bed of st.beds.values())
+    for (const a of bed.alarms) if (a.audible) best = Math.max(best, RANK[a.priority] ?? 0);
+  for (const t of st.tech) best = Math.max(best, RANK[t.priority] ?? 0);
+  return ["info", "low", "medium", "high"][best] ?? null;
+}
+
+// -- rendering -------------------------------------------------------------------------------
+function vital(bed, name, label, digits = 0, unit = "") {
+  const v = name === "hr" ? (bed.vitals.heart_rate || bed.vitals.pulse_rate) : bed.vitals[name];
+  if (!v) return `<div class="v none" data-metric="${name}"><span class="lbl">${label}</span><span class="val">–</span></div>`;
+  const stale = now() + skew - v.ts > st.staleAfter;
+  const val = v.value == null ? "?" : Number(v.value).toFixed(digits);
+  const q = (v.quality || []).length ? ` title="${esc(v.quality.join(", "))}"` : "";
+  return `<div class="v${stale ? " stale" : ""}" data-metric="${name}"${q}><span class="lbl">${label}</span>` +
+    `<span class="val">${esc(val)}</span><span class="unit">${esc(unit || v.unit || "")}</span>` +
+    `<span class="age">${age(v.ts)}</span>${spark(bed, name)}</div>`;
+}
+function spark(bed, name) {
+  const pts = (bed.spark || {})[name];
+  if (!pts || pts.length < 2) return "";
+  const t1 = now() + skew, t0 = t1 - 1800;
+  // Redrawn when a point arrives or every 10 s (the bucket width), not on every render.
+  const last = pts[pts.length - 1];
+  const key = `${pts.length}:${last[0]}:${last[1]}:${Math.floor(t1 / 10)}`;
+  const cache = (bed._sparkCache = bed._sparkCache || {});
+  if (cache[name] && cache[name][0] === key) return cache[name][1];
+  let lo = Infinity, hi = -Infinity;
+  for (const p of pts) { if (p[1] < lo) lo = p[1]; if (p[1] > hi) hi = p[1]; }
+  const span = hi - lo || 1;
+  const d = pts.filter((p) => p[0] >= t0)
+    .map((p) => `${(((p[0] - t0) / 1800) * 100).toFixed(1)},${(22 - ((p[1] - lo) / span) * 20).toFixed(1)}`)
+    .join(" ");
+  const svg = `<svg class="spark" viewBox="0 0 100 24" preserveAspectRatio="none"><polyline points="${d}"/></svg>`;
+  cache[name] = [key, svg];
+  return svg;
+}
+function nibp(bed) {
+  const s = bed.vitals.nibp_sys, d = bed.vitals.nibp_dia, m = bed.vitals.nibp_mean;
+  if (!s) return `<div class="v none" data-metric="nibp"><span class="lbl">NIBP</span><span class="val">–</span></div>`;
+  const stale = now() + skew - s.ts > 20 * 60;
+  const txt = `${s.value == null ? "?" : s.value.toFixed(0)}/${d && d.value != null ? d.value.toFixed(0) : "?"}`;
+  return `<div class="v nibp${stale ? " stale" : ""}" data-metric="nibp"><span class="lbl">NIBP</span>` +
+    `<span class="val">${txt}</span><span class="unit">${m && m.value != null ? `(${m.value.toFixed(0)})` : ""}</span>` +
+    `<span class="age">${age(s.ts)}</span>${spark(bed, "nibp_sys")}</div>`;
+}
+function bpDue(bed) {
+  const items = (bed.session.bp_checklist || []).filter((i) => i.done_at == null);
+  if (!items.length) return "";
+  items.sort((a, b) => a.due_at - b.due_at);
+  const i = items[0], t = now() + skew;
+  if (i.overdue_at != null && t >= i.overdue_at)
+    return `<div class="bp overdue">BP OVERDUE ${age(i.overdue_at)} (${esc(i.name)})</div>`;
+  if (t >= i.due_at) return `<div class="bp due">BP due now (${esc(i.name)})</div>`;
+  return `<div class="bp">BP due in ${Math.ceil((i.due_at - t) / 60)} min (${esc(i.name)})</div>`;
+}
+function alarmItem(a, bed, withBed) {
+  skew = bed.skew || 0;
+  const t = now() + skew;
+  const paused = a.audio_paused_until && a.audio_paused_until > t
+    ? ` <span class="paused">audio paused ${Math.ceil(a.audio_paused_until - t)} s</span>` : "";
+  const ack = a.acknowledged ? ` <span class="acked">ack${a.acked_by ? ` by ${esc(a.acked_by)}` : ""}</span>` : "";
+  const where = withBed ? `<b>${esc(bed.bed)}</b> <span class="node">${esc(bed.node)}</span> ` : "";
+  const btn = st.me && st.me.may_act && !a.acknowledged
+    ? ` <button class="act" data-act="ack" data-bed="${esc(bed.key)}" data-alert="${esc(a.alert_id)}">Ack</button>` : "";
+  return `<li class="alarm ${flashClass(a.priority, a.acknowledged)}${a.kind === "advisory" ? " advisory" : ""}" ` +
+    `data-alert-id="${esc(a.alert_id)}" data-priority="${esc(a.priority)}">${where}` +
+    `<span class="text">${esc(a.text)}</span> <span class="age">${age(a.onset_t)}</span>${ack}${paused}${btn}</li>`;
+}
+function tile(bed) {
+  skew = bed.skew || 0;
+  const rank = bedRank(bed);
+  const prio = ["info", "low", "medium", "high"][rank];
+  const unacked = bed.alarms.some((a) => !a.acknowledged && a.kind !== "advisory") || techFor(bed).length;
+  const cls = prio && rank > 0 ? flashClass(prio, !unacked) : "";
+  const s = bed.session || {};
+  const phase = s.active ? `${esc(s.phase)}${s.t0 ? ` · ${age(s.t0)} since dose` : ""}` : "no session";
+  const n2 = s.news2 && s.news2.total != null ? `<div class="v news2"><span class="lbl">NEWS2</span><span class="val">${s.news2.total}</span><span class="age">${age(s.news2.t)}</span></div>` : "";
+  const devs = bed.devices.map((d) => `<span class="dev dev-${esc(d.state)}" title="${esc(d.state)}">${esc(d.device)} ${esc(d.state)}${d.battery != null ? ` ${d.battery}%` : ""}</span>`).join(" ");
+  const tech = techFor(bed).map((t) => `<li class="alarm tech ${flashClass(t.priority, false)}">${esc(t.text)} <span class="age">${age(t.since + skew)}</span></li>`).join("");
+  const acts = st.me && st.me.may_act && bed.alarms.length
+    ? `<button class="act" data-act="ack-all" data-bed="${esc(bed.key)}">Ack all</button><button class="act" data-act="pause" data-bed="${esc(bed.key)}">Pause audio</button>` : "";
+  return `<article class="tile ${cls}" data-key="${esc(bed.key)}" data-bed="${esc(bed.bed)}">` +
+    `<header><b class="bedname">${esc(bed.bed)}</b> <span class="node">${esc(bed.node)}</span><span class="phase">${phase}</span></header>` +
+    `<div class="vitals">${vital(bed, "spo2", "SpO2", 0, "%")}${vital(bed, "hr", "HR", 0, "/min")}${nibp(bed)}${vital(bed, "resp_rate", "RR", 0, "/min")}${n2}</div>` +
+    `${bpDue(bed)}<ul class="alarms">${tech}${bed.alarms.map((a) => alarmItem(a, bed, false)).join("")}</ul>` +
+    `<footer><span class="devs">${devs}</span><span class="acts">${acts}<button class="act" data-act="open" data-bed="${esc(bed.key)}">More…</button></span></footer></article>`;
+}
+
+let scheduled = false;
+function schedule() {
+  if (scheduled) return;
+  scheduled = true;
+  const run = () => { scheduled = false; render(); };
+  if (document.hidden) setTimeout(run, 0); else requestAnimationFrame(run);
+}
+
+function render() {
+  // The alarm list, technical alarms and sound first, in their own task, so an alarm is on
+  // screen before the (larger) tile grid is rebuilt in the next task.
+  const t0 = performance.now();
+  renderAlarms();
+  stats.alarmMs += performance.now() - t0;
+  scheduleTiles(false);
+}
+
+// The tile grid is rebuilt at most once a second (ages, vitals, order), at once after a click.
+let tilesTimer = null, lastTiles = -1e9;
+function scheduleTiles(now) {
+  if (tilesTimer !== null) {
+    if (!now) return;
+    clearTimeout(tilesTimer);
+  }
+  const wait = now ? 0 : Math.max(0, 1000 - (performance.now() - lastTiles));
+  tilesTimer = setTimeout(() => {
+    tilesTimer = null;
+    lastTiles = performance.now();
+    renderTiles();
+    stats.renders += 1;
+    stats.renderMs += performance.now() - lastTiles;
+  }, wait);
+}
+
+function renderAlarms() {
+  const all = [];
+  for (const bed of st.beds.values()) for (const a of bed.alarms) all.push([a, bed]);
+  all.sort((x, y) => (RANK[y[0].priority] ?? 0) - (RANK[x[0].priority] ?? 0) || (x[0].onset_t ?? 0) - (y[0].onset_t ?? 0));
+  $("alarm-list").innerHTML = all.map(([a, bed]) => alarmItem(a, bed, true)).join("");
+  skew = 0;
+  $("tech").innerHTML = st.tech.map((t) => `<div class="techalarm ${flashClass(t.priority, false)}" data-tech="${esc(t.id)}">${esc(t.text)} <span class="age">${age(t.since)}</span></div>`).join("");
+  $("conn").textContent = st.ws && st.ws.readyState === 1 ? (st.broker ? "live" : "station offline from broker") : "disconnected";
+  $("conn").className = `conn ${st.ws && st.ws.readyState === 1 && st.broker ? "ok" : "bad"}`;
+  audio.update(highestAudible());
+  audioStatus();
+  confirmShown(all);
+  st.alarmCount = all.length;
+}
+
+function renderTiles() {
+  const beds = [...st.beds.values()];
+  for (const b of beds) { b._rank = bedRank(b); b._name = `${b.node}/${b.bed}`; }
+  beds.sort(bedOrder);
+  const size = (st.me ? st.me.page_size : 48) * (st.big ? 2 : 1);
+  const pages = Math.max(1, Math.ceil(beds.length / size));
+  st.page = Math.min(st.page, pages - 1);
+  const shown = beds.slice(st.page * size, (st.page + 1) * size);
+  $("tiles").innerHTML = shown.map(tile).join("");
+  // Tell the station which beds this page shows: only their vitals come every second.
+  const view = shown.map((b) => b.key).sort().join("\n");
+  if (view !== st.view && st.ws && st.ws.readyState === 1) {
+    st.view = view;
+    st.ws.send(JSON.stringify({ type: "view", beds: shown.map((b) => b.key) }));
+  }
+  $("pager").innerHTML = pages > 1 ? Array.from({ length: pages }, (_, i) =>
+    `<button class="pg${i === st.page ? " on" : ""}" data-page="${i}">${i * size + 1}–${Math.min(beds.length, (i + 1) * size)}</button>`).join("") : "";
+  const alarming = beds.filter((b) => b._rank >= 2).length;
+  $("counts").textContent = `${beds.length} beds · ${st.alarmCount} alarms · ${alarming} beds alarming`;
+  if (st.timelineFor && $("detail").open) detailRefresh();
+}
+
+function confirmShown(all) {
+  const ids = [];
+  for (const [a] of all) if (!st.shown.has(a.alert_id)) { st.shown.add(a.alert_id); ids.push(a.alert_id); }
+  if (ids.length && st.ws && st.ws.readyState === 1) st.ws.send(JSON.stringify({ type: "displayed", ids }));
+}
+
+function audioStatus() {
+  const off = !audio.armed;
+  $("audio-off").hidden = !off;
+  document.body.classList.toggle("audio-disarmed", off);
+  const paused = [];
+  for (const bed of st.beds.values()) for (const a of bed.alarms)
+    if (a.audio_paused_until && a.audio_paused_until > now() + (bed.skew || 0))
+      paused.push(a.audio_paused_until - now() - (bed.skew || 0));
+  $("audio-status").textContent = off ? "AUDIO OFF" : paused.length
+    ? `audio paused ${Math.ceil(Math.max(...paused))} s` : "audio on";
+  $("audio-status").className = `audio-status ${off ? "off" : paused.length ? "paused" : "on"}`;
+}
+
+// -- data ------------------------------------------------------------------------------------
+function applyBed(b) {
+  const old = st.beds.get(b.key);
+  if (b.spark) { st.beds.set(b.key, b); return; } // full history (the bed came into view)
+  b.spark = old ? old.spark : {};
+  if (old) b._sparkCache = old._sparkCache;
+  for (const [m, p] of Object.entries(b.spark_last || {})) {
+    const pts = (b.spark[m] = b.spark[m] || []);
+    if (pts.length && pts[pts.length - 1][0] === p[0]) pts[pts.length - 1] = p;
+    else if (!pts.length || p[0] > pts[pts.length - 1][0]) pts.push(p);
+    while (pts.length && pts[0][0] < p[0] - 1800) pts.shift();
+  }
+  st.beds.set(b.key, b);
+}
+function onMessage(msg) {
+  if (msg.type === "timeline") { showTimeline(msg); return; }
+  st.offset = msg.now - Date.now() / 1000;
+  st.broker = msg.broker;
+  if (msg.type === "snapshot") { st.beds.clear(); st.staleAfter = msg.stale_after_s; }
+  if (msg.type === "snapshot") st.view = "";
+  for (const b of msg.beds || []) applyBed(b);
+  if (msg.nodes) st.nodes = msg.nodes;
+  if (msg.tech) st.tech = msg.tech;
+  schedule();
+}
+function connect() {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  st.ws = ws;
+  ws.onopen = () => ws.send(JSON.stringify({ type: "audio", armed: audio.armed }));
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    stats.messages += 1;
+    stats.bytes += ev.data.length;
+    if (msg.now) stats.lagMs = Math.max(stats.lagMs, Date.now() - msg.now * 1000);
+    onMessage(msg);
+  };
+  ws.onclose = () => { st.shown.clear(); schedule(); setTimeout(connect, 2000); };
+}
+
+// -- actions ---------------------------------------------------------------------------------
+function toast(text, ok) {
+  const t = $("toast");
+  t.textContent = text;
+  t.className = ok ? "ok show" : "err show";
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.className = ""; }, 6000);
+}
+async function act(bedKey, command, args = {}) {
+  const r = await fetch("/api/action", {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "X-CSRF-Token": st.me.csrf },
+    body: JSON.stringify({ bed: bedKey, command, args }),
+  });
+  const data = await r.json().catch(() => ({ status: "error", error: `HTTP ${r.status}` }));
+  const bed = st.beds.get(bedKey);
+  const what = `${command} on ${bed ? bed.bed : "?"}`;
+  if (data.status === "ok") toast(`${what}: done${data.data && data.data.acknowledged ? ` (${data.data.acknowledged.length} acknowledged)` : ""}`, true);
+  else toast(`${what}: ${data.error || "refused"}`, false);
+  return data;
+}
+
+function detailRefresh() {
+  const bed = st.beds.get(st.timelineFor);
+  if (!bed) return;
+  const head = $("detail-head");
+  if (head) head.innerHTML = tile(bed);
+}
+function openDetail(key) {
+  const bed = st.beds.get(key);
+  if (!bed) return;
+  st.timelineFor = key;
+  const can = st.me && st.me.may_act;
+  const s = bed.session || {};
+  const forms = can ? `
+    <div class="forms">
+      ${s.active ? `
+      <form data-cmd="session/dose"><label>Dose mg <input name="dose_mg" type="number" step="any" min="0"></label><button>Record dose</button></form>
+      <form data-cmd="session/symptom"><label>Symptom <select name="symptom">${["severe_headache", "chest_pain", "dyspnoea", "visual_change", "neuro_change", "confusion"].map((x) => `<option>${x}</option>`).join("")}</select></label><label>Note <input name="note" maxlength="500"></label><button>Enter symptom</button></form>
+      <form data-cmd="session/symptom_clear"><input type="hidden" name="all" value="true"><button>Clear symptoms</button></form>
+      <form data-cmd="bp/measure"><button>Measure BP</button></form>
+      <form data-cmd="session/end" data-confirm="End the session?"><button>End session</button></form>` : `
+      <form data-cmd="session/start"><label>Profile <select name="profile"><option>ketamine</option><option>esketamine</option></select></label>
+        <label>Route <select name="route"><option value="">default</option><option>iv</option><option>im</option><option>sl</option><option>po</option><option>in</option></select></label><button>Start session</button></form>`}
+    </div>` : `<p class="note">Your role (${esc(st.me ? st.me.role : "?")}) may watch but not act.</p>`;
+  $("detail-body").innerHTML = `<button id="detail-close" class="close">Close</button><div id="detail-head">${tile(bed)}</div>${forms}<h3>Timeline</h3><ol id="timeline"><li>loading…</li></ol>`;
+  $("detail").showModal();
+  st.ws.send(JSON.stringify({ type: "timeline", bed: key }));
+}
+function showTimeline(msg) {
+  if (msg.bed !== st.timelineFor || !$("timeline")) return;
+  const fmt = (t) => new Date(t * 1000).toLocaleTimeString();
+  $("timeline").innerHTML = msg.entries.slice().reverse().map((e) => {
+    const who = e.by ? ` — ${esc(e.by)}` : "";
+    let text = e.kind === "alert" ? `${esc(e.event)} ${esc(e.priority)}: ${esc(e.text)}` : e.kind === "bp" ? esc(e.text)
+      : `${esc(e.event)}${e.phase ? ` (${esc(e.phase)})` : ""}${e.dose_mg != null ? ` ${e.dose_mg} mg` : ""}${e.symptom ? ` ${esc(e.symptom)}` : ""}${e.item ? ` ${esc(e.item)}` : ""}`;
+    return `<li class="tl tl-${esc(e.kind)}"><time>${fmt(e.t)}</time> ${text}${who}</li>`;
+  }).join("") || "<li>nothing yet</li>";
+}
+
+document.addEventListener("click", async (ev) => {
+  const el = ev.target.closest("button");
+  if (!audio.armed) { await audio.arm(); ws_audio(); }
+  if (!el) return;
+  if (el.id === "audio-off") return;
+  if (el.id === "big") { st.big = !st.big; document.body.classList.toggle("big", st.big); scheduleTiles(true); return; }
+  if (el.id === "logout") {
+    await fetch("/api/logout", { method: "POST", headers: { "X-CSRF-Token": st.me.csrf } });
+    location.assign("/login"); return;
+  }
+  if (el.id === "detail-close") { $("detail").close(); st.timelineFor = null; return; }
+  if (el.dataset.page) { st.page = Number(el.dataset.page); scheduleTiles(true); return; }
+  const key = el.dataset.bed;
+  switch (el.dataset.act) {
+    case "ack": await act(key, "alert/ack", { alert_id: el.dataset.alert }); break;
+    case "ack-all": await act(key, "alert/ack", { all: true }); break;
+    case "pause": await act(key, "alert/pause", { all: true }); break;
+    case "open": openDetail(key); break;
+  }
+});
+document.addEventListener("submit", async (ev) => {
+  const form = ev.target.closest("form[data-cmd]");
+  if (!form) return;
+  ev.preventDefault();
+  if (form.dataset.confirm && !confirm(form.dataset.confirm)) return;
+  const args = {};
+  for (const [k, v] of new FormData(form).entries()) {
+    if (v === "") continue;
+    args[k] = k === "dose_mg" ? Number(v) : v === "true" ? true : v;
+  }
+  await act(st.timelineFor, form.dataset.cmd, args);
+  st.ws.send(JSON.stringify({ type: "timeline", bed: st.timelineFor }));
+});
+function ws_audio() {
+  if (st.ws && st.ws.readyState === 1) st.ws.send(JSON.stringify({ type: "audio", armed: audio.armed }));
+  audioStatus();
+}
+audio.onchange = ws_audio;
+
+async function main() {
+  const r = await fetch("/api/me", { credentials: "same-origin" });
+  if (r.status === 401) { location.assign("/login"); return; }
+  st.me = await r.json();
+  $("who").textContent = `${st.me.name} (${st.me.role})`;
+  document.body.dataset.role = st.me.role;
+  if (sessionStorage.getItem("kap-wants-audio")) await audio.arm();
+  connect();
+  setInterval(schedule, 1000); // ages, flashing state, audio repeats
+  schedule();
+}
+main();

@@ -1,0 +1,243 @@
+"""The central station in headless Chromium against a real Mosquitto and real nodes: an alarm
+raised on a node is shown (colour, flash class) and sounded (the Web Audio calls are
+intercepted); acknowledging it in the page reaches the node, whose alarm log names the user;
+stale values are greyed; a SIGKILLed node becomes an "offline" technical alarm; a viewer
+cannot act; the audio-off warning shows until sound is allowed. Screenshots go to tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kapmonitor.clock import ScaledClock
+from tests.helpers.daemon import clinic_config, kill, running, spawn_daemon, write_toml
+from tests.helpers.mqtt import Broker, request
+from tests.helpers.station import AUDIO_SPY, login, running_station, station_config
+
+BASE = "kapmonitor/t1"
+
+
+async def _wait(pred: Any, timeout: float = 20.0) -> Any:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def _wait_js(page: Any, expression: str, timeout: float = 10.0) -> None:
+    await _wait_async(lambda: page.evaluate(expression), timeout)
+
+
+async def _wait_async(pred: Any, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not await pred():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def test_alarm_shown_sounded_acknowledged_from_the_page(
+    broker: Broker, tmp_path: Path, browser: Any
+) -> None:
+    cfg = clinic_config(tmp_path / "state", broker.address, beds=2, interval=0.5,
+                        display_watch={"required": True, "heartbeat_timeout_s": 60,
+                                       "confirm_timeout_s": 60})
+    async with running(cfg, clock=ScaledClock(20.0)) as daemon, running_station(
+        station_config(tmp_path, broker.address)
+    ) as station:
+        assert station.url is not None
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        await page.add_init_script(AUDIO_SPY)
+        await login(page, station.url, "alice")
+        await page.wait_for_selector('.tile[data-bed="bed1"]')
+
+        # A hypertensive surge on bed 1, measured at once: bp_crisis, high, on the node.
+        r = await request(broker.address, BASE, "device/command", {
+            "device": "cuff1", "command": "inject",
+            "args": {"kind": "surge", "duration": 3600, "magnitude": 110}})
+        assert r["status"] == "ok", r
+        item = page.locator('#alarm-list li[data-priority="high"]').first
+        await item.wait_for(timeout=30_000)
+        classes = (await item.get_attribute("class") or "").split()
+        assert "prio-high" in classes and "flash-high" in classes
+        tile = page.locator('.tile[data-bed="bed1"].prio-high')
+        await tile.wait_for(timeout=5000)  # the grid follows within a second
+        tile_classes = (await tile.get_attribute("class") or "").split()
+        assert "prio-high" in tile_classes and "flash-high" in tile_classes
+        # The flash is a CSS animation of 0.5 s (2 Hz) and the colour is red.
+        anim = await item.evaluate(
+            "e => [getComputedStyle(e).animationDuration, getComputedStyle(e).borderLeftColor]")
+        assert anim[0] == "0.5s" and anim[1] == "rgb(224, 32, 27)", anim
+        alert_id = await item.get_attribute("data-alert-id")
+        # The high pattern sounded: 880 Hz pulses through Web Audio.
+        # (polled: wait_for_function would need 'unsafe-eval' in the page's CSP)
+        await _wait_js(page, "window.__osc.some(o => o.f === 880)")
+        assert await page.evaluate("document.body.dataset.sounding") == "high"
+        pulses = await page.evaluate("new Set(window.__osc.filter(o => o.f === 880)"
+                                     ".map(o => o.t.toFixed(2))).size")
+        assert pulses >= 10  # a 10-pulse burst
+        await page.screenshot(path=str(tmp_path / "station-alarm.png"), full_page=True)
+
+        # The page told the node it displayed the alert.
+        assert daemon.display_watch is not None
+        await _wait(lambda: alert_id in daemon.display_watch.confirmed)
+
+        # Acknowledge in the page → bridge/request/alert/ack with the user → node → page.
+        await page.click(f'#alarm-list li[data-alert-id="{alert_id}"] button[data-act="ack"]')
+        await page.wait_for_selector(
+            f'#alarm-list li[data-alert-id="{alert_id}"] .acked:text("Dr Alice")',
+            timeout=10_000)
+        acked_classes = (await page.get_attribute(
+            f'#alarm-list li[data-alert-id="{alert_id}"]', "class") or "").split()
+        assert "flash-high" not in acked_classes and "prio-high" in acked_classes
+        await page.wait_for_selector("#toast.ok")
+        log_lines = [json.loads(line) for line in
+                     (tmp_path / "state" / "alarm-log.jsonl").read_text().splitlines()]
+        acks = [e for e in log_lines if e.get("event") == "acknowledged"
+                and e.get("alert_id") == alert_id]
+        assert acks and acks[0]["by"] == "Dr Alice"
+        await page.screenshot(path=str(tmp_path / "station-acked.png"), full_page=True)
+
+
+async def test_stale_values_greyed_and_killed_node_is_offline(
+    broker: Broker, tmp_path: Path, browser: Any
+) -> None:
+    cfg = clinic_config(tmp_path / "state", broker.address, beds=1, interval=0.2)
+    proc = spawn_daemon(write_toml(tmp_path / "node.toml", cfg))
+    try:
+        async with running_station(
+            station_config(tmp_path, broker.address, stale_after_s=3.0)
+        ) as station:
+            assert station.url is not None
+            page = await browser.new_page()
+            await login(page, station.url, "victor")
+            spo2 = page.locator('.tile[data-bed="bed1"] .v[data-metric="spo2"]:not(.none)')
+            await spo2.wait_for(timeout=20_000)
+            assert "stale" not in (await spo2.get_attribute("class") or "")
+            assert not await page.locator("#tech .techalarm").count()
+
+            kill(proc, signal.SIGKILL)
+            proc.wait(10)
+            # The broker publishes the node's will: offline/lost → a high technical alarm.
+            offline = page.locator('#tech .techalarm.prio-high:has-text("offline")')
+            await offline.wait_for(timeout=30_000)
+            assert "t1" in await offline.inner_text()
+            # The retained vitals stay, and grey out once older than the stale limit.
+            await page.wait_for_selector(
+                '.tile[data-bed="bed1"] .v.stale[data-metric="spo2"]', timeout=10_000)
+            style = await page.eval_on_selector(
+                '.tile[data-bed="bed1"] .v.stale[data-metric="spo2"] .val',
+                "e => getComputedStyle(e).textDecorationLine")
+            assert style == "line-through"
+            age = await page.inner_text('.tile[data-bed="bed1"] .v.stale[data-metric="spo2"] .age')
+            assert age.endswith(" s")
+            await page.screenshot(path=str(tmp_path / "station-offline.png"), full_page=True)
+    finally:
+        kill(proc)
+        proc.wait(10)
+
+
+async def test_viewer_cannot_act_and_actions_need_session_and_csrf(
+    broker: Broker, tmp_path: Path, browser: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    cfg = clinic_config(tmp_path / "state", broker.address, beds=1, interval=0.5)
+    async with running(cfg), running_station(
+        station_config(tmp_path, broker.address)
+    ) as station:
+        assert station.url is not None
+        url = station.url
+        ctx = await browser.new_context()
+        page = await ctx.new_page()
+        await login(page, url, "victor")
+        await page.wait_for_selector('.tile[data-bed="bed1"]')
+        key = await page.get_attribute('.tile[data-bed="bed1"]', "data-key")
+        assert await page.get_attribute("body", "data-role") == "viewer"
+        assert await page.locator('button[data-act="ack-all"]').count() == 0
+        await page.click('button[data-act="open"]')
+        assert "may watch but not act" in await page.inner_text("#detail-body")
+        await page.click("#detail-close")
+
+        async def post(p: Any, headers: dict[str, str]) -> Any:
+            return await p.evaluate(
+                """async ([key, headers]) => {
+                  const r = await fetch('/api/action', {method: 'POST', headers: {
+                    'Content-Type': 'application/json', ...headers},
+                    body: JSON.stringify({bed: key, command: 'session/start',
+                                          args: {profile: 'ketamine'}})});
+                  return [r.status, await r.json()];
+                }""", [key, headers])
+
+        csrf = (await page.evaluate("fetch('/api/me').then(r => r.json())"))["csrf"]
+        status, body = await post(page, {"X-CSRF-Token": csrf})
+        assert status == 403 and "viewer may not act" in body["error"]
+
+        # A clinician: without the CSRF token refused, with it done.
+        page2 = await (await browser.new_context()).new_page()
+        await login(page2, url, "alice")
+        status, body = await post(page2, {})
+        assert status == 403 and "CSRF" in body["error"]
+        status, body = await post(page2, {"X-CSRF-Token": "forged"})
+        assert status == 403
+        csrf2 = (await page2.evaluate("fetch('/api/me').then(r => r.json())"))["csrf"]
+        status, body = await post(page2, {"X-CSRF-Token": csrf2})
+        assert status == 200 and body["status"] == "ok", body
+        assert body["data"]["session"]["phase"] == "pre_dose"
+        # A symptom note may identify a patient: it reaches the node, never the station's log.
+        status, body = await page2.evaluate(
+            """async ([key, csrf]) => {
+              const r = await fetch('/api/action', {method: 'POST', headers: {
+                'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
+                body: JSON.stringify({bed: key, command: 'session/symptom',
+                                      args: {symptom: 'chest_pain', note: 'Jane Roe MRN 4711'}})});
+              return [r.status, await r.json()];
+            }""", [key, csrf2])
+        assert status == 200 and body["status"] == "ok", body
+        station_log = "\n".join(r.getMessage() for r in caplog.records
+                                if r.name.startswith("kapmonitor.station"))
+        assert "session/symptom on t1 bed bed1" in station_log and "alice" in station_log
+        assert "Jane" not in station_log and "4711" not in station_log
+
+        # No session at all: refused, and the page itself sends the browser to the login.
+        anon = await (await browser.new_context()).new_page()
+        await anon.goto(url + "login")
+        status, body = await post(anon, {"X-CSRF-Token": csrf2})
+        assert status == 401
+        await anon.goto(url)
+        assert anon.url.endswith("/login")
+
+        # The session cookie: HttpOnly, SameSite=Strict, Secure.
+        cookie = [c for c in await ctx.cookies() if c["name"] == "kapstation"][0]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["secure"]
+        assert key is not None and "bed1" not in url
+
+
+async def test_audio_off_warning_until_sound_is_allowed(
+    broker: Broker, tmp_path: Path, browser: Any
+) -> None:
+    async with running_station(station_config(tmp_path, broker.address)) as station:
+        assert station.url is not None
+        page = await browser.new_page()
+        await page.goto(station.url + "login")
+        await page.fill("#username", "alice")
+        await page.fill("#password", "correct horse battery")
+        await page.click("#login-button")
+        await page.wait_for_url(station.url)
+        await page.wait_for_selector("#who:not(:empty)")
+        # Suspend the audio context as a browser does before any click on this page.
+        await page.evaluate("window.__kapAudio && window.__kapAudio.ctx.suspend()")
+        await page.wait_for_selector("#audio-off:not([hidden])", timeout=5000)
+        assert "AUDIO OFF" in await page.inner_text("#audio-status")
+        await page.click("#audio-off")
+        await page.wait_for_selector("#audio-off[hidden]", state="attached", timeout=5000)
+        assert await page.inner_text("#audio-status") == "audio on"
