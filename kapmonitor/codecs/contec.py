@@ -33,7 +33,7 @@ from typing import Any
 
 from kapmonitor.codecs._framing import FixedFrameDecoder, StreamDecoder
 from kapmonitor.codecs.base import DecodeError, Note, Output, Problem, ProtocolSpec
-from kapmonitor.model import measurement
+from kapmonitor.model import METRICS, measurement
 
 PR_INVALID = 0xFF
 SPO2_INVALID = 0x7F
@@ -230,6 +230,9 @@ def decode_packet9(ptype: int, data: bytes) -> list[Output]:
     if d2 & 0x10:  # the device supports/reports PI
         pi = pi_lo | (pi_hi << 8)
         pi_v = None if pi == PI_INVALID or probe_error else pi / 100.0
+        if pi_v is not None and pi_v > METRICS["perfusion_index"].plausible[1]:
+            out.append(Problem(f"perfusion index {pi_v:g} % out of range; dropped"))
+            pi_v = None
         out.append(measurement("perfusion_index", pi_v, flags, None, status))
     return out
 

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kapmonitor.codecs import contec
+from kapmonitor.codecs.base import Problem
 from kapmonitor.codecs.contec import (
     Contec5Decoder,
     Contec9Decoder,
@@ -134,6 +135,13 @@ def test_new_protocol_round_trip(ss: list[ContecSample], rnd: random.Random) -> 
 @given(st.binary(max_size=600))
 def test_fuzz_new_protocol(data: bytes) -> None:
     assert_sane(run(Contec9Decoder(), [data]))
+
+
+def test_perfusion_index_beyond_100_percent_is_dropped_with_a_problem() -> None:
+    # Found by the fuzz test above: the 14-bit PI field can say 102.4 %.
+    out = run(Contec9Decoder(), [bytes.fromhex("01 80 80 80 b0 80 80 80 a8")])
+    assert_sane(out)
+    assert any(isinstance(o, Problem) and "perfusion index" in o.message for o in out)
 
 
 # -- old protocol ------------------------------------------------------------------------------
