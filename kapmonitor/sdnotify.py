@@ -20,7 +20,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kapmonitor.drivers.base import DEVICE_STATES
+from kapmonitor.driver_api import DEVICE_STATES
 
 
 def notify(message: str) -> bool:

@@ -19,7 +19,7 @@ from typing import IO
 import pytest
 
 from kapmonitor.clock import ManualClock
-from kapmonitor.drivers.base import DriverContext
+from kapmonitor.driver_api import DriverContext
 from kapmonitor.logs import RetryLog, setup_logging
 from kapmonitor.supervisor import Backoff, Supervisor
 from tests.helpers.daemon import clinic_config, running

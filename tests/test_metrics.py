@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from kapmonitor.clock import ManualClock, ScaledClock
-from kapmonitor.drivers.base import DriverContext
+from kapmonitor.driver_api import DriverContext
 from kapmonitor.metrics import Metrics
 from kapmonitor.outbox import LANE_NAMES
 from tests.helpers.daemon import clinic_config, running

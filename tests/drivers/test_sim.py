@@ -9,7 +9,7 @@ import pytest
 from kapmonitor_simulators.driver import SimConfig, SimDriver
 
 from kapmonitor.clock import ManualClock
-from kapmonitor.drivers.base import CommandError, DriverContext
+from kapmonitor.driver_api import CommandError, DriverContext
 
 
 def driver(tmp_path: Path) -> SimDriver:

@@ -4,6 +4,8 @@ import the simulators (they plug in through entry points)."""
 from __future__ import annotations
 
 import ast
+import configparser
+import re
 import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -93,3 +95,18 @@ def test_a_missing_radio_plug_in_is_named() -> None:
 
     with pytest.raises(RadioUnavailable, match="'nonesuch' is not installed"):
         radio_plugin("nonesuch")
+
+
+def test_every_part_of_kapmonitor_has_a_layer() -> None:
+    """A module left out of the layers contract (.importlinter) would be free to import
+    anything: each top-level module and package of kapmonitor must have its layer."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".importlinter")
+    layers = config["importlinter:contract:layers"]["layers"]
+    listed = {name.strip() for line in layers.splitlines() for name in re.split(r"[:|]", line)
+              if name.strip()}
+    parts = {f"kapmonitor.{p.stem}" for p in (ROOT / "kapmonitor").iterdir()
+             if (p.suffix == ".py" and not p.stem.startswith("__"))
+             or (p.is_dir() and (p / "__init__.py").exists())}
+    assert parts - listed == set(), "add these to a layer in .importlinter"
+    assert listed - parts == set(), "these layers name modules that do not exist"

@@ -15,7 +15,7 @@ from kapmonitor import __version__
 from kapmonitor.clock import ManualClock, with_iso_times
 from kapmonitor.config import parse_config
 from kapmonitor.daemon import Daemon
-from kapmonitor.drivers.base import DriverContext
+from kapmonitor.driver_api import DriverContext
 from kapmonitor.model import Reading, measurement
 from kapmonitor.services.homeassistant import discovery
 from kapmonitor.supervisor import Backoff, DeviceStatus, Supervisor
