@@ -212,8 +212,11 @@ class BridgeService:
                     set(previous.get("devices", [])) - set(now["devices"])),
             })
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(now))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(now))
+            tmp.replace(path)
+        except OSError as exc:  # a full or read-only state dir: the outbox raises the alarm
+            log.error("cannot remember the config summary in %s: %s", path, exc)
 
     # -- running -------------------------------------------------------------------------
     def start(self) -> None:
