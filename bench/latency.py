@@ -169,6 +169,14 @@ class _Rounds:
         await asyncio.gather(*(self.crisis(i, self.rng.uniform(0, seconds * 0.6), value)
                                for i in range(1, beds + 1)))
         await asyncio.sleep(seconds * 0.4)
+        # Acknowledge only once this round's alarms are raised: an ack that comes before its
+        # alarm finds nothing open, and the latched alarm would then never clear.
+        for _ in range(100):
+            raised = sum(1 for a in self.arrivals if a.get("k") == "alert"
+                         and a["event"] == "raised")
+            if raised >= beds * (r + 1):
+                break
+            await asyncio.sleep(0.1)
         for i in range(1, beds + 1):
             await request(self.req, "alert/ack", {"bed": f"bed{i}", "all": True})
         await asyncio.sleep(0.3)
