@@ -43,14 +43,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from kapmonitor.alerts import AlarmEngine, Event, load_rules
 from kapmonitor.alerts.commands import ENGINE_COMMANDS, EngineArgs
 from kapmonitor.errors import CommandError
-from kapmonitor.model import Reading
+from kapmonitor.model import NIBP_METRICS, Reading
 from kapmonitor.ports import ServicePorts
 from kapmonitor.supervisor import DeviceStatus
 from kapmonitor.topics import encode
 
 log = logging.getLogger("kapmonitor.alarms")
 
-_NIBP = frozenset({"nibp_sys", "nibp_dia", "nibp_mean"})
+
 STATE_KEY = "alarm-state"  # the engine's state in the outbox's state table
 SNAPSHOT_EVERY = 10.0  # refresh retained alarms/session (timers in them move)
 
@@ -177,9 +177,9 @@ class AlarmService:
         while held and held[0].received <= upto:
             last = held.popleft()
             on_reading(last)
-        if last is not None and last.metric in _NIBP:
+        if last is not None and last.metric in NIBP_METRICS:
             key = (last.device, last.group or last.ts)  # the engine's NIBP grouping
-            while held and held[0].metric in _NIBP and (
+            while held and held[0].metric in NIBP_METRICS and (
                     held[0].device, held[0].group or held[0].ts) == key:
                 on_reading(held.popleft())
 
