@@ -104,10 +104,10 @@ class DurablePublisher:
             listener(LANE_ALERT, body)
 
     def commit_alerts(
-        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], state: Mapping[str, bytes]
     ) -> None:
-        """Queue alert events and store ``state`` under ``key`` in one transaction, before
-        any of the events can be published."""
+        """Queue alert events and store the ``state`` blobs (key → bytes) in one transaction,
+        before any of the events can be published."""
         now = self.clock.now()
         rows: list[tuple[str, bytes, float]] = []
         bodies: list[dict[str, Any]] = []
@@ -120,7 +120,7 @@ class DurablePublisher:
                 body["durable"] = False
             rows.append((self.topics.alert(bed), encode(body), now))
             bodies.append(body)
-        self.outbox.put_alerts(rows, {key: state})
+        self.outbox.put_alerts(rows, dict(state))
         for body in bodies:  # the subscribers see every message put, as for publish_alert
             for listener in self._durable:
                 listener(LANE_ALERT, body)
@@ -145,9 +145,9 @@ class AlertTee:
         self._listeners((bed, dict(event)))
 
     def commit_alerts(
-        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], state: Mapping[str, bytes]
     ) -> None:
-        self._publisher.commit_alerts(events, key, state)
+        self._publisher.commit_alerts(events, state)
         for bed, event in events:
             self._listeners((bed, dict(event)))
 

@@ -58,9 +58,9 @@ class WatchedAlerts:
         self.watch.on_alert(bed, event)
 
     def commit_alerts(
-        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], state: Mapping[str, bytes]
     ) -> None:
-        self.inner.commit_alerts(events, key, state)
+        self.inner.commit_alerts(events, state)
         for bed, event in events:
             self.watch.on_alert(bed, event)
 
