@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from kapmonitor.alerts import AlarmEngine, Event
+from kapmonitor.alerts.commands import StartArgs
 from kapmonitor.clock import ManualClock
 from kapmonitor.commands import CommandRouter
 from kapmonitor.config import parse_config
@@ -237,3 +239,42 @@ async def test_the_one_state_document_of_earlier_versions_is_split_per_bed(tmp_p
     third = AlarmService(last, None)  # from the per-bed keys now
     assert third.engine.session_state("bed1")["active"] is True
     third.close()
+
+
+async def test_the_ticker_runs_on_the_engine_grid_without_drift(tmp_path: Path) -> None:
+    """Started between two seconds and woken late every time, the ticker still ticks at
+    every whole second (k·dt), one tick each, and a condition with a 15-s delay is declared
+    at the tick its delay expires, however late the ticker woke."""
+    ports, readings, _, out, router, _, _ = _ports(tmp_path)
+    clock = ports.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(0.3)  # 1000.3
+    service = AlarmService(ports, None)
+    beats: list[float] = []
+    service.tick_beat = lambda: beats.append(clock.now())
+    task = asyncio.create_task(service.run())
+    try:
+        await _request(router, "session/start", {"bed": "bed1", "profile": "ketamine"})
+        for _ in range(300):  # 30 s in steps of 0.1 s; each wake-up comes up to 0.1 s late
+            clock.advance(0.1)
+            if abs(clock.now() % 1.0 - 0.5) < 0.05:
+                readings(reading("bed1", "spo2", 80.0, clock.now()))
+            for _ in range(5):
+                await asyncio.sleep(0)
+        assert service.engine.last_tick == 1030.0
+        assert len(beats) == 30  # one tick per second: none skipped, none doubled
+        raised = [e for _, e in out.alerts if e["type"] == "alert" and e["event"] == "raised"
+                  and e["rule"] == "spo2_below_88"]
+        # the same data on an ideal grid (the engine alone, ticked at every whole second)
+        ideal = AlarmEngine(service.engine.rules, ["bed1", "bed2"])
+        ideal.start_session(StartArgs(bed="bed1", profile="ketamine"), 1000.3)
+        expected: list[Event] = []
+        for k in range(1001, 1031):
+            ideal.on_reading(reading("bed1", "spo2", 80.0, k - 0.5))
+            expected += ideal.tick(float(k))
+        (want,) = [e.to_json()["t"] for e in expected
+                   if e.to_json().get("rule") == "spo2_below_88" and e.event == "raised"]
+        assert [e["t"] for e in raised] == [want]
+    finally:
+        task.cancel()
+        service.close()
