@@ -137,6 +137,7 @@ def simulate(rules: RuleSet, seed: int, n_beds: int, n_ticks: int, gap_runs: boo
     return out_v, out_n
 
 
+@pytest.mark.parametrize("mode", ["single_gaps", "gap_runs", "nibp_between_ticks"])
 @settings(max_examples=25, deadline=None)
 @given(
     variant=st.sampled_from(sorted(VARIANTS)),
@@ -145,37 +146,12 @@ def simulate(rules: RuleSet, seed: int, n_beds: int, n_ticks: int, gap_runs: boo
     n_ticks=st.integers(1, 400),
 )
 def test_vectorized_equals_naive_on_random_traces(
-    variant: str, seed: int, n_beds: int, n_ticks: int
+    mode: str, variant: str, seed: int, n_beds: int, n_ticks: int
 ) -> None:
-    vec, naive = simulate(VARIANTS[variant], seed, n_beds, n_ticks)
-    assert vec == naive
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    variant=st.sampled_from(sorted(VARIANTS)),
-    seed=st.integers(0, 2**32 - 1),
-    n_beds=st.integers(1, 5),
-    n_ticks=st.integers(1, 400),
-)
-def test_vectorized_equals_naive_with_runs_of_missing_samples(
-    variant: str, seed: int, n_beds: int, n_ticks: int
-) -> None:
-    vec, naive = simulate(VARIANTS[variant], seed, n_beds, n_ticks, gap_runs=True)
-    assert vec == naive
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    variant=st.sampled_from(sorted(VARIANTS)),
-    seed=st.integers(0, 2**32 - 1),
-    n_beds=st.integers(1, 5),
-    n_ticks=st.integers(1, 400),
-)
-def test_vectorized_equals_naive_with_nibp_evaluated_between_ticks(
-    variant: str, seed: int, n_beds: int, n_ticks: int
-) -> None:
-    vec, naive = simulate(VARIANTS[variant], seed, n_beds, n_ticks, nibp_between=True)
+    """Missing samples singly or in runs of up to MAX_GAP ticks; or about half the NIBP
+    measurements evaluated on arrival, between two ticks (``step_nibp``)."""
+    vec, naive = simulate(VARIANTS[variant], seed, n_beds, n_ticks,
+                          gap_runs=mode == "gap_runs", nibp_between=mode == "nibp_between_ticks")
     assert vec == naive
 
 
