@@ -31,10 +31,10 @@ from kapmonitor.clock import Clock
 from kapmonitor.metrics import Metrics
 from kapmonitor.model import NIBP_METRICS, Reading
 from kapmonitor.outbox import LANE_ALERT, LANE_READING, Outbox
-from kapmonitor.ports import RetainedState
+from kapmonitor.ports import DurablePublish, RetainedState
 from kapmonitor.topics import Topics, encode
 
-__all__ = ["DurablePublisher", "Listeners", "ReadingPipeline", "VitalsCache"]
+__all__ = ["AlertTee", "DurablePublisher", "Listeners", "ReadingPipeline", "VitalsCache"]
 
 T = TypeVar("T")
 
@@ -130,30 +130,30 @@ class DurablePublisher:
 
 
 class AlertTee:
-    """A :class:`~kapmonitor.ports.DurablePublish` that queues through ``publisher`` and then
-    tells ``listeners`` (bed, event): services that act on alert events (remote escalation)
-    see exactly what was committed to the outbox."""
+    """A :class:`~kapmonitor.ports.DurablePublish` that queues through ``inner`` and then
+    tells ``listeners`` (bed, event) of each event: what acts on alert events (remote
+    escalation, the display watch) sees exactly what was committed to the outbox. Tees stack:
+    one in front of another adds listeners for what goes through it only."""
 
     def __init__(
-        self, publisher: DurablePublisher, listeners: Callable[[tuple[str, dict[str, Any]]], None]
+        self, inner: DurablePublish, listeners: Callable[[tuple[str, dict[str, Any]]], None]
     ) -> None:
-        self._publisher = publisher
+        self._inner = inner
         self._listeners = listeners
 
     def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
-        self._publisher.publish_alert(bed, event)
+        self._inner.publish_alert(bed, event)
         self._listeners((bed, dict(event)))
 
     def commit_alerts(
         self, events: Sequence[tuple[str, Mapping[str, Any]]], state: Mapping[str, bytes]
     ) -> None:
-        self._publisher.commit_alerts(events, state)
+        self._inner.commit_alerts(events, state)
         for bed, event in events:
             self._listeners((bed, dict(event)))
 
     def load_state(self, key: str) -> bytes | None:
-        return self._publisher.load_state(key)
-
+        return self._inner.load_state(key)
 
 
 class VitalsCache:
