@@ -22,10 +22,13 @@ when the session was started with one, else the session id.
 
 from __future__ import annotations
 
-import math
+import json
 import re
 import uuid
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kapmonitor.history.record import AlarmSpan, SessionRecord, Trend, iso
 from kapmonitor.model import METRICS
@@ -105,6 +108,11 @@ def bundle(rec: SessionRecord, every_s: float = 60.0) -> dict[str, Any]:
     }
 
 
+def write(rec: SessionRecord, path: Path) -> Path:
+    path.write_text(json.dumps(bundle(rec), separators=(",", ":")), encoding="utf-8")
+    return path
+
+
 class _Builder:
     """The Bundle's entries, in order: each Device is added where it is first referenced,
     Observations keep their URLs by metric so a DetectedIssue can cite one as evidence."""
@@ -145,15 +153,12 @@ class _Builder:
         for metric, tr in rec.trends.items():
             if metric not in METRICS or METRICS[metric].loinc is None:
                 continue
-            last_bucket = -math.inf
-            for i in range(len(tr.t)):
+            ok = np.flatnonzero(~np.isnan(tr.v) & (tr.t >= rec.started) & (tr.t <= rec.end))
+            # the first valid reading of every window (the trend is in time order)
+            bucket = np.floor((tr.t[ok] - rec.started) / every_s)
+            first = ok[np.flatnonzero(np.diff(bucket, prepend=-np.inf) != 0)]
+            for i in first.tolist():
                 t, v = float(tr.t[i]), float(tr.v[i])
-                if math.isnan(v) or t < rec.started or t > rec.end:
-                    continue
-                bucket = math.floor((t - rec.started) / every_s)
-                if bucket == last_bucket:
-                    continue
-                last_bucket = bucket
                 self.add_obs(f"{metric}-{i}", t,
                              self._trend_observation(metric, tr, i, t, v), metric)
 

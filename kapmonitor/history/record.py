@@ -79,6 +79,10 @@ class SessionRecord:
     discharge: list[dict[str, Any]] = field(default_factory=list)
     gaps: list[tuple[str, float, float]] = field(default_factory=list)  # (metric, from, to)
     down: list[tuple[str, float, float, str]] = field(default_factory=list)  # device spans
+    # the readings' columns as arrays (NaN where no value)
+    received: np.ndarray = field(default_factory=lambda: np.empty(0))
+    value: np.ndarray = field(default_factory=lambda: np.empty(0))
+    metric: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
 
     @property
     def bed(self) -> str:
@@ -140,32 +144,32 @@ def load(reader: HistoryReader, info: SessionInfo, lead_in: float = 300.0) -> Se
 
 def _derive(rec: SessionRecord) -> None:
     s = rec.readings
-    cols: dict[str, tuple[list[float], list[float], list[str], list[str]]] = {}
-    parts: dict[tuple[str, float], NibpMeasurement] = {}
-    for i in range(len(s)):
-        m = s.metric[i]
-        if m in NIBP:
-            key = (s.device[i], s.ts[i])
-            meas = parts.get(key)
-            if meas is None:
-                meas = parts[key] = NibpMeasurement(s.received[i], s.ts[i], s.device[i],
-                                                    None, None, None, [])
-            setattr(meas, m.removeprefix("nibp_"), s.value[i])
-            for f in s.quality[i].split(","):
-                if f and f not in meas.flags:
-                    meas.flags.append(f)
-            continue
-        if m not in CONTINUOUS:
-            continue
-        c = cols.setdefault(m, ([], [], [], []))
-        c[0].append(s.received[i])
-        v = s.value[i]
-        c[1].append(math.nan if v is None else float(v))
-        c[2].append(s.device[i])
-        c[3].append(s.quality[i])
-    for m, (tt, vv, d, q) in cols.items():
-        rec.trends[m] = Trend(np.asarray(tt, dtype=float), np.asarray(vv, dtype=float), d, q)
+    if len(s):
+        rec.received = np.asarray(s.received, dtype=float)
+        rec.value = np.asarray(s.value, dtype=float)  # NULL (None) becomes NaN
+        rec.metric = np.asarray(s.metric, dtype=str)
+    # the trends, in the order their metrics first appear (as the FHIR Bundle lists them)
+    found = []
+    for m in CONTINUOUS:
+        idx = np.flatnonzero(rec.metric == m)
+        if idx.size:
+            found.append((int(idx[0]), m, idx))
+    for _first, m, idx in sorted(found, key=lambda f: f[0]):
+        rows = idx.tolist()
+        rec.trends[m] = Trend(rec.received[idx], rec.value[idx], [s.device[i] for i in rows],
+                              [s.quality[i] for i in rows])
         rec.gaps += [(m, a, b) for a, b in gaps(rec.trends[m].t)]
+    parts: dict[tuple[str, float], NibpMeasurement] = {}
+    for i in np.flatnonzero(np.isin(rec.metric, NIBP)).tolist():
+        key = (s.device[i], s.ts[i])
+        meas = parts.get(key)
+        if meas is None:
+            meas = parts[key] = NibpMeasurement(s.received[i], s.ts[i], s.device[i],
+                                                None, None, None, [])
+        setattr(meas, s.metric[i].removeprefix("nibp_"), s.value[i])
+        for f in s.quality[i].split(","):
+            if f and f not in meas.flags:
+                meas.flags.append(f)
     rec.nibp = sorted((x for x in parts.values() if x.t >= rec.info.started - 1e-9),
                       key=lambda x: x.t)
     _events(rec)

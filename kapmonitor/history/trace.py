@@ -20,8 +20,11 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kapmonitor.history.record import NIBP, SessionRecord
 from kapmonitor.model import METRICS
@@ -32,27 +35,59 @@ def _num(x: float) -> str:
     return repr(round(x, 6))
 
 
+def _formatted(x: np.ndarray, fmt: Callable[[float], str]) -> np.ndarray:
+    """``fmt`` of every element, computed once per distinct value (readings repeat their
+    times and values a lot), as an array of ``str``."""
+    if not len(x):
+        return np.empty(0, dtype=object)
+    uniq, inverse = np.unique(x, return_inverse=True)
+    return np.array([fmt(u) for u in uniq.tolist()], dtype=object)[inverse.ravel()]
+
+
+def _value(v: float) -> str:
+    return "" if math.isnan(v) else repr(v)
+
+
 def rows(rec: SessionRecord) -> list[tuple[str, str, str, str, str]]:
     """The trace rows (without the header), in time order."""
+    return list(zip(*_columns(rec), strict=True))
+
+
+def _columns(rec: SessionRecord) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+    """The trace's columns t, bed, name, value, flags (in time order), built column-wise: a
+    3-hour session is some 30,000 rows."""
     origin = math.floor(rec.start)
     bed = rec.bed
-    items: list[tuple[float, int, int, tuple[str, str, str, str, str]]] = []
     s = rec.readings
+    t = rec.received.copy()
+    keep = (t <= rec.end) & np.isin(rec.metric, list(METRICS))
     nibp_t: dict[tuple[str, float], float] = {}
-    end = rec.end
-    for i, (t, m, v, q) in enumerate(zip(s.received, s.metric, s.value, s.quality,
-                                         strict=True)):
-        if t > end or m not in METRICS:
-            continue
-        if m in NIBP:
-            t = nibp_t.setdefault((s.device[i], s.ts[i]), t)
-        flags = q.replace(",", " ") if q else ""
-        items.append((t, 0, i, (_num(t - origin), bed, m, "" if v is None else repr(float(v)),
-                                flags)))
-    for n, (t, name, value) in enumerate(_actions(rec)):
-        items.append((t, 1, n, (_num(t - origin), bed, name, value, "")))
-    items.sort(key=lambda x: (x[0], x[1], x[2]))
-    return [row for *_, row in items]
+    for i in np.flatnonzero(keep & np.isin(rec.metric, NIBP)).tolist():
+        # the parts of one measurement share the time of its first part
+        t[i] = nibp_t.setdefault((s.device[i], s.ts[i]), float(t[i]))
+    idx = np.flatnonzero(keep)
+    acts = _actions(rec)
+    # time order; at one time readings (in the order received) before operator actions
+    when = np.concatenate([t[idx], np.array([a[0] for a in acts], dtype=float)])
+    kind = np.concatenate([np.zeros(len(idx), dtype=np.int8), np.ones(len(acts), dtype=np.int8)])
+    order = np.lexsort((np.arange(len(when)), kind, when))
+    times = _formatted(when - origin, _num)[order].tolist()
+    names = np.concatenate([rec.metric[idx].astype(object),
+                            np.array([a[1] for a in acts], dtype=object)])[order].tolist()
+    values = np.concatenate([_formatted(rec.value[idx], _value),
+                             np.array([a[2] for a in acts], dtype=object)])[order].tolist()
+    quality = np.array(s.quality, dtype=object)[idx] if len(idx) else np.empty(0, dtype=object)
+    flags = np.concatenate([quality, np.full(len(acts), "", dtype=object)])[order].tolist()
+    spaced = {f: f.replace(",", " ") for f in set(flags)}
+    return times, [bed] * len(times), names, values, [spaced[f] for f in flags]
+
+
+def _quoted(column: list[str]) -> list[str]:
+    """A column as the csv module writes it (QUOTE_MINIMAL), each distinct value once."""
+    out: dict[str, str] = {}
+    for x in set(column):
+        out[x] = ('"' + x.replace('"', '""') + '"') if any(c in x for c in ',"\r\n') else x
+    return [out[x] for x in column]
 
 
 def _actions(rec: SessionRecord) -> list[tuple[float, str, str]]:
@@ -90,10 +125,10 @@ def _actions(rec: SessionRecord) -> list[tuple[float, str, str]]:
 
 def to_csv(rec: SessionRecord) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(HEADER_FLAGS)
-    w.writerows(rows(rec))
-    return buf.getvalue()
+    csv.writer(buf, lineterminator="\n").writerow(HEADER_FLAGS)
+    t, *text = _columns(rec)  # the times are numbers: nothing to quote
+    lines = "\n".join(map(",".join, zip(t, *map(_quoted, text), strict=True)))
+    return buf.getvalue() + lines + ("\n" if lines else "")
 
 
 def write(rec: SessionRecord, path: Path) -> Path:
