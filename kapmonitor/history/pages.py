@@ -522,9 +522,9 @@ class _ChartPage:
 # -- page 2 and on: the tables -----------------------------------------------------------------
 class _Lines(Artist):
     """Lines of text, the first one's top at (x, y) in figure fraction, one every ``pitch``
-    points. They are drawn straight away: matplotlib's Text measures every line of a block
-    before drawing it (to align it), which for left-aligned lines at a known pitch is wasted
-    work (with the Agg renderer, it cost as much as drawing them)."""
+    points, left-aligned. They are drawn straight away: matplotlib's Text measures every line
+    of a block before drawing it (to align it), which for left-aligned lines at a known pitch
+    is wasted work (with the Agg renderer, it cost as much as drawing them)."""
 
     def __init__(self, x: float, y: float, lines: list[str], prop: FontProperties,
                  pitch: float, colour: str = "black") -> None:
@@ -535,11 +535,9 @@ class _Lines(Artist):
     def draw(self, renderer: RendererBase) -> None:
         if not self.get_visible():
             return
-        fig = self.get_figure(root=True)
-        assert fig is not None
-        width, height = renderer.get_canvas_width_height()
+        height = renderer.get_canvas_width_height()[1]
         px = _px(renderer)
-        x = self.x * width
+        x = self.x * renderer.get_canvas_width_height()[0]
         # the first baseline: the top less the font's ascent (about 0.8 em)
         y = self.y * height - 0.8 * self.prop.get_size_in_points() * px
         gc = renderer.new_gc()

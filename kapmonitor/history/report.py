@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from matplotlib.backends import backend_pdf
 from matplotlib.backends.backend_pdf import PdfPages
 
 from kapmonitor.history import fhir, trace
@@ -33,6 +34,30 @@ PNG_DPI = 72
 # zlib's fastest level: a page (flat colours, text) compresses almost as well, in a fifth of
 # the time of the default level 6
 PNG_OPTIONS = {"compress_level": 1}
+
+
+def _read_core_fonts_once() -> None:
+    """matplotlib 3.10 parses each standard font's AFM file again whenever it finishes a PDF
+    (only to write the font's name): some 25 ms per report for the four fonts a report uses.
+    Parse each file once per process instead (they are part of matplotlib, never change)."""
+    parse = getattr(backend_pdf, "AFM", None)
+    if parse is None or getattr(parse, "kapmonitor_once", False):
+        return
+    parsed: dict[str, Any] = {}
+
+    def once(fh: Any) -> Any:
+        name = getattr(fh, "name", None)
+        if not isinstance(name, str):
+            return parse(fh)
+        if name not in parsed:
+            parsed[name] = parse(fh)
+        return parsed[name]
+
+    once.kapmonitor_once = True  # type: ignore[attr-defined]
+    setattr(backend_pdf, "AFM", once)  # noqa: B010 - a module global, not a typed attribute
+
+
+_read_core_fonts_once()
 
 
 class ReportError(Exception):
