@@ -32,7 +32,13 @@ from kapmonitor.replay import HEADER_FLAGS
 
 
 def _num(x: float) -> str:
-    return repr(round(x, 6))
+    """``repr(round(x, 6))``: the shortest text of x rounded to 6 decimals."""
+    if not 1e-4 <= abs(x) < 1e9:  # repr writes these with an exponent
+        return repr(round(x, 6))
+    # the same text, twice as fast: both round correctly (half to even) from the binary
+    # value, and below 10^9 six decimals are at most 15 significant digits (one double each)
+    text = f"{x:.6f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 def _formatted(x: np.ndarray, fmt: Callable[[float], str]) -> np.ndarray:
@@ -59,12 +65,12 @@ def _columns(rec: SessionRecord) -> tuple[list[str], list[str], list[str], list[
     origin = math.floor(rec.start)
     bed = rec.bed
     s = rec.readings
-    t = rec.received.copy()
-    keep = (t <= rec.end) & np.isin(rec.metric, list(METRICS))
+    t = s.received.copy()
+    keep = (t <= rec.end) & s.of(METRICS)
     nibp_t: dict[tuple[str, float], float] = {}
-    for i in np.flatnonzero(keep & np.isin(rec.metric, NIBP)).tolist():
+    for i in np.flatnonzero(keep & s.of(NIBP)).tolist():
         # the parts of one measurement share the time of its first part
-        t[i] = nibp_t.setdefault((s.device[i], s.ts[i]), float(t[i]))
+        t[i] = nibp_t.setdefault((s.device[i], float(s.ts[i])), float(t[i]))
     idx = np.flatnonzero(keep)
     acts = _actions(rec)
     # time order; at one time readings (in the order received) before operator actions
@@ -72,12 +78,12 @@ def _columns(rec: SessionRecord) -> tuple[list[str], list[str], list[str], list[
     kind = np.concatenate([np.zeros(len(idx), dtype=np.int8), np.ones(len(acts), dtype=np.int8)])
     order = np.lexsort((np.arange(len(when)), kind, when))
     times = _formatted(when - origin, _num)[order].tolist()
-    names = np.concatenate([rec.metric[idx].astype(object),
+    names = np.concatenate([s.metric[idx],
                             np.array([a[1] for a in acts], dtype=object)])[order].tolist()
-    values = np.concatenate([_formatted(rec.value[idx], _value),
+    values = np.concatenate([_formatted(s.value[idx], _value),
                              np.array([a[2] for a in acts], dtype=object)])[order].tolist()
-    quality = np.array(s.quality, dtype=object)[idx] if len(idx) else np.empty(0, dtype=object)
-    flags = np.concatenate([quality, np.full(len(acts), "", dtype=object)])[order].tolist()
+    flags = np.concatenate([s.quality[idx], np.full(len(acts), "", dtype=object)])[
+        order].tolist()
     spaced = {f: f.replace(",", " ") for f in set(flags)}
     return times, [bed] * len(times), names, values, [spaced[f] for f in flags]
 
@@ -86,8 +92,9 @@ def _quoted(column: list[str]) -> list[str]:
     """A column as the csv module writes it (QUOTE_MINIMAL), each distinct value once."""
     out: dict[str, str] = {}
     for x in set(column):
-        out[x] = ('"' + x.replace('"', '""') + '"') if any(c in x for c in ',"\r\n') else x
-    return [out[x] for x in column]
+        if any(c in x for c in ',"\r\n'):
+            out[x] = '"' + x.replace('"', '""') + '"'
+    return [out.get(x, x) for x in column] if out else column
 
 
 def _actions(rec: SessionRecord) -> list[tuple[float, str, str]]:
