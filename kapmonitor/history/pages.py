@@ -151,7 +151,7 @@ _ASCII = str.maketrans({"→": "->", "≥": ">=", "≤": "<=", "−": "-", "–"
                         "·": "-", "…": "...", "×": "x"})
 
 
-def _ascii(text: str) -> str:
+def pdf_text(text: str) -> str:
     """The standard 14 PDF fonts know Latin-1 only (± and ° are fine, arrows are not)."""
     return text.translate(_ASCII).encode("latin-1", "replace").decode("latin-1")
 
@@ -382,7 +382,7 @@ class _ChartPage:
         head = self.head.transAxes
         self.texts.add(head, 0.0, 1.0, _HEADER_TITLE, _FONT_HEADER, va="top")
         for i, line in enumerate(lines):
-            self.texts.add(head, 0.0, 0.74 - i * 0.2, _ascii(line), _FONT_TICK, va="top")
+            self.texts.add(head, 0.0, 0.74 - i * 0.2, pdf_text(line), _FONT_TICK, va="top")
 
     # -- what every chart shows: phases, disconnections, doses --
     def _context(self, ax: Axes, rec: SessionRecord, label_doses: bool = False) -> None:
@@ -502,7 +502,7 @@ class _ChartPage:
             end = a.cleared if a.cleared is not None else rec.end
             ack = f", ack {a.acked_by or '?'}" if a.acked_at is not None else ""
             x0, x1 = float(_x(rec, a.raised)), float(_x(rec, end))
-            label = _ascii(f" {a.rule} ({a.priority}{ack}) ")
+            label = pdf_text(f" {a.rule} ({a.priority}{ack}) ")
             # keep the label inside the chart: after the span, before it, or on it
             if x1 < x_lo + 0.7 * (x_hi - x_lo):
                 self._add(ax.text(x1, i, label, va="center", ha="left", fontsize=5, zorder=5))
@@ -520,7 +520,7 @@ class _ChartPage:
 
 
 # -- page 2 and on: the tables -----------------------------------------------------------------
-class _Lines(Artist):
+class TextLines(Artist):
     """Lines of text, the first one's top at (x, y) in figure fraction, one every ``pitch``
     points, left-aligned. They are drawn straight away: matplotlib's Text measures every line
     of a block before drawing it (to align it), which for left-aligned lines at a known pitch
@@ -557,7 +557,7 @@ _FONTS = {
     "b": (FontProperties(family="monospace", weight="bold", size=6.5), 8.2, 0.0),
     "m": (FontProperties(family="monospace", size=6.5), 8.2, 0.0),
 }
-_TOP, _BOTTOM = 0.97, 0.045  # figure fraction: where table lines may go
+TABLE_TOP, TABLE_BOTTOM = 0.97, 0.045  # figure fraction: where table lines may go
 
 
 def _blocks(lines: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
@@ -573,35 +573,38 @@ def _blocks(lines: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
     return out
 
 
+def table_lines(rec: SessionRecord) -> list[tuple[str, str]]:
+    """The lines of the table pages, as (style, text): h heading, b bold, m and s normal."""
+    return [("h", f"Bed {rec.bed} - session {rec.session_id} - tables"),
+            *_bp_lines(rec), *_alarm_lines(rec), *_discharge_lines(rec), *_gap_lines(rec),
+            *_command_lines(rec)]
+
+
 def table_pages(rec: SessionRecord) -> list[Figure]:
     """Page 2 and on: the tables, as many pages as their lines need."""
-    lines: list[tuple[str, str]] = [  # (style, text)
-        ("h", f"Bed {rec.bed} - session {rec.session_id} - tables"),
-        *_bp_lines(rec), *_alarm_lines(rec), *_discharge_lines(rec), *_gap_lines(rec),
-        *_command_lines(rec),
-    ]
+    lines = table_lines(rec)
     page_pt = A4[1] * 72
-    pages: list[list[_Lines]] = [[]]
-    y = _TOP * page_pt  # points from the bottom
+    pages: list[list[TextLines]] = [[]]
+    y = TABLE_TOP * page_pt  # points from the bottom
     for st, block in _blocks(lines):
         prop, pitch, gap = _FONTS[st]
         while block:
             if pages[-1]:
                 y -= gap
-            room = int((y - _BOTTOM * page_pt) // pitch)
+            room = int((y - TABLE_BOTTOM * page_pt) // pitch)
             if room < (2 if st == "h" else 1) and pages[-1]:  # no heading alone at the foot
                 pages.append([])
-                y = _TOP * page_pt
+                y = TABLE_TOP * page_pt
                 continue
             part, block = block[:max(room, 1)], block[max(room, 1):]
-            pages[-1].append(_Lines(0.06, y / page_pt, [_ascii(t) for t in part], prop, pitch))
+            pages[-1].append(TextLines(0.06, y / page_pt, [pdf_text(t) for t in part], prop, pitch))
             y -= pitch * len(part)
     figs: list[Figure] = []
     for n, artists in enumerate(pages, 2):
         fig = Figure(figsize=A4)
         for a in artists:
             fig.add_artist(a)
-        fig.add_artist(_Lines(0.06, 0.03, [f"kapmonitor session {rec.session_id} - bed "
+        fig.add_artist(TextLines(0.06, 0.03, [f"kapmonitor session {rec.session_id} - bed "
                                            f"{rec.bed} - page {n}"],
                               FontProperties(family="sans-serif", size=6), 8.0, "#777777"))
         figs.append(fig)

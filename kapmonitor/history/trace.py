@@ -31,8 +31,9 @@ from kapmonitor.model import METRICS
 from kapmonitor.replay import HEADER_FLAGS
 
 
-def _num(x: float) -> str:
-    """``repr(round(x, 6))``: the shortest text of x rounded to 6 decimals."""
+def num(x: float) -> str:
+    """A number as the trace writes it: ``repr(round(x, 6))``, the shortest text of x rounded
+    to 6 decimals."""
     if not 1e-4 <= abs(x) < 1e9:  # repr writes these with an exponent
         return repr(round(x, 6))
     # the same text, twice as fast: both round correctly (half to even) from the binary
@@ -77,7 +78,7 @@ def _columns(rec: SessionRecord) -> tuple[list[str], list[str], list[str], list[
     when = np.concatenate([t[idx], np.array([a[0] for a in acts], dtype=float)])
     kind = np.concatenate([np.zeros(len(idx), dtype=np.int8), np.ones(len(acts), dtype=np.int8)])
     order = np.lexsort((np.arange(len(when)), kind, when))
-    times = _formatted(when - origin, _num)[order].tolist()
+    times = _formatted(when - origin, num)[order].tolist()
     names = np.concatenate([s.metric[idx],
                             np.array([a[1] for a in acts], dtype=object)])[order].tolist()
     values = np.concatenate([_formatted(s.value[idx], _value),
@@ -112,7 +113,7 @@ def _actions(rec: SessionRecord) -> list[tuple[float, str, str]]:
         if kind == "session":
             if ev == "dose" and e.get("session_id") == rec.session_id:
                 mg = e.get("dose_mg")
-                out.append((t, "dose", "" if mg is None else _num(float(mg))))
+                out.append((t, "dose", "" if mg is None else num(float(mg))))
             elif ev == "symptom":
                 out.append((t, "symptom", str(e.get("symptom"))))
             elif ev == "symptom_cleared":
@@ -124,7 +125,7 @@ def _actions(rec: SessionRecord) -> list[tuple[float, str, str]]:
             elif ev == "audio_paused" and t not in paused_at:
                 paused_at.add(t)
                 until = e.get("audio_paused_until")
-                out.append((t, "pause", "" if until is None else _num(float(until) - t)))
+                out.append((t, "pause", "" if until is None else num(float(until) - t)))
     if rec.info.ended is not None:
         out.append((rec.info.ended, "session_end", ""))
     return out
