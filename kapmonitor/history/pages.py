@@ -386,21 +386,30 @@ class _ChartPage:
 
     # -- what every chart shows: phases, disconnections, doses --
     def _context(self, ax: Axes, rec: SessionRecord, label_doses: bool = False) -> None:
+        """One collection each for the phases, the disconnections and the doses."""
         band = ax.get_xaxis_transform()
+
+        def span(a: float, b: float) -> list[tuple[float, float]]:
+            x0, x1 = float(_x(rec, a)), float(_x(rec, b))
+            return [(x0, 0.0), (x0, 1.0), (x1, 1.0), (x1, 0.0)]
+
         if rec.phases:
-            verts = [[(_x(rec, a), 0), (_x(rec, a), 1), (_x(rec, b), 1), (_x(rec, b), 0)]
-                     for a, b, _ph in rec.phases]
-            colours = [PHASE_COLOURS.get(ph, "#eeeeee") for _a, _b, ph in rec.phases]
             self._add(ax.add_collection(PolyCollection(
-                verts, facecolors=colours, linewidths=0, zorder=0, transform=band),
+                [span(a, b) for a, b, _ph in rec.phases],
+                facecolors=[PHASE_COLOURS.get(ph, "#eeeeee") for _a, _b, ph in rec.phases],
+                linewidths=0, zorder=0, transform=band), autolim=False))
+        if rec.down:
+            self._add(ax.add_collection(PolyCollection(
+                [span(a, b) for _dev, a, b, _st in rec.down], facecolors="none",
+                edgecolors="#777777", hatch="////", linewidths=0, zorder=1, transform=band),
                 autolim=False))
-        for _dev, a, b, _st in rec.down:
-            self._add(ax.axvspan(_x(rec, a), _x(rec, b), facecolor="none",
-                                 edgecolor="#777777", hatch="////", lw=0, zorder=1))
-        for i, d in enumerate(rec.doses, 1):
-            x = float(_x(rec, float(d["t"])))
-            self._add(ax.axvline(x, color="#6a1b9a", lw=1.0, ls="--", zorder=3))
-            if label_doses:
+        doses = [float(_x(rec, float(d["t"]))) for d in rec.doses]
+        if doses:
+            self._add(ax.add_collection(LineCollection(
+                [[(x, 0.0), (x, 1.0)] for x in doses], colors="#6a1b9a", linewidths=1.0,
+                linestyles="--", zorder=3, transform=band), autolim=False))
+        if label_doses:
+            for i, x in enumerate(doses, 1):
                 self.texts.add(band, x, 1.0, f"dose {i}", _FONT_DOSE, va="top", dx=2, dy=-2,
                                colour="#6a1b9a")
 
@@ -461,9 +470,14 @@ class _ChartPage:
             sys_ = np.array([m.sys for m in ok], dtype=float)
             dia = np.array([m.dia for m in ok], dtype=float)
             values += [sys_, dia]
-            self._add(ax.vlines(xs, dia, sys_, color="#8e24aa", lw=0.8, zorder=4),
-                      ax.scatter(xs, sys_, marker="v", s=10, color="#8e24aa", zorder=5),
-                      ax.scatter(xs, dia, marker="^", s=10, color="#5e35b1", zorder=5))
+            self._add(ax.add_collection(LineCollection(
+                list(np.stack([np.column_stack([xs, dia]), np.column_stack([xs, sys_])],
+                              axis=1)),
+                colors="#8e24aa", linewidths=0.8, zorder=4), autolim=False),
+                ax.plot(xs, sys_, ls="none", marker="v", ms=10 ** 0.5, color="#8e24aa",
+                        zorder=5),
+                ax.plot(xs, dia, ls="none", marker="^", ms=10 ** 0.5, color="#5e35b1",
+                        zorder=5))
             step = max(1, len(ok) // 40)  # keep the labels readable
             for i in range(0, len(ok), step):
                 self.texts.add(ax.transData, float(xs[i]), float(sys_[i]),
