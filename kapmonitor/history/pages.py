@@ -32,11 +32,19 @@ matplotlib.use("Agg")  # no display; figures are built without pyplot (thread-sa
 import numpy as np  # noqa: E402
 from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.backend_bases import RendererBase  # noqa: E402
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.backend_bases import (
+    GraphicsContextBase,  # noqa: E402
+    RendererBase,  # noqa: E402
+)
+from matplotlib.backends.backend_agg import (  # noqa: E402
+    FigureCanvasAgg,
+    RendererAgg,
+    get_hinting_flag,
+)
 from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
+from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.font_manager import FontProperties  # noqa: E402
+from matplotlib.font_manager import FontProperties, findfont, get_font  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import ScaledTranslation, Transform  # noqa: E402
 
@@ -165,7 +173,7 @@ def _px(renderer: RendererBase) -> float:
 _Metrics = dict[tuple[Any, ...], tuple[float, float, float]]
 
 
-class _Texts(Artist):
+class Texts(Artist):
     """Many single-line texts as one artist, placed as matplotlib places a Text (from its
     anchor, alignment and measured size), each distinct string measured once per renderer
     kind and font (``metrics`` is kept from one session to the next). A page's tick labels,
@@ -176,6 +184,7 @@ class _Texts(Artist):
     def __init__(self, metrics: _Metrics) -> None:
         super().__init__()
         self.metrics = metrics
+        self.images: dict[tuple[Any, ...], tuple[np.ndarray, float, float]] = {}
         self.items: list[tuple[Transform, float, float, float, float, str, FontProperties,
                                str, str, str]] = []
 
@@ -223,10 +232,41 @@ class _Texts(Artist):
             base = {"baseline": ay_, "top": ay_ - (full - desc),
                     "center": ay_ - full / 2 + desc, "bottom": ay_ + desc,
                     "center_baseline": ay_ - (full - desc) / 2}[va]
-            gc.set_foreground(colour)
-            renderer.draw_text(gc, left, height - base if flip else base, text, prop, 0.0)
+            if isinstance(renderer, RendererAgg):
+                self._raster(renderer, gc, left, height - base, text, prop, colour)
+            else:
+                gc.set_foreground(colour)
+                renderer.draw_text(gc, left, height - base if flip else base, text, prop, 0.0)
         gc.restore()
         self.stale = False
+
+    def _raster(self, renderer: RendererAgg, gc: GraphicsContextBase, x: float, y: float,
+                text: str, prop: FontProperties, colour: str) -> None:
+        """What ``RendererAgg.draw_text`` draws at (x, y) (from the top), from an image of the
+        text kept for the next time (tick labels and titles recur on every page, a value label
+        on many): matplotlib's FreeType wrapper loads every glyph of a string anew each time
+        it draws one, some 13 µs a glyph here, which was most of the PNG's time."""
+        key = ("image", renderer.dpi, text, hash(prop), colour)
+        got = self.images.get(key)
+        if got is None:
+            if len(self.images) > 20_000:  # a long clinic day: start again
+                self.images.clear()
+            font = get_font(findfont(prop))
+            font.clear()
+            font.set_size(prop.get_size_in_points(), renderer.dpi)
+            font.set_text(text, 0, flags=get_hinting_flag())
+            font.draw_glyphs_to_bitmap(antialiased=True)
+            xo, yo = (v / 64.0 for v in font.get_bitmap_offset())
+            alpha = np.asarray(font.get_image())
+            rgba = np.empty((*alpha.shape, 4), dtype=np.uint8)
+            rgba[..., :3] = np.round(np.array(to_rgb(colour)) * 255)
+            rgba[..., 3] = alpha
+            got = self.images[key] = (rgba[::-1].copy(), xo, yo + font.get_descent() / 64.0)
+        image, xo, yo = got
+        # where RendererAgg.draw_text puts it: its rows end at round(y + yo) + 1 from the top
+        # of the pixel buffer (int(height) rows); the PNG is the same pixel for pixel
+        bottom = round(y + yo) + 1
+        renderer.draw_image(gc, round(x + xo), int(renderer.height) - bottom, image)
 
 
 # -- page 1: the charts ------------------------------------------------------------------------
@@ -254,7 +294,7 @@ class _ChartPage:
         # Ticks, tick labels, titles and the grid are drawn by the page (below), not by
         # matplotlib's axes, which make artists per tick and lay them out repeatedly.
         self.metrics: _Metrics = {}
-        self.texts = _Texts(self.metrics)
+        self.texts = Texts(self.metrics)
         self.texts.set_zorder(5)
         fig.add_artist(self.texts)
         self.grid: dict[Axes, LineCollection] = {}

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.transforms import offset_copy
 from PIL import Image
 
 from kapmonitor.history import trace
@@ -24,6 +26,7 @@ from kapmonitor.history.pages import (
     TABLE_TOP,
     Pages,
     TextLines,
+    Texts,
     pdf_text,
     table_lines,
     table_pages,
@@ -185,3 +188,30 @@ def test_worker_processes_write_what_one_process_writes(tmp_path: Path) -> None:
         assert len(a.pngs) == len(b.pngs)
         for pa, pb in zip(a.pngs, b.pngs, strict=True):
             assert np.array_equal(np.asarray(Image.open(pa)), np.asarray(Image.open(pb)))
+
+
+@pytest.mark.parametrize(("ha", "va"), [("left", "baseline"), ("center", "top"),
+                                        ("right", "center_baseline"), ("left", "top"),
+                                        ("center", "center"), ("right", "bottom")])
+def test_texts_are_placed_and_drawn_as_matplotlib_draws_them(ha: str, va: str) -> None:
+    strings = ["100", "92.5", "124/80", "NEWS2 (partial)", "minutes (UTC) ±20%"]
+    sizes = [7.0, 5.0, 8.0, 6.0, 7.0]
+
+    def figure() -> Figure:
+        fig = Figure(figsize=(3, 2))
+        fig.patch.set_facecolor("white")
+        return fig
+
+    ours, theirs = figure(), figure()
+    texts = Texts({})
+    ours.add_artist(texts)
+    for i, (text, size) in enumerate(zip(strings, sizes, strict=True)):
+        x, y = 0.5, 0.1 + 0.17 * i
+        prop = FontProperties(size=size)
+        texts.add(ours.transFigure, x, y, text, prop, ha=ha, va=va, dx=-3, dy=2,
+                  colour="#8e24aa")
+        theirs.text(x, y, text, fontproperties=prop, ha=ha, va=va, color="#8e24aa",
+                    transform=offset_copy(theirs.transFigure, fig=theirs, x=-3, y=2,
+                                          units="points"))
+    for _ in range(2):  # the second time from the kept images
+        assert np.array_equal(_pixels(ours), _pixels(theirs))
