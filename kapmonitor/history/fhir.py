@@ -22,6 +22,7 @@ when the session was started with one, else the session id.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -73,14 +74,26 @@ def _interpretation(metric: str, value: float) -> tuple[list[dict[str, Any]], li
     if rng is None:
         return [], []
     lo, hi = rng
-    code, text = ("L", "Low") if value < lo else ("H", "High") if value > hi else ("N", "Normal")
+    code = "L" if value < lo else "H" if value > hi else "N"
+    return _INTERPRETATIONS[code], _range(metric)
+
+
+_INTERPRETATIONS = {code: [{"coding": [{"system": INTERP, "code": code, "display": text}]}]
+                    for code, text in (("L", "Low"), ("H", "High"), ("N", "Normal"))}
+
+
+@functools.cache
+def _range(metric: str) -> list[Any]:
+    """The metric's reference range (one per metric, shared by its Observations)."""
+    lo, hi = RANGES[metric]
     unit = METRICS[metric].unit
-    return ([{"coding": [{"system": INTERP, "code": code, "display": text}]}],
-            [{"low": _quantity(lo, unit), "high": _quantity(hi, unit),
-              "text": "NEWS2 zero-score band"}])
+    return [{"low": _quantity(lo, unit), "high": _quantity(hi, unit),
+             "text": "NEWS2 zero-score band"}]
 
 
+@functools.cache
 def _coding(metric: str) -> list[dict[str, Any]]:
+    """The metric's codings (one list per metric, shared by its Observations)."""
     info = METRICS[metric]
     out: list[dict[str, Any]] = []
     prof = PROFILES.get(metric)
@@ -96,6 +109,8 @@ def _coding(metric: str) -> list[dict[str, Any]]:
 
 
 def bundle(rec: SessionRecord, every_s: float = 60.0) -> dict[str, Any]:
+    """The Bundle as JSON-ready dicts. Observations of one metric share their coding and
+    reference-range objects: serialise the Bundle, do not edit it in place."""
     b = _Builder(rec)
     b.trend_observations(every_s)
     b.nibp_panels()

@@ -597,9 +597,10 @@ class TextLines(Artist):
         gc = renderer.new_gc()
         gc.set_foreground(self.colour)
         for i, line in enumerate(self.lines):
-            if line:
+            text = line.rstrip()  # a space costs as much to draw as a letter
+            if text:
                 yi = y - i * self.pitch * px
-                renderer.draw_text(gc, x, height - yi if renderer.flipy() else yi, line,
+                renderer.draw_text(gc, x, height - yi if renderer.flipy() else yi, text,
                                    self.prop, 0.0)
         gc.restore()
         self.stale = False
