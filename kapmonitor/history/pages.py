@@ -32,10 +32,7 @@ matplotlib.use("Agg")  # no display; figures are built without pyplot (thread-sa
 import numpy as np  # noqa: E402
 from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.backend_bases import (
-    GraphicsContextBase,  # noqa: E402
-    RendererBase,  # noqa: E402
-)
+from matplotlib.backend_bases import GraphicsContextBase, RendererBase  # noqa: E402
 from matplotlib.backends.backend_agg import (  # noqa: E402
     FigureCanvasAgg,
     RendererAgg,
@@ -45,6 +42,7 @@ from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.font_manager import FontProperties, findfont, get_font  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import ScaledTranslation, Transform  # noqa: E402
 
@@ -162,6 +160,15 @@ _ASCII = str.maketrans({"→": "->", "≥": ">=", "≤": "<=", "−": "-", "–"
 def pdf_text(text: str) -> str:
     """The standard 14 PDF fonts know Latin-1 only (± and ° are fine, arrows are not)."""
     return text.translate(_ASCII).encode("latin-1", "replace").decode("latin-1")
+
+
+def _segments(pairs: Sequence[tuple[tuple[float, float], tuple[float, float]]]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Line segments as one line's x and y, a NaN between segments."""
+    xy = np.full((len(pairs), 3, 2), np.nan)
+    if pairs:
+        xy[:, :2] = pairs
+    return xy[:, :, 0].ravel(), xy[:, :, 1].ravel()
 
 
 def _px(renderer: RendererBase) -> float:
@@ -297,21 +304,20 @@ class _ChartPage:
         self.texts = Texts(self.metrics)
         self.texts.set_zorder(5)
         fig.add_artist(self.texts)
-        self.grid: dict[Axes, LineCollection] = {}
-        self.marks: dict[Axes, LineCollection] = {}
+        # one line each (its segments split by NaN), for the grid and the tick marks
+        self.grid: dict[Axes, Line2D] = {}
+        self.marks: dict[Axes, Line2D] = {}
         for ax, ylabel in zip(axes, ("SpO2 %", "/min", "mmHg", "/min", "NEWS2", ""),
                               strict=True):
             ax.set_xticks([])
             ax.set_yticks([])
-            self.grid[ax] = LineCollection(
-                [], colors=matplotlib.rcParams["grid.color"], linewidths=0.3, alpha=0.6,
-                zorder=1.5, transform=ax.transAxes)
-            self.marks[ax] = LineCollection(
-                [], colors=matplotlib.rcParams["ytick.color"],
-                linewidths=matplotlib.rcParams["ytick.major.width"], zorder=2.5,
-                transform=ax.transAxes, clip_on=False)
-            ax.add_collection(self.grid[ax], autolim=False)
-            ax.add_collection(self.marks[ax], autolim=False)
+            self.grid[ax] = ax.add_line(Line2D(
+                [], [], color=matplotlib.rcParams["grid.color"], lw=0.3, alpha=0.6, zorder=1.5,
+                transform=ax.transAxes))
+            self.marks[ax] = ax.add_line(Line2D(
+                [], [], color=matplotlib.rcParams["ytick.color"],
+                lw=matplotlib.rcParams["ytick.major.width"], zorder=2.5,
+                transform=ax.transAxes, clip_on=False))
             ax.set_ylabel(ylabel)
             # at a fixed place: matplotlib would measure the tick labels to find it
             ax.yaxis.set_label_coords(-0.06, 0.5)
@@ -379,13 +385,13 @@ class _ChartPage:
         for ax in self.axes:
             lo, hi = ax.get_ylim()
             ys = [(y - lo) / (hi - lo) for y in self.yticks.get(ax, [])]
-            self.grid[ax].set_segments([[(x, 0.0), (x, 1.0)] for x in xs]
-                                       + [[(0.0, y), (1.0, y)] for y in ys])
+            self.grid[ax].set_data(*_segments([((x, 0.0), (x, 1.0)) for x in xs]
+                                              + [((0.0, y), (1.0, y)) for y in ys]))
             pos = ax.get_position()
             out_x = tick / (pos.width * A4[0] * 72)
             out_y = tick / (pos.height * A4[1] * 72)
-            self.marks[ax].set_segments([[(-out_x, y), (0.0, y)] for y in ys]
-                                        + [[(x, -out_y), (x, 0.0)] for x in xs])
+            self.marks[ax].set_data(*_segments([((-out_x, y), (0.0, y)) for y in ys]
+                                               + [((x, -out_y), (x, 0.0)) for x in xs]))
         for x, label in zip(xt, xl, strict=True):
             self.texts.add(self.alarms.get_xaxis_transform(), x, 0.0, label, _FONT_TICK,
                            ha="center", va="top", dy=-_TICK_OUT)
