@@ -137,8 +137,9 @@ def write_reports(db: Path, out_dir: Path, *, session_id: str | None = None,
                   rules_path: Path | None = None, lead_in: float = 300.0,
                   workers: int = 1) -> list[ReportFiles]:
     """Write ``<out_dir>/<session id>/`` for each selected session (no selection: every
-    session). ``workers`` > 1 renders sessions in that many forked processes (the command
-    line; the daemon renders in one thread)."""
+    session), drawing all of them on one :class:`Pages`. ``workers`` > 1 renders sessions
+    in that many forked processes (the command line, from its main thread; the daemon
+    renders in one thread)."""
     if not db.exists():
         raise ReportError(f"{db}: no history database (is [history] enabled?)")
     band = _band(rules_path)
