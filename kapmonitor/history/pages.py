@@ -14,10 +14,12 @@ and its criteria, data gaps and the commands log.
 
 Speed: a clinic's sessions share one layout, so :class:`Pages` builds the chart page's figure
 and axes once and redraws only the session's artists for the next session (creating axes and
-their ticks was most of a page's cost). Ticks are computed once per session and fixed, titles
-and axis labels sit at fixed places (matplotlib would otherwise measure every tick label several
-times per drawing to place them), and table pages are drawn as text lines at known positions.
-One :class:`Pages` belongs to one thread.
+their ticks was most of a page's cost). Ticks are computed once per session; grid lines and
+tick marks are one line per chart; tick labels, titles, the header and value labels are drawn
+by one :class:`Texts` artist (matplotlib would lay out and measure every tick label several
+times per drawing), and table pages are drawn as text lines at known positions
+(:class:`TextLines`). One :class:`Pages` belongs to one thread. docs/benchmarks.md has the
+figures.
 """
 
 from __future__ import annotations
@@ -186,7 +188,8 @@ class Texts(Artist):
     kind and font (``metrics`` is kept from one session to the next). A page's tick labels,
     titles and value labels are some 150 Text artists; drawing each through matplotlib's
     Text (layout, bounding boxes, transforms, for the PDF and again for the PNG) was a third
-    of a chart page's time."""
+    of a chart page's time. In a PNG each text's image is kept for the next drawing (see
+    :meth:`_raster`); in a PDF texts stay text."""
 
     def __init__(self, metrics: _Metrics) -> None:
         super().__init__()
@@ -210,7 +213,7 @@ class Texts(Artist):
 
     def _measure(self, renderer: RendererBase, text: str, prop: FontProperties
                  ) -> tuple[float, float, float]:
-        key = (type(renderer), _px(renderer), text, hash(prop))
+        key = (type(renderer), _px(renderer), text, prop)
         got = self.metrics.get(key)
         if got is None:
             got = self.metrics[key] = renderer.get_text_width_height_descent(text, prop,
@@ -253,7 +256,7 @@ class Texts(Artist):
         text kept for the next time (tick labels and titles recur on every page, a value label
         on many): matplotlib's FreeType wrapper loads every glyph of a string anew each time
         it draws one, some 13 µs a glyph here, which was most of the PNG's time."""
-        key = ("image", renderer.dpi, text, hash(prop), colour)
+        key = (renderer.dpi, text, prop, colour)
         got = self.images.get(key)
         if got is None:
             if len(self.images) > 20_000:  # a long clinic day: start again
