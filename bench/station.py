@@ -51,6 +51,13 @@ new MutationObserver(() => {
     if (!(id in window.__seen)) window.__seen[id] = t;
   }
 }).observe(document, { childList: true, subtree: true });
+window.__long = { n: 0, ms: 0, max: 0 };
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    window.__long.n += 1; window.__long.ms += e.duration;
+    window.__long.max = Math.max(window.__long.max, e.duration);
+  }
+}).observe({ type: "longtask", buffered: true });
 """
 
 
@@ -179,6 +186,26 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
+def trace_segments(published: dict[str, float], trace: dict[str, dict[str, float]],
+                   seen: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Where each alert's time went (ms, p50/p99/max): broker → station (``rx`` − publish),
+    in the station (WebSocket send − ``rx``), WebSocket → page script (page receive − send),
+    page (alarm-list element − page receive)."""
+    parts: dict[str, list[float]] = {"broker_to_station": [], "station": [],
+                                     "ws_to_page": [], "page_to_dom": []}
+    for aid, t_pub in published.items():
+        tr = trace.get(aid)
+        if not tr or aid not in seen:
+            continue
+        parts["broker_to_station"].append(tr["rx"] - t_pub * 1000)
+        parts["station"].append(tr["sent"] - tr["rx"])
+        parts["ws_to_page"].append(tr["recv"] - tr["sent"])
+        parts["page_to_dom"].append(seen[aid] - tr["recv"])
+    return {k: {"n": len(v), "p50": round(statistics.median(v), 1),
+                "p99": round(pct(v, 0.99), 1), "max": round(max(v), 1)}
+            for k, v in parts.items() if v}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
@@ -234,6 +261,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 rss_kb = vm_kb(proc.pid, "VmHWM")
                 seen: dict[str, float] = await page.evaluate("window.__seen")
                 page_stats = await page.evaluate("window.__kapStats")
+                page_trace: dict[str, dict[str, float]] = await page.evaluate(
+                    "window.__kapTrace || {}")
+                long_tasks = await page.evaluate("window.__long")
                 await page.screenshot(path=args.screenshot) if args.screenshot else None
                 await browser.close()
         finally:
@@ -247,6 +277,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                if a in seen]
         missing = [a for a in published if a not in seen]
         third = max(1, len(lat) // 3)
+        segments = trace_segments(published, page_trace, seen)
         return {
             "bench": "station", "beds": args.beds, "nodes": args.nodes,
             "minutes": args.minutes, "alerts": len(published), "alerts_shown": len(lat),
@@ -260,6 +291,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "station_rss_mb": round(rss_kb / 1024, 1),
             "page_counts": beds_shown,
             "page": page_stats,
+            "page_long_tasks": {k: round(v, 1) for k, v in long_tasks.items()},
+            "segments_ms": segments,
         }
 
 

@@ -102,6 +102,10 @@ class StationState:
         self.nodes_dirty = False
         self.tech_dirty = False
         self.alert_home: dict[str, tuple[str, str]] = {}  # alert_id → (node base, bed key)
+        # alert_id → station wall time its first message was applied, until the next update
+        # carries it to the pages (``rx``): the latency trace of bench/station.py.
+        self.alert_rx: dict[str, float] = {}
+        self._wall: float = 0.0  # wall time of the message being applied
 
     # -- input -----------------------------------------------------------------------------
     def node(self, base: str) -> Node:
@@ -124,6 +128,8 @@ class StationState:
         """One message from a node (payload already decoded from JSON)."""
         node = self.node(t.base)
         node.last_msg = mono
+        if wall is not None:
+            self._wall = wall
         if not isinstance(payload, dict):
             return
         if wall is not None and not retained and t.leaf == "alarms" and isinstance(
@@ -199,8 +205,14 @@ class StationState:
                 self.alert_home.pop(aid, None)
             b.alarms = new
             for aid in new:
+                if aid not in self.alert_home:
+                    self._seen(aid)
                 self.alert_home[aid] = (b.base, b.key)
             self.urgent.add(b.key)
+
+    def _seen(self, aid: str) -> None:
+        if self._wall and len(self.alert_rx) < 10_000:
+            self.alert_rx[aid] = self._wall
 
     def _session(self, b: Bed, payload: dict[str, Any]) -> None:
         s = {k: v for k, v in payload.items() if k != "patient_id"}
@@ -225,6 +237,8 @@ class StationState:
                     a = _alarm_from(ev)
                     if prev.get("acked_by") and not a.get("acked_by"):
                         a["acked_by"] = prev["acked_by"]
+                    if aid not in self.alert_home:
+                        self._seen(aid)
                     b.alarms[aid] = a
                     self.alert_home[aid] = (b.base, b.key)
             self.urgent.add(b.key)
@@ -342,6 +356,9 @@ class StationState:
                                         for k in keys if k in self.beds],
                                "slow": [self.bed_json(self.beds[k], spark=False)
                                         for k in slow if k in self.beds]}
+        if self.alert_rx:
+            out["rx"] = self.alert_rx
+            self.alert_rx = {}
         if self.nodes_dirty:
             out["nodes"] = [n.to_json() for n in self.nodes.values()]
             self.nodes_dirty = False

@@ -103,6 +103,7 @@ class Station:
                 continue
             slow_beds = update.pop("slow")
             self.pushes += 1
+            update["sent"] = time.time()
             sends = []
             common: str | None = None
             for c in list(self.clients):

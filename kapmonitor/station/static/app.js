@@ -16,6 +16,10 @@ const audio = new Annunciator();
 window.__kapAudio = audio; // for the browser tests and the console
 const stats = (window.__kapStats = { messages: 0, bytes: 0, lagMs: 0, renders: 0, renderMs: 0, alarmMs: 0 });
 const now = () => Date.now() / 1000 + st.offset;
+// The latency trace of new alerts (bench/station.py reads it): station receive time (rx),
+// station send time (sent), page receive time (recv), in the alarm list (dom); ms epoch.
+const trace = (window.__kapTrace = {});
+let traceCount = 0;
 
 // Ages of node timestamps are taken on the node's clock (bed.skew: node − station, sent by
 // the station when a node's clock is off by more than a few seconds, e.g. the demo's).
@@ -212,7 +216,11 @@ function renderTiles() {
 
 function confirmShown(all) {
   const ids = [];
-  for (const [a] of all) if (!st.shown.has(a.alert_id)) { st.shown.add(a.alert_id); ids.push(a.alert_id); }
+  const t = Date.now();
+  for (const [a] of all) if (!st.shown.has(a.alert_id)) {
+    st.shown.add(a.alert_id); ids.push(a.alert_id);
+    if (trace[a.alert_id] && !trace[a.alert_id].dom) trace[a.alert_id].dom = t;
+  }
   if (ids.length && st.ws && st.ws.readyState === 1) st.ws.send(JSON.stringify({ type: "displayed", ids }));
 }
 
@@ -259,7 +267,12 @@ function connect() {
   st.ws = ws;
   ws.onopen = () => ws.send(JSON.stringify({ type: "audio", armed: audio.armed }));
   ws.onmessage = (ev) => {
+    const recv = Date.now();
     const msg = JSON.parse(ev.data);
+    if (msg.rx && traceCount < 20000) for (const [id, t] of Object.entries(msg.rx)) {
+      traceCount += 1;
+      trace[id] = { rx: t * 1000, sent: msg.sent * 1000, recv };
+    }
     stats.messages += 1;
     stats.bytes += ev.data.length;
     if (msg.now) stats.lagMs = Math.max(stats.lagMs, Date.now() - msg.now * 1000);
