@@ -78,6 +78,7 @@ class Bed:
     session: dict[str, Any] = field(default_factory=dict)
     timeline: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=TIMELINE_MAX))
     last_nibp_ts: float | None = None
+    devices: set[str] = field(default_factory=set)  # ids of the node's devices on this bed
 
     def highest(self) -> int:
         return max((PRIORITY_RANK.get(str(a.get("priority")), 0) for a in self.alarms.values()
@@ -148,10 +149,18 @@ class StationState:
             node.display = payload
             self.nodes_dirty = True
         elif t.kind == "device_status" and t.ident is not None:
+            prev = node.devices.get(t.ident)
             node.devices[t.ident] = payload
+            old_bed = prev.get("bed") if prev else None
+            if isinstance(old_bed, str) and old_bed != payload.get("bed"):
+                ob = self.bed(t.base, old_bed)
+                ob.devices.discard(t.ident)
+                self.dirty.add(ob.key)
             bed_id = payload.get("bed")
             if isinstance(bed_id, str):
-                self.dirty.add(self.bed(t.base, bed_id).key)
+                b = self.bed(t.base, bed_id)
+                b.devices.add(t.ident)
+                self.dirty.add(b.key)
         elif t.kind == "bed" and t.ident is not None:
             b = self.bed(t.base, t.ident)
             if t.leaf == "vitals":
@@ -268,8 +277,9 @@ class StationState:
         if not self.broker_connected:
             add("station:broker", "high",
                 "Station lost its broker connection: no bed is being watched")
+        in_session = {b.base for b in self.beds.values() if b.session.get("active")}
         for n in self.nodes.values():
-            active = any(b.session.get("active") for b in self.beds.values() if b.base == n.base)
+            active = n.base in in_session
             silent = mono - n.last_msg
             if n.state == "offline":
                 if n.reason == "shutdown":
@@ -306,11 +316,11 @@ class StationState:
     # -- output ----------------------------------------------------------------------------
     def bed_json(self, b: Bed, *, spark: bool) -> dict[str, Any]:
         node = self.nodes.get(b.base)
+        all_devices = node.devices if node else {}
         devices = [
             {"device": d, "state": st.get("state"), "battery": st.get("battery"),
              "last_seen": st.get("last_seen")}
-            for d, st in sorted((node.devices if node else {}).items())
-            if st.get("bed") == b.bed
+            for d in sorted(b.devices) if (st := all_devices.get(d)) is not None
         ]
         out: dict[str, Any] = {
             "key": b.key, "node": b.node_id, "base": b.base, "bed": b.bed,
@@ -337,15 +347,19 @@ class StationState:
             "beds": [self.bed_json(b, spark=False) for b in self.beds.values()],
         }
 
-    def take_update(self, wall: float, *, include_slow: bool) -> dict[str, Any] | None:
+    def take_update(self, wall: float, *, include_slow: bool,
+                    wanted: set[str] | None = None) -> dict[str, Any] | None:
         """The changes since the last call: ``beds`` (alarm changes, for every page) always,
         ``slow`` (vitals, sessions, devices: a page needs only the beds it shows) if
-        ``include_slow``."""
+        ``include_slow``, only for the ``wanted`` beds if given (the beds some page shows: a
+        page that scrolls to another bed asks for it whole)."""
         keys = set(self.urgent)
         self.urgent.clear()
         slow: set[str] = set()
         if include_slow:
             slow = self.dirty - keys
+            if wanted is not None:
+                slow &= wanted
             self.dirty.clear()
         else:
             self.dirty -= keys
