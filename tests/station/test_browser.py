@@ -2,20 +2,24 @@
 raised on a node is shown (colour, flash class) and sounded (the Web Audio calls are
 intercepted); acknowledging it in the page reaches the node, whose alarm log names the user;
 stale values are greyed; a SIGKILLed node becomes an "offline" technical alarm; a viewer
-cannot act; the audio-off warning shows until sound is allowed. Screenshots go to tmp_path."""
+cannot act; the audio-off warning shows until sound is allowed; a session's report downloads
+from its timeline as a PDF. Screenshots go to tmp_path."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kapmonitor.clock import ScaledClock
+from kapmonitor.history.store import HistoryReader
 from tests.helpers.daemon import clinic_config, kill, running, spawn_daemon, write_toml
 from tests.helpers.mqtt import Broker, request
 from tests.helpers.station import AUDIO_SPY, login, running_station, station_config
@@ -241,3 +245,65 @@ async def test_audio_off_warning_until_sound_is_allowed(
         await page.click("#audio-off")
         await page.wait_for_selector("#audio-off[hidden]", state="attached", timeout=5000)
         assert await page.inner_text("#audio-status") == "audio on"
+
+
+@pytest.mark.skipif(not shutil.which("pdftotext"), reason="poppler-utils not installed")
+async def test_download_report_from_the_session_timeline(
+    broker: Broker, tmp_path: Path, browser: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    cfg = clinic_config(tmp_path / "state", broker.address, beds=1, interval=0.5,
+                        history={"flush_interval": 0.2})
+    async with running(cfg, clock=ScaledClock(20.0)), running_station(
+        station_config(tmp_path, broker.address)
+    ) as station:
+        assert station.url is not None
+        r = await request(broker.address, BASE, "session/start",
+                          {"bed": "bed1", "profile": "ketamine", "session_id": "S-4711"})
+        assert r["status"] == "ok", r
+        # A viewer may download (the report is read-only).
+        page = await (await browser.new_context(accept_downloads=True)).new_page()
+        urls: list[str] = []
+        page.on("request", lambda req: urls.append(req.url))
+        await login(page, station.url, "victor")
+        phase = page.locator('#tiles .tile[data-bed="bed1"] .phase')
+        await _wait_async(lambda: _not_no_session(phase), 20.0)
+        await asyncio.sleep(2.0)  # some readings in the history
+        await page.click('#tiles .tile[data-bed="bed1"] button[data-act="open"]')
+        button = page.locator('#detail button[data-act="report"]')
+        assert await button.get_attribute("data-session") == "S-4711"
+        async with page.expect_download(timeout=120_000) as info:
+            await button.click()
+        download = await info.value
+        assert download.suggested_filename == "kapmonitor-report-S-4711.pdf"
+        pdf = tmp_path / "downloaded.pdf"
+        await download.save_as(pdf)
+        assert pdf.read_bytes()[:4] == b"%PDF"
+        text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
+                              text=True, check=True).stdout
+        assert "bed1" in text and "S-4711" in text
+        await page.wait_for_selector("#report-status.ok", timeout=10_000)
+        # The node ran it for the logged-in user; nothing about the bed or session in a URL.
+        with HistoryReader(tmp_path / "state" / "history.sqlite3") as reader:
+            logged = {(c["name"], c["by"], c["status"]) for c in reader.commands(0, 1e12)}
+        assert ("report", "Victor", "ok") in logged
+        assert not [u for u in urls if "bed1" in u or "S-4711" in u], urls
+        assert "report of session S-4711 on t1 bed bed1" in caplog.text
+
+        # Errors are shown in the dialog: a session the node does not know...
+        await button.evaluate("b => { b.dataset.session = 'S-unknown'; }")
+        await button.click()
+        status = page.locator("#report-status.err")
+        await status.wait_for(timeout=30_000)
+        assert "no session" in await status.inner_text()
+        # ...and a report over the station's size limit.
+        await button.evaluate("b => { b.dataset.session = 'S-4711'; }")
+        station.cfg.report_max_mb = 0.001
+        await button.click()
+        await page.wait_for_selector('#report-status.err:has-text("larger than")',
+                                     timeout=60_000)
+        await page.screenshot(path=str(tmp_path / "station-report.png"), full_page=True)
+
+
+async def _not_no_session(phase: Any) -> bool:
+    return bool(await phase.count()) and (await phase.inner_text()) not in ("", "no session")
