@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -175,6 +176,34 @@ async def alerts(addr: tuple[str, int], beds: int, nodes: int, rate: float, unti
             clear_at.append((now + 20.0, where, aid))
 
 
+def browser_cpu_seconds() -> float:
+    """utime + stime of every Chromium process under this one (renderer, GPU/compositor,
+    browser, utilities): what the page costs the machine."""
+    parent: dict[int, int] = {}
+    name: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        parent[int(d.name)] = int(stat.rpartition(")")[2].split()[1])
+        name[int(d.name)] = comm
+    total = 0.0
+    for pid in parent:
+        p, up = pid, 0
+        while p > 1 and up < 10:
+            p, up = parent.get(p, 0), up + 1
+            if p == os.getpid():
+                break
+        if p == os.getpid() and name[pid].startswith(("chrom", "headless")):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                total += cpu_seconds(pid)
+    return total
+
+
 def vm_kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -257,10 +286,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(warmup)
                 published: dict[str, float] = {}
                 cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
+                page_cpu0 = browser_cpu_seconds()
                 await alerts(broker.address, args.beds, args.nodes, args.alerts_per_s,
                              time.time() + duration, published)
                 await asyncio.sleep(2)
                 cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
+                page_cpu1 = browser_cpu_seconds()
+                loadavg = os.getloadavg()
                 rss_kb = vm_kb(proc.pid, "VmHWM")
                 seen: dict[str, float] = await page.evaluate("window.__seen")
                 page_stats = await page.evaluate("window.__kapStats")
@@ -292,6 +324,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "last_third_p50_ms": round(statistics.median(lat[-third:]), 1) if lat else None,
             "station_cpu_percent": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1),
             "station_rss_mb": round(rss_kb / 1024, 1),
+            "browser_cpu_percent": round(100 * (page_cpu1 - page_cpu0) / (wall1 - wall0), 1),
+            "loadavg_end": [round(x, 2) for x in loadavg],
             "page_counts": beds_shown,
             "page": page_stats,
             "page_long_tasks": {k: round(v, 1) for k, v in long_tasks.items()},

@@ -82,6 +82,13 @@ async def test_alarm_shown_sounded_acknowledged_from_the_page(
         anim = await item.evaluate(
             "e => [getComputedStyle(e).animationDuration, getComputedStyle(e).borderLeftColor]")
         assert anim[0] == "0.5s" and anim[1] == "rgb(224, 32, 27)", anim
+        # Flashing animates opacity (no repaint), in step across elements (one start time).
+        await _wait_js(page, "(() => { const a = document.querySelector("
+                             "'#alarm-list li.flash-high').getAnimations()[0];"
+                             " return a && a.startTime === 0; })()")
+        assert await item.evaluate(
+            "e => e.getAnimations()[0].effect.getKeyframes().map(k => k.opacity).join()"
+        ) == "1,0.45,1"
         alert_id = await item.get_attribute("data-alert-id")
         # The high pattern sounded: 880 Hz pulses through Web Audio.
         # (polled: wait_for_function would need 'unsafe-eval' in the page's CSP)
@@ -284,9 +291,11 @@ async def test_download_report_from_the_session_timeline(
         assert "bed1" in text and "S-4711" in text
         await page.wait_for_selector("#report-status.ok", timeout=10_000)
         # The node ran it for the logged-in user; nothing about the bed or session in a URL.
-        with HistoryReader(tmp_path / "state" / "history.sqlite3") as reader:
-            logged = {(c["name"], c["by"], c["status"]) for c in reader.commands(0, 1e12)}
-        assert ("report", "Victor", "ok") in logged
+        def logged() -> set[tuple[str, str, str]]:  # (the history writes in batches)
+            with HistoryReader(tmp_path / "state" / "history.sqlite3") as reader:
+                return {(c["name"], c["by"], c["status"]) for c in reader.commands(0, 1e12)}
+
+        await _wait(lambda: ("report", "Victor", "ok") in logged(), 10.0)
         assert not [u for u in urls if "bed1" in u or "S-4711" in u], urls
         assert "report of session S-4711 on t1 bed bed1" in caplog.text
 
