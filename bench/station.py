@@ -287,8 +287,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 published: dict[str, float] = {}
                 cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
                 page_cpu0 = browser_cpu_seconds()
-                await alerts(broker.address, args.beds, args.nodes, args.alerts_per_s,
-                             time.time() + duration, published)
+                sender = asyncio.create_task(alerts(
+                    broker.address, args.beds, args.nodes, args.alerts_per_s,
+                    time.time() + duration, published))
+                if args.trace:  # 15 s of the page's main thread, halfway through
+                    await asyncio.sleep(duration / 2)
+                    await browser.start_tracing(page=page, path=args.trace, categories=[
+                        "devtools.timeline", "v8", "blink", "cc", "toplevel"])
+                    await asyncio.sleep(15)
+                    await browser.stop_tracing()
+                await sender
                 await asyncio.sleep(2)
                 cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
                 page_cpu1 = browser_cpu_seconds()
@@ -340,6 +348,8 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=20)
     ap.add_argument("--alerts-per-s", type=float, default=2.0)
     ap.add_argument("--screenshot", help="save the page at the end (PNG)")
+    ap.add_argument("--trace", metavar="FILE",
+                    help="record 15 s of Chromium tracing halfway through (JSON, for DevTools)")
     ap.add_argument("--station-profile", metavar="FILE",
                     help="run the station under cProfile, its stats to FILE (slows it down)")
     args = ap.parse_args()

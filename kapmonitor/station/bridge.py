@@ -55,6 +55,10 @@ _PDF_FIELD = b'"pdf_base64":"'
 _B64_SLICE = 1 << 20  # a multiple of 4: each slice decodes on its own
 
 
+def _size(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
 def _b64decode(data: bytes) -> bytes:
     try:
         return b"".join(base64.b64decode(data[i:i + _B64_SLICE], validate=True)
@@ -284,8 +288,8 @@ class StationBridge:
         if limit is not None and len(raw) > limit:
             if not fut.done():
                 fut.set_exception(ResponseTooLarge(
-                    f"the node's answer ({len(raw) / 1e6:.1f} MB) is larger than the "
-                    f"station accepts ({limit / 1e6:.1f} MB)"))
+                    f"the node's answer ({_size(len(raw))}) is larger than the "
+                    f"station accepts ({_size(limit)})"))
             return
 
         async def parse() -> None:
@@ -347,8 +351,8 @@ class StationBridge:
                     raise CommandFailed("the node's answer holds no PDF")
                 if len(pdf) > max_bytes:
                     raise ResponseTooLarge(
-                        f"the report ({len(pdf) / 1e6:.1f} MB) is larger than the station "
-                        f"serves ({max_bytes / 1e6:.1f} MB)")
+                        f"the report ({_size(len(pdf))}) is larger than the station "
+                        f"serves ({_size(max_bytes)})")
                 return pdf
         raise CommandFailed("the node's answer holds no report of this session")
 

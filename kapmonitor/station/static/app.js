@@ -169,22 +169,30 @@ function updateVital(slot, name, d) {
   setClass(slot.el, d.none ? `${base} none` : d.stale ? `${base} stale` : base);
   if (d.none) {
     setText(slot.val, "–"); setText(slot.unit, ""); setText(slot.age, "");
-    if (slot.spKey) { slot.spKey = ""; slot.sp.textContent = ""; }
+    if (slot.spKey) { slot.spKey = ""; slot.sp.textContent = ""; slot.line = null; }
     if (slot.el.title) slot.el.title = "";
     return;
   }
   if (slot.el.title !== d.title) slot.el.title = d.title;
   setText(slot.val, d.val); setText(slot.unit, d.unit); setText(slot.age, d.age);
-  const [key, svg] = d.spark || ["", ""];
-  if (slot.spKey !== key) { slot.spKey = key; slot.sp.innerHTML = svg; }
+  const [key, points] = d.spark || ["", ""];
+  if (slot.spKey === key) return;
+  slot.spKey = key;
+  if (!points) { slot.sp.textContent = ""; slot.line = null; return; }
+  if (!slot.line) {
+    slot.sp.innerHTML = `<svg class="spark" viewBox="0 0 100 24" preserveAspectRatio="none"><polyline/></svg>`;
+    slot.line = slot.sp.querySelector("polyline");
+  }
+  slot.line.setAttribute("points", points);
 }
-// A sparkline: [cache key, svg]; redrawn when a point arrives or every 10 s (the bucket width).
+// A sparkline's points: [cache key, "x,y …"]; recomputed when a 10-s bucket starts (a new point,
+// the window moves), so a tile's sparklines change every 10 s, not at every reading.
 function spark(bed, name, sk) {
   const pts = (bed.spark || {})[name];
   if (!pts || pts.length < 2) return null;
   const t1 = now() + sk, t0 = t1 - 1800;
   const last = pts[pts.length - 1];
-  const key = `${pts.length}:${last[0]}:${last[1]}:${Math.floor(t1 / 10)}`;
+  const key = `${pts.length}:${last[0]}:${Math.floor(t1 / 10)}`;
   const cache = (bed._sparkCache = bed._sparkCache || {});
   if (cache[name] && cache[name][0] === key) return cache[name];
   let lo = Infinity, hi = -Infinity;
@@ -193,8 +201,7 @@ function spark(bed, name, sk) {
   const d = pts.filter((p) => p[0] >= t0)
     .map((p) => `${(((p[0] - t0) / 1800) * 100).toFixed(1)},${(22 - ((p[1] - lo) / span) * 20).toFixed(1)}`)
     .join(" ");
-  const svg = `<svg class="spark" viewBox="0 0 100 24" preserveAspectRatio="none"><polyline points="${d}"/></svg>`;
-  cache[name] = [key, svg];
+  cache[name] = [key, d];
   return cache[name];
 }
 function bpDue(bed, sk) {
@@ -239,7 +246,7 @@ function makeTile(bed) {
     acts: q(".acts"), alarmRecs: new Map(), html: {}, v: {} };
   for (const [m] of VITALS) {
     const v = q(`.v[data-metric="${m}"]`);
-    r.v[m] = { el: v, val: v.children[1], unit: v.children[2], age: v.children[3], sp: v.children[4], spKey: "" };
+    r.v[m] = { el: v, val: v.children[1], unit: v.children[2], age: v.children[3], sp: v.children[4], spKey: "", line: null };
   }
   return r;
 }
