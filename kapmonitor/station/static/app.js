@@ -71,21 +71,11 @@ function highestAudible() {
 }
 
 // -- DOM updates in place ----------------------------------------------------------------------
-// Nothing is rebuilt wholesale: an element is replaced only when its markup changes (so a
-// flashing element keeps its animation phase), ages and values are set as text, and the
-// style, layout and paint work per update stays proportional to what changed.
+// Nothing is rebuilt wholesale: an element is replaced only when its markup changes, ages and
+// values are set as text, and the style, layout and paint work per update stays proportional
+// to what changed (a rebuilt grid cost the page 50-900 ms tasks once a second).
 function setText(el, s) { if (el.textContent !== s) el.textContent = s; }
-function setClass(el, c) {
-  if (el.className === c) return;
-  el.className = c;
-  if (c.includes("flash-")) phaseLater.add(el);
-}
-// Every flashing element flashes in step with the others of its priority: its animation starts
-// at the document timeline's origin. Besides looking calmer, the screen then changes 4 times a
-// second (high) and about once a second (medium), not at every frame for elements out of step.
-function inPhase(el) {
-  for (const a of el.getAnimations ? el.getAnimations() : []) if (a.animationName === "flash") a.startTime = 0;
-}
+function setClass(el, c) { if (el.className !== c) el.className = c; }
 function setHTML(rec, name, el, html) {
   if (rec[name] !== html) { rec[name] = html; el.innerHTML = html; }
 }
@@ -107,29 +97,28 @@ function syncList(list, recs, items) {
       r.el.remove();
       r = null;
     }
-    let fresh = false;
     if (!r) {
       const el = fromHTML(it.html);
       r = { el, html: it.html, age: el.querySelector(".age"), paused: el.querySelector(".paused") };
       recs.set(it.id, r);
-      fresh = true;
     }
     if (r.age) setText(r.age, it.age || "");
     if (r.paused) { setText(r.paused, it.paused || ""); r.paused.hidden = !it.paused; }
     if (r.el === cursor) cursor = cursor.nextElementSibling;
-    else { list.insertBefore(r.el, cursor); fresh = true; }
-    if (fresh && r.el.className.includes("flash-")) phaseLater.add(r.el);
+    else list.insertBefore(r.el, cursor);
   }
 }
-// Elements just inserted get their animation once styled: aligned in the next frame, in one go
-// (getAnimations() right away would force a style update in the middle of the alarm update).
-const phaseLater = new Set();
-function alignLater() {
-  if (!phaseLater.size) return;
-  requestAnimationFrame(() => {
-    for (const el of phaseLater) if (el.isConnected) inPhase(el);
-    phaseLater.clear();
-  });
+
+// Flashing: two classes on <body> switched on the wall clock, `flash-h` every 250 ms (high,
+// 2 Hz) and `flash-m` every 800 ms (medium, 0.625 Hz); the stylesheet dims .flash-high and
+// .flash-medium elements while they are on. Every flashing element is in step, and between two
+// switches nothing needs redrawing: no animation runs (a CSS animation per element keeps the
+// renderer producing frames, and with a hundred of them it competed with the alarm updates).
+function flashTick() {
+  const t = Date.now();
+  document.body.classList.toggle("flash-h", Math.floor(t / 250) % 2 === 1);
+  document.body.classList.toggle("flash-m", Math.floor(t / 800) % 2 === 1);
+  setTimeout(flashTick, Math.min(250 - (t % 250), 800 - (t % 800)) + 1);
 }
 
 // -- rendering -------------------------------------------------------------------------------
@@ -223,9 +212,10 @@ function alarmItem(a, bed, withBed) {
   const where = withBed ? `<b>${esc(bed.bed)}</b> <span class="node">${esc(bed.node)}</span> ` : "";
   const btn = st.me && st.me.may_act && !a.acknowledged
     ? ` <button class="act" data-act="ack" data-bed="${esc(bed.key)}" data-alert="${esc(a.alert_id)}">Ack</button>` : "";
+  // In a tile the tile flashes, not each of its alarms (dimmed twice they would be unreadable).
   return {
     id: a.alert_id, age: age(a.onset_t, sk), paused,
-    html: `<li class="alarm ${flashClass(a.priority, a.acknowledged)}${a.kind === "advisory" ? " advisory" : ""}" ` +
+    html: `<li class="alarm ${withBed ? flashClass(a.priority, a.acknowledged) : `prio-${a.priority}`}${a.kind === "advisory" ? " advisory" : ""}" ` +
       `data-alert-id="${esc(a.alert_id)}" data-priority="${esc(a.priority)}">${where}` +
       `<span class="text">${esc(a.text)}</span> <span class="age"></span>${ack} <span class="paused" hidden></span>${btn}</li>`,
   };
@@ -263,7 +253,7 @@ function updateTile(r, bed) {
   setHTML(r.html, "bp", r.bp, bpDue(bed, sk));
   syncList(r.alarms, r.alarmRecs, [
     ...tech.map((t) => ({ id: `tech:${t.id}`, age: age(t.since),
-      html: `<li class="alarm tech ${flashClass(t.priority, false)}">${esc(t.text)} <span class="age"></span></li>` })),
+      html: `<li class="alarm tech prio-${esc(t.priority)}">${esc(t.text)} <span class="age"></span></li>` })),
     ...bed.alarms.map((a) => alarmItem(a, bed, false)),
   ]);
   setHTML(r.html, "devs", r.devs, bed.devices.map((d) => `<span class="dev dev-${esc(d.state)}" title="${esc(d.state)}">${esc(d.device)} ${esc(d.state)}${d.battery != null ? ` ${d.battery}%` : ""}</span>`).join(" "));
@@ -313,7 +303,6 @@ function renderAlarms() {
   audio.update(highestAudible());
   audioStatus();
   confirmShown(all);
-  alignLater();
   st.alarmCount = all.length;
 }
 
@@ -336,11 +325,7 @@ function renderTiles() {
     if (!r) { r = makeTile(bed); tileRecs.set(bed.key, r); }
     updateTile(r, bed);
     if (r.el === cursor) cursor = cursor.nextElementSibling;
-    else {
-      grid.insertBefore(r.el, cursor); // (a moved element starts its animations again)
-      for (const f of r.el.querySelectorAll(".flash-high, .flash-medium")) phaseLater.add(f);
-      if (r.el.className.includes("flash-")) phaseLater.add(r.el);
-    }
+    else grid.insertBefore(r.el, cursor);
   }
   // Tell the station which beds this page shows: only their vitals come every second.
   const view = [...want].sort().join("\n");
@@ -352,7 +337,6 @@ function renderTiles() {
     `<button class="pg${i === st.page ? " on" : ""}" data-page="${i}">${i * size + 1}–${Math.min(beds.length, (i + 1) * size)}</button>`).join("") : "");
   const alarming = beds.filter((b) => b._rank >= 2).length;
   setText($("counts"), `${beds.length} beds · ${st.alarmCount} alarms · ${alarming} beds alarming`);
-  alignLater();
   if (st.timelineFor && $("detail").open) detailRefresh();
 }
 
@@ -587,7 +571,8 @@ async function main() {
   document.body.dataset.role = st.me.role;
   if (sessionStorage.getItem("kap-wants-audio")) await audio.arm();
   connect();
-  setInterval(schedule, 1000); // ages, flashing state, audio repeats
+  setInterval(schedule, 1000); // ages, audio repeats
+  flashTick();
   schedule();
 }
 main();
