@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -51,6 +52,13 @@ new MutationObserver(() => {
     if (!(id in window.__seen)) window.__seen[id] = t;
   }
 }).observe(document, { childList: true, subtree: true });
+window.__long = { n: 0, ms: 0, max: 0 };
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    window.__long.n += 1; window.__long.ms += e.duration;
+    window.__long.max = Math.max(window.__long.max, e.duration);
+  }
+}).observe({ type: "longtask", buffered: true });
 """
 
 
@@ -105,6 +113,7 @@ def load(addr: tuple[str, int], beds: int, nodes: int, stop_at: float) -> None:
     metrics = {"spo2": ("%", 97.0), "pulse_rate": ("/min", 72.0), "resp_rate": ("/min", 14.0),
                "perfusion_index": ("%", 3.0)}
     seq = 0
+    nibp_ts = time.time() - 300  # each bed's last NIBP, 5 min before the start
     chunk = max(1, len(layout) // 20)
     while time.time() < stop_at:
         t_start = time.time()
@@ -120,8 +129,8 @@ def load(addr: tuple[str, int], beds: int, nodes: int, stop_at: float) -> None:
                         "device": f"ox-{bed}", "quality": [], "seq": seq}), qos=0)
                     vit[m] = {"value": v, "unit": unit, "ts": ts, "device": f"ox-{bed}",
                               "quality": []}
-                vit["nibp_sys"] = {"value": 128, "unit": "mm[Hg]", "ts": ts - 300}
-                vit["nibp_dia"] = {"value": 82, "unit": "mm[Hg]", "ts": ts - 300}
+                vit["nibp_sys"] = {"value": 128, "unit": "mm[Hg]", "ts": nibp_ts}
+                vit["nibp_dia"] = {"value": 82, "unit": "mm[Hg]", "ts": nibp_ts}
                 publish(f"{base}/bed/{bed}/vitals", json.dumps({"bed": bed, "metrics": vit}),
                           qos=1, retain=True)
             pump()
@@ -167,6 +176,34 @@ async def alerts(addr: tuple[str, int], beds: int, nodes: int, rate: float, unti
             clear_at.append((now + 20.0, where, aid))
 
 
+def browser_cpu_seconds() -> float:
+    """utime + stime of every Chromium process under this one (renderer, GPU/compositor,
+    browser, utilities): what the page costs the machine."""
+    parent: dict[int, int] = {}
+    name: dict[int, str] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        parent[int(d.name)] = int(stat.rpartition(")")[2].split()[1])
+        name[int(d.name)] = comm
+    total = 0.0
+    for pid in parent:
+        p, up = pid, 0
+        while p > 1 and up < 10:
+            p, up = parent.get(p, 0), up + 1
+            if p == os.getpid():
+                break
+        if p == os.getpid() and name[pid].startswith(("chrom", "headless")):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                total += cpu_seconds(pid)
+    return total
+
+
 def vm_kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -177,6 +214,26 @@ def vm_kb(pid: int, field: str) -> int:
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def trace_segments(published: dict[str, float], trace: dict[str, dict[str, float]],
+                   seen: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Where each alert's time went (ms, p50/p99/max): broker → station (``rx`` − publish),
+    in the station (WebSocket send − ``rx``), WebSocket → page script (page receive − send),
+    page (alarm-list element − page receive)."""
+    parts: dict[str, list[float]] = {"broker_to_station": [], "station": [],
+                                     "ws_to_page": [], "page_to_dom": []}
+    for aid, t_pub in published.items():
+        tr = trace.get(aid)
+        if not tr or aid not in seen:
+            continue
+        parts["broker_to_station"].append(tr["rx"] - t_pub * 1000)
+        parts["station"].append(tr["sent"] - tr["rx"])
+        parts["ws_to_page"].append(tr["recv"] - tr["sent"])
+        parts["page_to_dom"].append(seen[aid] - tr["recv"])
+    return {k: {"n": len(v), "p50": round(statistics.median(v), 1),
+                "p99": round(pct(v, 0.99), 1), "max": round(max(v), 1)}
+            for k, v in parts.items() if v}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -199,8 +256,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                                             args.nodes, stop_at), daemon=True)
         loader.start()
         await asyncio.sleep(3)  # retained state in place: the station rebuilds from it
+        profile = ["-m", "cProfile", "-o", args.station_profile] if args.station_profile else []
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kapmonitor.cli", "station", "run", "--config", str(conf),
+            [sys.executable, *profile, "-m", "kapmonitor.cli", "station", "run", "--config",
+             str(conf),
              "--log-level", "warning"],
             stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         try:
@@ -227,13 +286,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(warmup)
                 published: dict[str, float] = {}
                 cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
-                await alerts(broker.address, args.beds, args.nodes, args.alerts_per_s,
-                             time.time() + duration, published)
+                page_cpu0 = browser_cpu_seconds()
+                sender = asyncio.create_task(alerts(
+                    broker.address, args.beds, args.nodes, args.alerts_per_s,
+                    time.time() + duration, published))
+                if args.trace:  # 15 s of the page's main thread, halfway through
+                    await asyncio.sleep(duration / 2)
+                    await browser.start_tracing(page=page, path=args.trace, categories=[
+                        "devtools.timeline", "v8", "blink", "cc", "toplevel"])
+                    await asyncio.sleep(15)
+                    await browser.stop_tracing()
+                await sender
                 await asyncio.sleep(2)
                 cpu1, wall1 = cpu_seconds(proc.pid), time.monotonic()
+                page_cpu1 = browser_cpu_seconds()
+                loadavg = os.getloadavg()
                 rss_kb = vm_kb(proc.pid, "VmHWM")
                 seen: dict[str, float] = await page.evaluate("window.__seen")
                 page_stats = await page.evaluate("window.__kapStats")
+                page_trace: dict[str, dict[str, float]] = await page.evaluate(
+                    "window.__kapTrace || {}")
+                long_tasks = await page.evaluate("window.__long")
                 await page.screenshot(path=args.screenshot) if args.screenshot else None
                 await browser.close()
         finally:
@@ -247,6 +320,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                if a in seen]
         missing = [a for a in published if a not in seen]
         third = max(1, len(lat) // 3)
+        segments = trace_segments(published, page_trace, seen)
         return {
             "bench": "station", "beds": args.beds, "nodes": args.nodes,
             "minutes": args.minutes, "alerts": len(published), "alerts_shown": len(lat),
@@ -258,8 +332,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "last_third_p50_ms": round(statistics.median(lat[-third:]), 1) if lat else None,
             "station_cpu_percent": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1),
             "station_rss_mb": round(rss_kb / 1024, 1),
+            "browser_cpu_percent": round(100 * (page_cpu1 - page_cpu0) / (wall1 - wall0), 1),
+            "loadavg_end": [round(x, 2) for x in loadavg],
             "page_counts": beds_shown,
             "page": page_stats,
+            "page_long_tasks": {k: round(v, 1) for k, v in long_tasks.items()},
+            "segments_ms": segments,
         }
 
 
@@ -270,6 +348,10 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=20)
     ap.add_argument("--alerts-per-s", type=float, default=2.0)
     ap.add_argument("--screenshot", help="save the page at the end (PNG)")
+    ap.add_argument("--trace", metavar="FILE",
+                    help="record 15 s of Chromium tracing halfway through (JSON, for DevTools)")
+    ap.add_argument("--station-profile", metavar="FILE",
+                    help="run the station under cProfile, its stats to FILE (slows it down)")
     args = ap.parse_args()
     result = asyncio.run(run(args))
     ok = (result["alert_to_dom_ms_p99"] is not None and result["alert_to_dom_ms_p99"] <= 250

@@ -11,12 +11,18 @@ What belongs here: the aiomqtt client and its reconnect loop, nothing about HTTP
   ``<prefix>/<station_id>/heartbeat`` every ``heartbeat_s``.
 - :meth:`confirm` publishes ``<node>/display/confirm`` for alerts a page has shown.
 - :meth:`command` publishes ``<node>/bridge/request/<cmd>`` with a ``transaction`` and waits
-  for the matching ``bridge/response/<cmd>``.
+  for the matching ``bridge/response/<cmd>``; :meth:`report` asks for a session's report PDF.
+
+A large response (a report carries its PDF, base64) is parsed by :func:`parse_response` in a
+worker thread, in slices, so the alarm path's reader never waits for it; a response above the
+request's byte limit is refused without being parsed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import logging
@@ -40,6 +46,62 @@ class CommandFailed(Exception):
     """No response, or no broker: the text is shown to the user."""
 
 
+class ResponseTooLarge(CommandFailed):
+    """The node's response is larger than the request allows."""
+
+
+LARGE_RESPONSE = 64 * 1024  # bytes: parsed in a worker thread, off the alarm path's reader
+_PDF_FIELD = b'"pdf_base64":"'
+_B64_SLICE = 1 << 20  # a multiple of 4: each slice decodes on its own
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def _b64decode(data: bytes) -> bytes:
+    try:
+        return b"".join(base64.b64decode(data[i:i + _B64_SLICE], validate=True)
+                        for i in range(0, len(data), _B64_SLICE))
+    except binascii.Error as exc:
+        raise ValueError(f"pdf_base64 is not base64: {exc}") from None
+
+
+def parse_response(raw: bytes) -> Any:
+    """A command response; every inline PDF (``pdf_base64``, base64 has no characters that JSON
+    escapes) is cut out of the text before the JSON parser sees it and decoded in 1-MB slices,
+    so a worker thread running this gives the event loop its turn between slices. The decoded
+    bytes are in ``pdf_bytes`` of the same object. ValueError when it is not such JSON."""
+    pdfs: list[bytes] = []
+    parts: list[bytes] = []
+    pos = 0
+    while (i := raw.find(_PDF_FIELD, pos)) >= 0:
+        start = i + len(_PDF_FIELD)
+        end = raw.find(b'"', start)
+        if end < 0:
+            break
+        parts += [raw[pos:start], str(len(pdfs)).encode()]
+        pdfs.append(_b64decode(raw[start:end]))
+        pos = end
+    parts.append(raw[pos:])
+    payload = json.loads(b"".join(parts))
+
+    def restore(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.pop("pdf_base64", None)
+            if isinstance(ref, str):
+                node["pdf_bytes"] = pdfs[int(ref)] if pdfs else _b64decode(ref.encode())
+            for v in node.values():
+                restore(v)
+        elif isinstance(node, list):
+            for v in node:
+                restore(v)
+
+    if pdfs or b"pdf_base64" in raw:
+        restore(payload)
+    return payload
+
+
 class StationBridge:
     def __init__(self, cfg: StationConfig, state: StationState,
                  on_change: Callable[[bool], None]) -> None:
@@ -52,6 +114,8 @@ class StationBridge:
         self.connected = asyncio.Event()
         self.data_connected = False
         self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.limits: dict[str, int] = {}  # transaction → largest response accepted (bytes)
+        self._parsing: set[asyncio.Task[None]] = set()
         self.pages = 0  # connected pages, reported in the heartbeat
         self.armed = 0  # of which with sound allowed
         self.confirmed: set[str] = set()
@@ -96,6 +160,7 @@ class StationBridge:
                 m.host, m.port, identifier=f"kapmonitor-station-{self.cfg.station_id}-{role}-"
                 f"{secrets.token_hex(3)}", username=m.username, password=password,
                 keepalive=m.keepalive, tls_context=tls, timeout=10, will=will,
+                queue_type=self._direct_queue(),
             )
             try:
                 async with client:
@@ -160,50 +225,136 @@ class StationBridge:
             await client.publish(topic, encode(body), qos=0)
             await asyncio.sleep(self.cfg.heartbeat_s)
 
-    async def _read(self, client: aiomqtt.Client) -> None:
-        async for msg in client.messages:
-            self.messages += 1
-            topic = str(msg.topic)
-            parsed = self.patterns.parse(topic)
-            if parsed is None:
-                continue
-            raw = msg.payload if isinstance(msg.payload, bytes) else b""
-            if not raw:
-                continue
-            try:
-                payload = json.loads(raw)
-            except ValueError:
-                log.warning("ignored a non-JSON message on a node topic")
-                continue
-            if parsed.kind == "response":
-                tx = payload.get("transaction") if isinstance(payload, dict) else None
-                fut = self.pending.get(str(tx)) if tx is not None else None
-                if fut is not None and not fut.done():
-                    fut.set_result(payload)
-                continue
-            self.state.apply(parsed, payload, time.monotonic(), bool(msg.retain), time.time())
-            self.on_change(parsed.kind == "bed" and parsed.leaf in ("alarms", "alert"))
+    def _direct_queue(self) -> type[asyncio.Queue[aiomqtt.Message]]:
+        """aiomqtt's message queue, replaced: each message is handled as the client decodes
+        it, in the same event-loop callback. At 1,000 beds' vitals a second the queue's task
+        and wait per message cost more than handling the message; and an alert is applied the
+        moment its packet is read, never after the vitals queued before it."""
+        handle = self._handle
 
-    async def command(self, base: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        class Direct(asyncio.Queue[aiomqtt.Message]):
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                try:
+                    handle(item)
+                except Exception:  # a bad message must not break the client's reader
+                    log.exception("station: a message could not be applied")
+
+        return Direct
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        """Until the connection drops (messages are handled by the direct queue)."""
+        async for msg in client.messages:
+            self._handle(msg)
+
+    def _handle(self, msg: aiomqtt.Message) -> None:
+        self.messages += 1
+        topic = str(msg.topic)
+        parsed = self.patterns.parse(topic)
+        if parsed is None:
+            return
+        raw = msg.payload if isinstance(msg.payload, bytes) else b""
+        if not raw:
+            return
+        if parsed.kind == "response":
+            if len(raw) > LARGE_RESPONSE:
+                self._large_response(raw)
+            else:
+                with contextlib.suppress(ValueError):
+                    self._resolve(parse_response(raw))
+            return
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            log.warning("ignored a non-JSON message on a node topic")
+            return
+        self.state.apply(parsed, payload, time.monotonic(), bool(msg.retain), time.time())
+        self.on_change(parsed.kind == "bed" and parsed.leaf in ("alarms", "alert"))
+
+    def _resolve(self, payload: Any) -> None:
+        tx = payload.get("transaction") if isinstance(payload, dict) else None
+        fut = self.pending.get(str(tx)) if tx is not None else None
+        if fut is not None and not fut.done():
+            fut.set_result(payload)
+
+    def _large_response(self, raw: bytes) -> None:
+        """A response too large to parse on the reader: find whose it is by its transaction
+        (random hex, searched in the bytes), refuse it above that request's limit, else parse
+        it in a worker thread."""
+        tx = next((t for t in self.pending if t.encode() in raw), None)
+        if tx is None:
+            return  # nobody waits for it (timed out, or another station's)
+        fut = self.pending[tx]
+        limit = self.limits.get(tx)
+        if limit is not None and len(raw) > limit:
+            if not fut.done():
+                fut.set_exception(ResponseTooLarge(
+                    f"the node's answer ({_size(len(raw))}) is larger than the "
+                    f"station accepts ({_size(limit)})"))
+            return
+
+        async def parse() -> None:
+            try:
+                payload = await asyncio.to_thread(parse_response, raw)
+            except ValueError as exc:
+                if not fut.done():
+                    fut.set_exception(CommandFailed(f"unreadable answer from the node: {exc}"))
+                return
+            self._resolve(payload)
+
+        task = asyncio.create_task(parse(), name="station-parse-response")
+        self._parsing.add(task)
+        task.add_done_callback(self._parsing.discard)
+
+    async def command(self, base: str, name: str, body: dict[str, Any], *,
+                      wait_s: float | None = None,
+                      max_bytes: int | None = None) -> dict[str, Any]:
+        """Send ``bridge/request/<name>`` and wait ``wait_s`` (default ``command_timeout_s``)
+        for the response; a response over ``max_bytes`` raises :class:`ResponseTooLarge`."""
         client = self.client
         if client is None:
             raise CommandFailed("the station is not connected to the broker")
+        wait = self.cfg.command_timeout_s if wait_s is None else wait_s
         tx = secrets.token_hex(8)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[tx] = fut
+        if max_bytes is not None:
+            self.limits[tx] = max_bytes
         try:
             await client.publish(self.patterns.node(base).request(name),
                                  encode({**body, "transaction": tx}), qos=1)
-            async with asyncio.timeout(self.cfg.command_timeout_s):
+            async with asyncio.timeout(wait):
                 return await fut
         except TimeoutError:
-            raise CommandFailed(
-                f"no response from the node within {self.cfg.command_timeout_s:g} s"
-            ) from None
+            raise CommandFailed(f"no response from the node within {wait:g} s") from None
         except aiomqtt.MqttError as exc:
             raise CommandFailed(f"broker: {exc}") from None
         finally:
             self.pending.pop(tx, None)
+            self.limits.pop(tx, None)
+
+    async def report(self, base: str, session_id: str, by: str, *, wait_s: float,
+                     max_bytes: int) -> bytes:
+        """The PDF report of one session, from the node's ``report`` command (``inline``).
+        :class:`CommandFailed` with the node's refusal, a timeout or an oversized answer."""
+        # base64 makes 4 bytes of 3; the rest of the answer (paths, ids) is small.
+        resp = await self.command(base, "report",
+                                  {"session_id": session_id, "inline": True, "by": by},
+                                  wait_s=wait_s, max_bytes=max_bytes * 4 // 3 + 16_384)
+        if resp.get("status") != "ok":
+            raise CommandFailed(f"the node refused: {resp.get('error') or 'no reason given'}")
+        data = resp.get("data")
+        reports = data.get("reports") if isinstance(data, dict) else None
+        for item in reports if isinstance(reports, list) else []:
+            if isinstance(item, dict) and item.get("session_id") == session_id:
+                pdf = item.get("pdf_bytes")
+                if not isinstance(pdf, bytes) or not pdf.startswith(b"%PDF-"):
+                    raise CommandFailed("the node's answer holds no PDF")
+                if len(pdf) > max_bytes:
+                    raise ResponseTooLarge(
+                        f"the report ({_size(len(pdf))}) is larger than the station "
+                        f"serves ({_size(max_bytes)})")
+                return pdf
+        raise CommandFailed("the node's answer holds no report of this session")
 
     async def confirm(self, alert_ids: list[str]) -> None:
         """Tell each alert's node that a page of this station has shown it."""

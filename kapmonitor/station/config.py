@@ -78,6 +78,15 @@ class StationConfig(_Model):
     )
     command_timeout_s: float = Field(default=10.0, gt=0, description="Wait for a response.")
     page_size: int = Field(default=48, ge=1, le=1000, description="Bed tiles per page.")
+    report_timeout_s: float = Field(
+        default=60.0, gt=0, le=600,
+        description="How long a \"Download report\" waits for the node (it renders the PDF "
+        "and answers commands in order).",
+    )
+    report_max_mb: float = Field(
+        default=20.0, gt=0, le=200,
+        description="Largest report PDF the station accepts from a node and serves (MB).",
+    )
 
     @field_validator("nodes")
     @classmethod

@@ -15,7 +15,6 @@ beds, never patients.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +80,7 @@ class Bed:
     session: dict[str, Any] = field(default_factory=dict)
     timeline: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=TIMELINE_MAX))
     last_nibp_ts: float | None = None
+    devices: set[str] = field(default_factory=set)  # ids of the node's devices on this bed
 
     def highest(self) -> int:
         return max((PRIORITY_RANK.get(str(a.get("priority")), 0) for a in self.alarms.values()
@@ -121,6 +121,10 @@ class StationState:
         self.nodes_dirty = False
         self.tech_dirty = False
         self.alert_home: dict[str, tuple[str, str]] = {}  # alert_id → (node base, bed key)
+        # alert_id → station wall time its first message was applied, until the next update
+        # carries it to the pages (``rx``): the latency trace of bench/station.py.
+        self.alert_rx: dict[str, float] = {}
+        self._wall: float = 0.0  # wall time of the message being applied
 
     # -- input -----------------------------------------------------------------------------
     def node(self, base: str) -> Node:
@@ -143,6 +147,8 @@ class StationState:
         """One message from a node (payload already decoded from JSON)."""
         node = self.node(t.base)
         node.last_msg = mono
+        if wall is not None:
+            self._wall = wall
         if not isinstance(payload, dict):
             return
         if wall is not None and not retained and t.leaf == "alarms" and isinstance(
@@ -161,10 +167,18 @@ class StationState:
             node.display = payload
             self.nodes_dirty = True
         elif t.kind == "device_status" and t.ident is not None:
+            prev = node.devices.get(t.ident)
             node.devices[t.ident] = payload
+            old_bed = prev.get("bed") if prev else None
+            if isinstance(old_bed, str) and old_bed != payload.get("bed"):
+                ob = self.bed(t.base, old_bed)
+                ob.devices.discard(t.ident)
+                self.dirty.add(ob.key)
             bed_id = payload.get("bed")
             if isinstance(bed_id, str):
-                self.dirty.add(self.bed(t.base, bed_id).key)
+                b = self.bed(t.base, bed_id)
+                b.devices.add(t.ident)
+                self.dirty.add(b.key)
         elif t.kind == "bed" and t.ident is not None:
             b = self.bed(t.base, t.ident)
             if t.leaf == "vitals":
@@ -181,18 +195,25 @@ class StationState:
         if not isinstance(metrics, dict):
             return
         b.vitals = metrics
+        spark = b.spark
+        # (the hot path: 1,000 beds' vitals a second; kept to plain lookups)
         for name in SPARK_METRICS:
             v = _hr(metrics) if name == "hr" else metrics.get(name)
-            if not v or not isinstance(v.get("value"), int | float):
+            if not v:
                 continue
-            ts = float(v.get("ts") or 0.0)
-            bucket = math.floor(ts / SPARK_BUCKET_S) * SPARK_BUCKET_S
-            pts = b.spark.setdefault(name, deque())
+            value = v.get("value")
+            if not isinstance(value, (int, float)):  # noqa: UP038 - the faster form
+                continue
+            bucket = float(v.get("ts") or 0.0) // SPARK_BUCKET_S * SPARK_BUCKET_S
+            pts = spark.get(name)
+            if pts is None:
+                pts = spark[name] = deque()
             if pts and pts[-1][0] == bucket:
-                pts[-1][1] = float(v["value"])
+                pts[-1][1] = float(value)
             elif not pts or bucket > pts[-1][0]:
-                pts.append([bucket, float(v["value"])])
-                while pts and pts[0][0] < bucket - SPARK_WINDOW_S:
+                pts.append([bucket, float(value)])
+                cutoff = bucket - SPARK_WINDOW_S
+                while pts[0][0] < cutoff:
                     pts.popleft()
         sys_ = metrics.get("nibp_sys")
         if sys_ and sys_.get("ts") != b.last_nibp_ts and sys_.get("value") is not None:
@@ -218,8 +239,14 @@ class StationState:
                 self.alert_home.pop(aid, None)
             b.alarms = new
             for aid in new:
+                if aid not in self.alert_home:
+                    self._seen(aid)
                 self.alert_home[aid] = (b.base, b.key)
             self.urgent.add(b.key)
+
+    def _seen(self, aid: str) -> None:
+        if self._wall and len(self.alert_rx) < 10_000:
+            self.alert_rx[aid] = self._wall
 
     def _session(self, b: Bed, payload: dict[str, Any]) -> None:
         s = {k: v for k, v in payload.items() if k != "patient_id"}
@@ -258,6 +285,8 @@ class StationState:
                     a = _alarm_from(ev)
                     if prev.get("acked_by") and not a.get("acked_by"):
                         a["acked_by"] = prev["acked_by"]
+                    if aid not in self.alert_home:
+                        self._seen(aid)
                     b.alarms[aid] = a
                     self.alert_home[aid] = (b.base, b.key)
             self.urgent.add(b.key)
@@ -284,10 +313,10 @@ class StationState:
                     if (isinstance(row, list) and len(row) >= 2
                             and isinstance(row[0], int | float)
                             and isinstance(row[1], int | float)):
-                        points[math.floor(row[0] / SPARK_BUCKET_S) * SPARK_BUCKET_S] = float(
+                        points[float(row[0]) // SPARK_BUCKET_S * SPARK_BUCKET_S] = float(
                             row[1])
             live = b.spark.get(name) or deque()
-            first = live[0][0] if live else math.inf
+            first = live[0][0] if live else float("inf")
             merged = [[t, v] for t, v in sorted(points.items()) if t < first] + list(live)
             if merged:
                 last = merged[-1][0]
@@ -330,8 +359,9 @@ class StationState:
         if not self.broker_connected:
             add("station:broker", "high",
                 "Station lost its broker connection: no bed is being watched")
+        in_session = {b.base for b in self.beds.values() if b.session.get("active")}
         for n in self.nodes.values():
-            active = any(b.session.get("active") for b in self.beds.values() if b.base == n.base)
+            active = n.base in in_session
             silent = mono - n.last_msg
             if n.state == "offline":
                 if n.reason == "shutdown":
@@ -368,11 +398,11 @@ class StationState:
     # -- output ----------------------------------------------------------------------------
     def bed_json(self, b: Bed, *, spark: bool) -> dict[str, Any]:
         node = self.nodes.get(b.base)
+        all_devices = node.devices if node else {}
         devices = [
             {"device": d, "state": st.get("state"), "battery": st.get("battery"),
              "last_seen": st.get("last_seen")}
-            for d, st in sorted((node.devices if node else {}).items())
-            if st.get("bed") == b.bed
+            for d in sorted(b.devices) if (st := all_devices.get(d)) is not None
         ]
         out: dict[str, Any] = {
             "key": b.key, "node": b.node_id, "base": b.base, "bed": b.bed,
@@ -399,15 +429,19 @@ class StationState:
             "beds": [self.bed_json(b, spark=False) for b in self.beds.values()],
         }
 
-    def take_update(self, wall: float, *, include_slow: bool) -> dict[str, Any] | None:
+    def take_update(self, wall: float, *, include_slow: bool,
+                    wanted: set[str] | None = None) -> dict[str, Any] | None:
         """The changes since the last call: ``beds`` (alarm changes, for every page) always,
         ``slow`` (vitals, sessions, devices: a page needs only the beds it shows) if
-        ``include_slow``."""
+        ``include_slow``, only for the ``wanted`` beds if given (the beds some page shows: a
+        page that scrolls to another bed asks for it whole)."""
         keys = set(self.urgent)
         self.urgent.clear()
         slow: set[str] = set()
         if include_slow:
             slow = self.dirty - keys
+            if wanted is not None:
+                slow &= wanted
             self.dirty.clear()
         else:
             self.dirty -= keys
@@ -418,6 +452,9 @@ class StationState:
                                         for k in keys if k in self.beds],
                                "slow": [self.bed_json(self.beds[k], spark=False)
                                         for k in slow if k in self.beds]}
+        if self.alert_rx:
+            out["rx"] = self.alert_rx
+            self.alert_rx = {}
         if self.nodes_dirty:
             out["nodes"] = [n.to_json() for n in self.nodes.values()]
             self.nodes_dirty = False

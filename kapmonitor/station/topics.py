@@ -39,6 +39,8 @@ class NodePatterns:
 
     def __init__(self, patterns: list[str]) -> None:
         self._patterns = _Patterns(patterns)
+        # topic → parsed: a station sees the same few thousand topics again every second.
+        self._parsed: dict[str, NodeTopic | None] = {}
 
     def filters(self, kinds: list[Kind] | None = None) -> list[str]:
         return self._patterns.filters(kinds if kinds is not None else ALARM_KINDS + DATA_KINDS)
@@ -48,6 +50,16 @@ class NodePatterns:
         return t if t is not None and t.base == base else Topics(base)
 
     def parse(self, topic: str) -> NodeTopic | None:
+        try:
+            return self._parsed[topic]
+        except KeyError:
+            pass
+        if len(self._parsed) >= 100_000:
+            self._parsed.clear()
+        parsed = self._parsed[topic] = self._parse(topic)
+        return parsed
+
+    def _parse(self, topic: str) -> NodeTopic | None:
         node = self._patterns.topics(topic)
         parsed = node.parse(topic) if node is not None else None
         if node is None or parsed is None:

@@ -8,6 +8,10 @@ What belongs here: routes, cookies, CSRF and origin checks, the push loop to the
 - ``POST /api/action`` ``{"bed", "command", "args"}``: one of :data:`ACTIONS`, sent to the
   bed's node as ``bridge/request/<command>`` with ``by`` set to the logged-in user (a ``by``
   sent by the page is replaced); needs the ``X-CSRF-Token`` header and an acting role;
+- ``POST /api/report`` ``{"bed", "session_id"}``: the session's PDF report as a download
+  (``Content-Disposition: attachment``), from the node's ``report`` command with ``by`` set to
+  the logged-in user; any role (it is read-only), with the same CSRF and origin checks as an
+  action; bounded by ``report_timeout_s`` and ``report_max_mb``;
 - ``GET /ws``: a snapshot, then updates (alarm changes at once, the rest once a second); the
   page sends back ``displayed`` (alert ids it has rendered: confirmed to their nodes),
   ``audio`` (whether sound is allowed) and ``timeline`` requests.
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import ssl
 import time
 from pathlib import Path
@@ -30,7 +35,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from kapmonitor.station.backfill import Backfill
-from kapmonitor.station.bridge import CommandFailed, StationBridge
+from kapmonitor.station.bridge import CommandFailed, ResponseTooLarge, StationBridge
 from kapmonitor.station.config import StationConfig
 from kapmonitor.station.state import StationState
 from kapmonitor.station.users import Auth, LoginSession
@@ -43,6 +48,9 @@ ACTIONS = frozenset({
     "alert/ack", "alert/pause", "session/start", "session/dose", "session/end",
     "session/symptom", "session/symptom_clear", "bp/measure",
 })
+# A session id as a node makes it (`<bed>-<epoch>`) or as staff give it: no quotes, slashes
+# or spaces, so it is safe in a file name and a log line.
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
     "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
@@ -100,11 +108,13 @@ class Station:
                 self.state.evaluate(time.monotonic(), time.time())
                 self.bridge.pages = len(self.clients)
                 self.bridge.armed = sum(1 for c in self.clients if c.armed)
-            update = self.state.take_update(time.time(), include_slow=slow)
+            wanted: set[str] = set().union(*(c.view for c in self.clients))
+            update = self.state.take_update(time.time(), include_slow=slow, wanted=wanted)
             if update is None or not self.clients:
                 continue
             slow_beds = update.pop("slow")
             self.pushes += 1
+            update["sent"] = time.time()
             sends = []
             common: str | None = None
             for c in list(self.clients):
@@ -238,6 +248,38 @@ class Station:
         resp.pop("transaction", None)
         return web.json_response(resp)
 
+    async def report(self, request: web.Request) -> web.StreamResponse:
+        s = self._session(request)
+        if s is None:
+            return self._error(401, "not logged in")
+        if not self._same_origin(request) or not self.auth.csrf_ok(
+            s, request.headers.get("X-CSRF-Token")
+        ):
+            log.warning("report refused: missing or wrong CSRF token (user %s)", s.user.name)
+            return self._error(403, "missing or wrong CSRF token")
+        try:
+            body = await request.json()
+            key, session_id = str(body["bed"]), str(body["session_id"])
+        except (ValueError, KeyError, TypeError):
+            return self._error(400, "send JSON with bed and session_id")
+        if not SESSION_ID.fullmatch(session_id):
+            return self._error(400, "not a session id")
+        bed = self.state.beds.get(key)
+        if bed is None:
+            return self._error(404, "unknown bed")
+        try:
+            pdf = await self.bridge.report(
+                bed.base, session_id, s.user.display, wait_s=self.cfg.report_timeout_s,
+                max_bytes=int(self.cfg.report_max_mb * 1_000_000))
+        except CommandFailed as exc:
+            log.warning("user %s: report of session %s on %s bed %s failed: %s", s.user.name,
+                        session_id, bed.node_id, bed.bed, exc)
+            return self._error(413 if isinstance(exc, ResponseTooLarge) else 502, str(exc))
+        log.info("user %s: report of session %s on %s bed %s → %d bytes", s.user.name,
+                 session_id, bed.node_id, bed.bed, len(pdf))
+        return web.Response(body=pdf, content_type="application/pdf", headers={
+            "Content-Disposition": f'attachment; filename="kapmonitor-report-{session_id}.pdf"'})
+
     async def websocket(self, request: web.Request) -> web.StreamResponse:
         s = self._session(request)
         if s is None:
@@ -317,6 +359,7 @@ class Station:
         app.router.add_post("/api/logout", self.logout)
         app.router.add_get("/api/me", self.me)
         app.router.add_post("/api/action", self.action)
+        app.router.add_post("/api/report", self.report)
         app.router.add_get("/ws", self.websocket)
         app.router.add_static("/static/", STATIC)
         app.router.add_get("/favicon.ico", self.favicon)

@@ -2,20 +2,25 @@
 raised on a node is shown (colour, flash class) and sounded (the Web Audio calls are
 intercepted); acknowledging it in the page reaches the node, whose alarm log names the user;
 stale values are greyed; a SIGKILLed node becomes an "offline" technical alarm; a viewer
-cannot act; the audio-off warning shows until sound is allowed. Screenshots go to tmp_path."""
+cannot act; the audio-off warning shows until sound is allowed; a session's report downloads
+from its timeline as a PDF. Screenshots go to tmp_path."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import shutil
 import signal
+import statistics
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kapmonitor.clock import ScaledClock
+from kapmonitor.history.store import HistoryReader
 from tests.helpers.daemon import clinic_config, kill, running, spawn_daemon, write_toml
 from tests.helpers.mqtt import Broker, request
 from tests.helpers.station import AUDIO_SPY, login, running_station, station_config
@@ -74,10 +79,23 @@ async def test_alarm_shown_sounded_acknowledged_from_the_page(
         await tile.wait_for(timeout=5000)  # the grid follows within a second
         tile_classes = (await tile.get_attribute("class") or "").split()
         assert "prio-high" in tile_classes and "flash-high" in tile_classes
-        # The flash is a CSS animation of 0.5 s (2 Hz) and the colour is red.
-        anim = await item.evaluate(
-            "e => [getComputedStyle(e).animationDuration, getComputedStyle(e).borderLeftColor]")
-        assert anim[0] == "0.5s" and anim[1] == "rgb(224, 32, 27)", anim
+        # Red, and flashing at 2 Hz: dimmed (opacity 0.45) every other 250 ms, in step with
+        # every other high alarm on the page (one switch on <body>).
+        colour = await item.evaluate("e => getComputedStyle(e).borderLeftColor")
+        assert colour == "rgb(224, 32, 27)", colour
+        samples = await item.evaluate("""async e => {
+          const out = [];
+          for (let i = 0; i < 40; i++) {
+            out.push([Date.now(), getComputedStyle(e).opacity]);
+            await new Promise(r => setTimeout(r, 25));
+          }
+          return out; }""")
+        assert {o for _, o in samples} == {"1", "0.45"}, samples
+        switches = [t for (t, o), (_, prev) in zip(samples[1:], samples, strict=False)
+                    if o != prev]
+        gaps = [b - a for a, b in zip(switches, switches[1:], strict=False)]
+        # (the median: a busy machine may delay a sample, never the clock the switch follows)
+        assert len(switches) >= 3 and 180 <= statistics.median(gaps) <= 350, samples
         alert_id = await item.get_attribute("data-alert-id")
         # The high pattern sounded: 880 Hz pulses through Web Audio.
         # (polled: wait_for_function would need 'unsafe-eval' in the page's CSP)
@@ -241,3 +259,67 @@ async def test_audio_off_warning_until_sound_is_allowed(
         await page.click("#audio-off")
         await page.wait_for_selector("#audio-off[hidden]", state="attached", timeout=5000)
         assert await page.inner_text("#audio-status") == "audio on"
+
+
+@pytest.mark.skipif(not shutil.which("pdftotext"), reason="poppler-utils not installed")
+async def test_download_report_from_the_session_timeline(
+    broker: Broker, tmp_path: Path, browser: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    cfg = clinic_config(tmp_path / "state", broker.address, beds=1, interval=0.5,
+                        history={"flush_interval": 0.2})
+    async with running(cfg, clock=ScaledClock(20.0)), running_station(
+        station_config(tmp_path, broker.address)
+    ) as station:
+        assert station.url is not None
+        r = await request(broker.address, BASE, "session/start",
+                          {"bed": "bed1", "profile": "ketamine", "session_id": "S-4711"})
+        assert r["status"] == "ok", r
+        # A viewer may download (the report is read-only).
+        page = await (await browser.new_context(accept_downloads=True)).new_page()
+        urls: list[str] = []
+        page.on("request", lambda req: urls.append(req.url))
+        await login(page, station.url, "victor")
+        phase = page.locator('#tiles .tile[data-bed="bed1"] .phase')
+        await _wait_async(lambda: _not_no_session(phase), 20.0)
+        await asyncio.sleep(2.0)  # some readings in the history
+        await page.click('#tiles .tile[data-bed="bed1"] button[data-act="open"]')
+        button = page.locator('#detail button[data-act="report"]')
+        assert await button.get_attribute("data-session") == "S-4711"
+        async with page.expect_download(timeout=120_000) as info:
+            await button.click()
+        download = await info.value
+        assert download.suggested_filename == "kapmonitor-report-S-4711.pdf"
+        pdf = tmp_path / "downloaded.pdf"
+        await download.save_as(pdf)
+        assert pdf.read_bytes()[:4] == b"%PDF"
+        text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True,
+                              text=True, check=True).stdout
+        assert "bed1" in text and "S-4711" in text
+        await page.wait_for_selector("#report-status.ok", timeout=10_000)
+        # The node ran it for the logged-in user; nothing about the bed or session in a URL.
+        def logged() -> set[tuple[str, str, str]]:  # (the history writes in batches)
+            with HistoryReader(tmp_path / "state" / "history.sqlite3") as reader:
+                return {(c["name"], c["by"], c["status"]) for c in reader.commands(0, 1e12)}
+
+        await _wait(lambda: ("report", "Victor", "ok") in logged(), 10.0)
+        assert not [u for u in urls if "bed1" in u or "S-4711" in u], urls
+        assert "report of session S-4711 on t1 bed bed1" in caplog.text
+
+        # Errors are shown in the dialog: a session the node does not know...
+        await button.evaluate("b => { b.dataset.session = 'S-unknown'; }")
+        await button.click()
+        status = page.locator("#report-status.err")
+        await status.wait_for(timeout=30_000)
+        assert "no session" in await status.inner_text()
+        # ...and a report over the station's size limit.
+        await button.evaluate("b => { b.dataset.session = 'S-4711'; }")
+        station.cfg.report_max_mb = 0.001
+        await button.click()
+        await page.wait_for_selector('#report-status.err:has-text("larger than")',
+                                     timeout=60_000)
+        await page.screenshot(path=str(tmp_path / "station-report.png"), full_page=True)
+
+
+async def _not_no_session(phase: Any) -> bool:
+    return bool(await phase.count()) and (await phase.inner_text()) not in ("", "no session")

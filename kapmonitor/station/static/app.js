@@ -16,13 +16,16 @@ const audio = new Annunciator();
 window.__kapAudio = audio; // for the browser tests and the console
 const stats = (window.__kapStats = { messages: 0, bytes: 0, lagMs: 0, renders: 0, renderMs: 0, alarmMs: 0 });
 const now = () => Date.now() / 1000 + st.offset;
+// The latency trace of new alerts (bench/station.py reads it): station receive time (rx),
+// station send time (sent), page receive time (recv), in the alarm list (dom); ms epoch.
+const trace = (window.__kapTrace = {});
+let traceCount = 0;
 
-// Ages of node timestamps are taken on the node's clock (bed.skew: node − station, sent by
+// Ages of node timestamps are taken on the node's clock (sk: bed.skew, node − station, sent by
 // the station when a node's clock is off by more than a few seconds, e.g. the demo's).
-let skew = 0;
-function age(t) {
+function age(t, sk = 0) {
   if (t == null) return "";
-  const s = Math.max(0, now() + skew - t);
+  const s = Math.max(0, now() + sk - t);
   if (s < 90) return `${s.toFixed(0)} s`;
   if (s < 5400) return `${(s / 60).toFixed(0)} min`;
   return `${(s / 3600).toFixed(1)} h`;
@@ -43,7 +46,17 @@ function bedOrder(a, b) {
   const ua = a.alarms.some((x) => x.audible) ? 1 : 0;
   const ub = b.alarms.some((x) => x.audible) ? 1 : 0;
   if (ua !== ub) return ub - ua;
-  return COLLATOR.compare(a._name, b._name);
+  return a._order - b._order;
+}
+// Each bed's place in name order (node/bed, numeric), computed again only when beds come or go:
+// the once-a-second sort then compares integers, not strings through the collator.
+let nameOrderSize = -1;
+function nameOrder(beds) {
+  if (beds.length === nameOrderSize && beds.every((b) => b._order !== undefined)) return;
+  const names = beds.map((b) => [`${b.node}/${b.bed}`, b]);
+  names.sort((x, y) => COLLATOR.compare(x[0], y[0]));
+  names.forEach(([, b], i) => { b._order = i; });
+  nameOrderSize = beds.length;
 }
 function flashClass(prio, acknowledged) {
   if (acknowledged) return `prio-${prio}`;
@@ -57,106 +70,209 @@ function highestAudible() {
   return ["info", "low", "medium", "high"][best] ?? null;
 }
 
-// -- rendering -------------------------------------------------------------------------------
-function vital(bed, name, label, digits = 0, unit = "") {
-  const v = name === "hr" ? (bed.vitals.heart_rate || bed.vitals.pulse_rate) : bed.vitals[name];
-  if (!v) return `<div class="v none" data-metric="${name}"><span class="lbl">${label}</span><span class="val">–</span></div>`;
-  const stale = now() + skew - v.ts > st.staleAfter;
-  const val = v.value == null ? "?" : Number(v.value).toFixed(digits);
-  const q = (v.quality || []).length ? ` title="${esc(v.quality.join(", "))}"` : "";
-  return `<div class="v${stale ? " stale" : ""}" data-metric="${name}"${q}><span class="lbl">${label}</span>` +
-    `<span class="val">${esc(val)}</span><span class="unit">${esc(unit || v.unit || "")}</span>` +
-    `<span class="age">${age(v.ts)}</span>${spark(bed, name)}</div>`;
+// -- DOM updates in place ----------------------------------------------------------------------
+// Nothing is rebuilt wholesale: an element is replaced only when its markup changes, ages and
+// values are set as text, and the style, layout and paint work per update stays proportional
+// to what changed (a rebuilt grid cost the page 50-900 ms tasks once a second).
+function setText(el, s) { if (el.textContent !== s) el.textContent = s; }
+function setClass(el, c) { if (el.className !== c) el.className = c; }
+function setHTML(rec, name, el, html) {
+  if (rec[name] !== html) { rec[name] = html; el.innerHTML = html; }
 }
-function spark(bed, name) {
+function fromHTML(html) {
+  const t = document.createElement("template");
+  t.innerHTML = html;
+  return t.content.firstElementChild;
+}
+// A keyed list: items [{id, html, age, paused}] in this order in `list` (whose children are all
+// managed here); recs: id → {el, html, age, paused}.
+function syncList(list, recs, items) {
+  const want = new Set(items.map((i) => i.id));
+  for (const [id, r] of recs) if (!want.has(id)) { r.el.remove(); recs.delete(id); }
+  let cursor = list.firstElementChild;
+  for (const it of items) {
+    let r = recs.get(it.id);
+    if (r && r.html !== it.html) {
+      if (r.el === cursor) cursor = cursor.nextElementSibling;
+      r.el.remove();
+      r = null;
+    }
+    if (!r) {
+      const el = fromHTML(it.html);
+      r = { el, html: it.html, age: el.querySelector(".age"), paused: el.querySelector(".paused") };
+      recs.set(it.id, r);
+    }
+    if (r.age) setText(r.age, it.age || "");
+    if (r.paused) { setText(r.paused, it.paused || ""); r.paused.hidden = !it.paused; }
+    if (r.el === cursor) cursor = cursor.nextElementSibling;
+    else list.insertBefore(r.el, cursor);
+  }
+}
+
+// Flashing: two classes on <body> switched on the wall clock, `flash-h` every 250 ms (high,
+// 2 Hz) and `flash-m` every 800 ms (medium, 0.625 Hz); the stylesheet dims .flash-high and
+// .flash-medium elements while they are on. Every flashing element is in step, and between two
+// switches nothing needs redrawing: no animation runs (a CSS animation per element keeps the
+// renderer producing frames, and with a hundred of them it competed with the alarm updates).
+function flashTick() {
+  const t = Date.now();
+  document.body.classList.toggle("flash-h", Math.floor(t / 250) % 2 === 1);
+  document.body.classList.toggle("flash-m", Math.floor(t / 800) % 2 === 1);
+  setTimeout(flashTick, Math.min(250 - (t % 250), 800 - (t % 800)) + 1);
+}
+
+// -- rendering -------------------------------------------------------------------------------
+const VITALS = [["spo2", "SpO2"], ["hr", "HR"], ["nibp", "NIBP"], ["resp_rate", "RR"], ["news2", "NEWS2"]];
+const UNITS = { spo2: "%", hr: "/min", resp_rate: "/min" };
+
+// What one vital slot shows: {none} or {stale, title, val, unit, age, spark: [key, svg]}.
+function vitalData(bed, name, sk) {
+  const t = now() + sk;
+  if (name === "nibp") {
+    const s = bed.vitals.nibp_sys, d = bed.vitals.nibp_dia, m = bed.vitals.nibp_mean;
+    if (!s) return { none: true };
+    return {
+      stale: t - s.ts > 20 * 60, title: "",
+      val: `${s.value == null ? "?" : s.value.toFixed(0)}/${d && d.value != null ? d.value.toFixed(0) : "?"}`,
+      unit: m && m.value != null ? `(${m.value.toFixed(0)})` : "", age: age(s.ts, sk),
+      spark: spark(bed, "nibp_sys", sk),
+    };
+  }
+  if (name === "news2") {
+    const n2 = (bed.session || {}).news2;
+    if (!n2 || n2.total == null) return { hidden: true };
+    return { stale: false, title: "", val: String(n2.total), unit: "", age: age(n2.t, sk), spark: null };
+  }
+  const v = name === "hr" ? (bed.vitals.heart_rate || bed.vitals.pulse_rate) : bed.vitals[name];
+  if (!v) return { none: true };
+  return {
+    stale: t - v.ts > st.staleAfter, title: (v.quality || []).join(", "),
+    val: v.value == null ? "?" : Number(v.value).toFixed(0), unit: UNITS[name] || v.unit || "",
+    age: age(v.ts, sk), spark: spark(bed, name, sk),
+  };
+}
+function updateVital(slot, name, d) {
+  slot.el.hidden = !!d.hidden;
+  if (d.hidden) return;
+  const base = name === "nibp" ? "v nibp" : name === "news2" ? "v news2" : "v";
+  setClass(slot.el, d.none ? `${base} none` : d.stale ? `${base} stale` : base);
+  if (d.none) {
+    setText(slot.val, "–"); setText(slot.unit, ""); setText(slot.age, "");
+    if (slot.spKey) { slot.spKey = ""; slot.sp.textContent = ""; slot.line = null; }
+    if (slot.el.title) slot.el.title = "";
+    return;
+  }
+  if (slot.el.title !== d.title) slot.el.title = d.title;
+  setText(slot.val, d.val); setText(slot.unit, d.unit); setText(slot.age, d.age);
+  const [key, points] = d.spark || ["", ""];
+  if (slot.spKey === key) return;
+  slot.spKey = key;
+  if (!points) { slot.sp.textContent = ""; slot.line = null; return; }
+  if (!slot.line) {
+    slot.sp.innerHTML = `<svg class="spark" viewBox="0 0 100 24" preserveAspectRatio="none"><polyline/></svg>`;
+    slot.line = slot.sp.querySelector("polyline");
+  }
+  slot.line.setAttribute("points", points);
+}
+// A sparkline's points: [cache key, "x,y …"]; recomputed when a 10-s bucket starts (a new point,
+// the window moves), so a tile's sparklines change every 10 s, not at every reading.
+function spark(bed, name, sk) {
   const pts = (bed.spark || {})[name];
-  if (!pts || pts.length < 2) return "";
-  const t1 = now() + skew, t0 = t1 - 1800;
-  // Redrawn when a point arrives or every 10 s (the bucket width), not on every render.
+  if (!pts || pts.length < 2) return null;
+  const t1 = now() + sk, t0 = t1 - 1800;
   const last = pts[pts.length - 1];
-  const key = `${pts.length}:${last[0]}:${last[1]}:${Math.floor(t1 / 10)}`;
+  const key = `${pts.length}:${last[0]}:${Math.floor(t1 / 10)}`;
   const cache = (bed._sparkCache = bed._sparkCache || {});
-  if (cache[name] && cache[name][0] === key) return cache[name][1];
+  if (cache[name] && cache[name][0] === key) return cache[name];
   let lo = Infinity, hi = -Infinity;
   for (const p of pts) { if (p[1] < lo) lo = p[1]; if (p[1] > hi) hi = p[1]; }
   const span = hi - lo || 1;
   const d = pts.filter((p) => p[0] >= t0)
     .map((p) => `${(((p[0] - t0) / 1800) * 100).toFixed(1)},${(22 - ((p[1] - lo) / span) * 20).toFixed(1)}`)
     .join(" ");
-  const svg = `<svg class="spark" viewBox="0 0 100 24" preserveAspectRatio="none"><polyline points="${d}"/></svg>`;
-  cache[name] = [key, svg];
-  return svg;
+  cache[name] = [key, d];
+  return cache[name];
 }
-function nibp(bed) {
-  const s = bed.vitals.nibp_sys, d = bed.vitals.nibp_dia, m = bed.vitals.nibp_mean;
-  if (!s) return `<div class="v none" data-metric="nibp"><span class="lbl">NIBP</span><span class="val">–</span></div>`;
-  const stale = now() + skew - s.ts > 20 * 60;
-  const txt = `${s.value == null ? "?" : s.value.toFixed(0)}/${d && d.value != null ? d.value.toFixed(0) : "?"}`;
-  return `<div class="v nibp${stale ? " stale" : ""}" data-metric="nibp"><span class="lbl">NIBP</span>` +
-    `<span class="val">${txt}</span><span class="unit">${m && m.value != null ? `(${m.value.toFixed(0)})` : ""}</span>` +
-    `<span class="age">${age(s.ts)}</span>${spark(bed, "nibp_sys")}</div>`;
-}
-function bpDue(bed) {
+function bpDue(bed, sk) {
   const items = (bed.session.bp_checklist || []).filter((i) => i.done_at == null);
   if (!items.length) return "";
   items.sort((a, b) => a.due_at - b.due_at);
-  const i = items[0], t = now() + skew;
+  const i = items[0], t = now() + sk;
   if (i.overdue_at != null && t >= i.overdue_at)
-    return `<div class="bp overdue">BP OVERDUE ${age(i.overdue_at)} (${esc(i.name)})</div>`;
+    return `<div class="bp overdue">BP OVERDUE ${age(i.overdue_at, sk)} (${esc(i.name)})</div>`;
   if (t >= i.due_at) return `<div class="bp due">BP due now (${esc(i.name)})</div>`;
   return `<div class="bp">BP due in ${Math.ceil((i.due_at - t) / 60)} min (${esc(i.name)})</div>`;
 }
 function alarmItem(a, bed, withBed) {
-  skew = bed.skew || 0;
-  const t = now() + skew;
+  const sk = bed.skew || 0;
+  const t = now() + sk;
   const paused = a.audio_paused_until && a.audio_paused_until > t
-    ? ` <span class="paused">audio paused ${Math.ceil(a.audio_paused_until - t)} s</span>` : "";
+    ? `audio paused ${Math.ceil(a.audio_paused_until - t)} s` : "";
   const ack = a.acknowledged ? ` <span class="acked">ack${a.acked_by ? ` by ${esc(a.acked_by)}` : ""}</span>` : "";
   const where = withBed ? `<b>${esc(bed.bed)}</b> <span class="node">${esc(bed.node)}</span> ` : "";
   const btn = st.me && st.me.may_act && !a.acknowledged
     ? ` <button class="act" data-act="ack" data-bed="${esc(bed.key)}" data-alert="${esc(a.alert_id)}">Ack</button>` : "";
-  return `<li class="alarm ${flashClass(a.priority, a.acknowledged)}${a.kind === "advisory" ? " advisory" : ""}" ` +
-    `data-alert-id="${esc(a.alert_id)}" data-priority="${esc(a.priority)}">${where}` +
-    `<span class="text">${esc(a.text)}</span> <span class="age">${age(a.onset_t)}</span>${ack}${paused}${btn}</li>`;
-}
-function tile(bed) {
-  skew = bed.skew || 0;
-  const rank = bedRank(bed);
-  const prio = ["info", "low", "medium", "high"][rank];
-  const unacked = bed.alarms.some((a) => !a.acknowledged && a.kind !== "advisory") || techFor(bed).length;
-  const cls = prio && rank > 0 ? flashClass(prio, !unacked) : "";
-  const s = bed.session || {};
-  const phase = s.active ? `${esc(s.phase)}${s.t0 ? ` · ${age(s.t0)} since dose` : ""}` : "no session";
-  const n2 = s.news2 && s.news2.total != null ? `<div class="v news2"><span class="lbl">NEWS2</span><span class="val">${s.news2.total}</span><span class="age">${age(s.news2.t)}</span></div>` : "";
-  const devs = bed.devices.map((d) => `<span class="dev dev-${esc(d.state)}" title="${esc(d.state)}">${esc(d.device)} ${esc(d.state)}${d.battery != null ? ` ${d.battery}%` : ""}</span>`).join(" ");
-  const tech = techFor(bed).map((t) => `<li class="alarm tech ${flashClass(t.priority, false)}">${esc(t.text)} <span class="age">${age(t.since + skew)}</span></li>`).join("");
-  const acts = st.me && st.me.may_act && bed.alarms.length
-    ? `<button class="act" data-act="ack-all" data-bed="${esc(bed.key)}">Ack all</button><button class="act" data-act="pause" data-bed="${esc(bed.key)}">Pause audio</button>` : "";
-  return `<article class="tile ${cls}" data-key="${esc(bed.key)}" data-bed="${esc(bed.bed)}">` +
-    `<header><b class="bedname">${esc(bed.bed)}</b> <span class="node">${esc(bed.node)}</span><span class="phase">${phase}</span></header>` +
-    `<div class="vitals">${vital(bed, "spo2", "SpO2", 0, "%")}${vital(bed, "hr", "HR", 0, "/min")}${nibp(bed)}${vital(bed, "resp_rate", "RR", 0, "/min")}${n2}</div>` +
-    `${bpDue(bed)}<ul class="alarms">${tech}${bed.alarms.map((a) => alarmItem(a, bed, false)).join("")}</ul>` +
-    `<footer><span class="devs">${devs}</span><span class="acts">${acts}<button class="act" data-act="open" data-bed="${esc(bed.key)}">More…</button></span></footer></article>`;
+  // In a tile the tile flashes, not each of its alarms (dimmed twice they would be unreadable).
+  return {
+    id: a.alert_id, age: age(a.onset_t, sk), paused,
+    html: `<li class="alarm ${withBed ? flashClass(a.priority, a.acknowledged) : `prio-${a.priority}`}${a.kind === "advisory" ? " advisory" : ""}" ` +
+      `data-alert-id="${esc(a.alert_id)}" data-priority="${esc(a.priority)}">${where}` +
+      `<span class="text">${esc(a.text)}</span> <span class="age"></span>${ack} <span class="paused" hidden></span>${btn}</li>`,
+  };
 }
 
-let scheduled = false;
-function schedule() {
-  if (scheduled) return;
-  scheduled = true;
-  const run = () => { scheduled = false; render(); };
-  if (document.hidden) setTimeout(run, 0); else requestAnimationFrame(run);
+// One tile: built once per bed in view, then updated in place.
+function makeTile(bed) {
+  const el = document.createElement("article");
+  el.className = "tile";
+  el.dataset.key = bed.key;
+  el.dataset.bed = bed.bed;
+  el.innerHTML = `<header><b class="bedname">${esc(bed.bed)}</b> <span class="node">${esc(bed.node)}</span><span class="phase"></span></header>` +
+    `<div class="vitals">${VITALS.map(([m, label]) => `<div class="v none" data-metric="${m}"><span class="lbl">${label}</span>` +
+      `<span class="val">–</span><span class="unit"></span><span class="age"></span><span class="sp"></span></div>`).join("")}</div>` +
+    `<div class="bpslot"></div><ul class="alarms"></ul><footer><span class="devs"></span><span class="acts"></span></footer>`;
+  const q = (s) => el.querySelector(s);
+  const r = { el, phase: q(".phase"), bp: q(".bpslot"), alarms: q("ul.alarms"), devs: q(".devs"),
+    acts: q(".acts"), alarmRecs: new Map(), html: {}, v: {} };
+  for (const [m] of VITALS) {
+    const v = q(`.v[data-metric="${m}"]`);
+    r.v[m] = { el: v, val: v.children[1], unit: v.children[2], age: v.children[3], sp: v.children[4], spKey: "", line: null };
+  }
+  return r;
+}
+function updateTile(r, bed) {
+  const sk = bed.skew || 0;
+  const tech = techFor(bed);
+  const rank = bedRank(bed);
+  const prio = ["info", "low", "medium", "high"][rank];
+  const unacked = bed.alarms.some((a) => !a.acknowledged && a.kind !== "advisory") || tech.length;
+  setClass(r.el, prio && rank > 0 ? `tile ${flashClass(prio, !unacked)}` : "tile");
+  const s = bed.session || {};
+  setText(r.phase, s.active ? `${s.phase ?? ""}${s.t0 ? ` · ${age(s.t0, sk)} since dose` : ""}` : "no session");
+  for (const [m] of VITALS) updateVital(r.v[m], m, vitalData(bed, m, sk));
+  setHTML(r.html, "bp", r.bp, bpDue(bed, sk));
+  syncList(r.alarms, r.alarmRecs, [
+    ...tech.map((t) => ({ id: `tech:${t.id}`, age: age(t.since),
+      html: `<li class="alarm tech prio-${esc(t.priority)}">${esc(t.text)} <span class="age"></span></li>` })),
+    ...bed.alarms.map((a) => alarmItem(a, bed, false)),
+  ]);
+  setHTML(r.html, "devs", r.devs, bed.devices.map((d) => `<span class="dev dev-${esc(d.state)}" title="${esc(d.state)}">${esc(d.device)} ${esc(d.state)}${d.battery != null ? ` ${d.battery}%` : ""}</span>`).join(" "));
+  const acts = st.me && st.me.may_act && bed.alarms.length
+    ? `<button class="act" data-act="ack-all" data-bed="${esc(bed.key)}">Ack all</button><button class="act" data-act="pause" data-bed="${esc(bed.key)}">Pause audio</button>` : "";
+  setHTML(r.html, "acts", r.acts, `${acts}<button class="act" data-act="open" data-bed="${esc(bed.key)}">More…</button>`);
 }
 
 function render() {
-  // The alarm list, technical alarms and sound first, in their own task, so an alarm is on
-  // screen before the (larger) tile grid is rebuilt in the next task.
+  // The alarm list, technical alarms and sound: at once, on every message (incremental, so
+  // cheap); the tile grid follows in its own task, at most once a second.
   const t0 = performance.now();
   renderAlarms();
   stats.alarmMs += performance.now() - t0;
   scheduleTiles(false);
 }
+function schedule() { render(); }
 
-// The tile grid is rebuilt at most once a second (ages, vitals, order), at once after a click.
+// The tile grid is updated at most once a second (ages, vitals, order), at once after a click.
 let tilesTimer = null, lastTiles = -1e9;
 function scheduleTiles(now) {
   if (tilesTimer !== null) {
@@ -173,46 +289,64 @@ function scheduleTiles(now) {
   }, wait);
 }
 
+const alarmRecs = new Map(), techRecs = new Map();
 function renderAlarms() {
   const all = [];
   for (const bed of st.beds.values()) for (const a of bed.alarms) all.push([a, bed]);
   all.sort((x, y) => (RANK[y[0].priority] ?? 0) - (RANK[x[0].priority] ?? 0) || (x[0].onset_t ?? 0) - (y[0].onset_t ?? 0));
-  $("alarm-list").innerHTML = all.map(([a, bed]) => alarmItem(a, bed, true)).join("");
-  skew = 0;
-  $("tech").innerHTML = st.tech.map((t) => `<div class="techalarm ${flashClass(t.priority, false)}" data-tech="${esc(t.id)}">${esc(t.text)} <span class="age">${age(t.since)}</span></div>`).join("");
-  $("conn").textContent = st.ws && st.ws.readyState === 1 ? (st.broker ? "live" : "station offline from broker") : "disconnected";
-  $("conn").className = `conn ${st.ws && st.ws.readyState === 1 && st.broker ? "ok" : "bad"}`;
+  syncList($("alarm-list"), alarmRecs, all.map(([a, bed]) => alarmItem(a, bed, true)));
+  syncList($("tech"), techRecs, st.tech.map((t) => ({ id: t.id, age: age(t.since),
+    html: `<div class="techalarm ${flashClass(t.priority, false)}" data-tech="${esc(t.id)}">${esc(t.text)} <span class="age"></span></div>` })));
+  const live = st.ws && st.ws.readyState === 1;
+  setText($("conn"), live ? (st.broker ? "live" : "station offline from broker") : "disconnected");
+  setClass($("conn"), `conn ${live && st.broker ? "ok" : "bad"}`);
   audio.update(highestAudible());
   audioStatus();
   confirmShown(all);
   st.alarmCount = all.length;
 }
 
+const tileRecs = new Map(), pagerRec = {};
 function renderTiles() {
   const beds = [...st.beds.values()];
-  for (const b of beds) { b._rank = bedRank(b); b._name = `${b.node}/${b.bed}`; }
+  for (const b of beds) b._rank = bedRank(b);
+  nameOrder(beds);
   beds.sort(bedOrder);
   const size = (st.me ? st.me.page_size : 48) * (st.big ? 2 : 1);
   const pages = Math.max(1, Math.ceil(beds.length / size));
   st.page = Math.min(st.page, pages - 1);
   const shown = beds.slice(st.page * size, (st.page + 1) * size);
-  $("tiles").innerHTML = shown.map(tile).join("");
+  const grid = $("tiles");
+  const want = new Set(shown.map((b) => b.key));
+  for (const [k, r] of tileRecs) if (!want.has(k)) { r.el.remove(); tileRecs.delete(k); }
+  let cursor = grid.firstElementChild;
+  for (const bed of shown) {
+    let r = tileRecs.get(bed.key);
+    if (!r) { r = makeTile(bed); tileRecs.set(bed.key, r); }
+    updateTile(r, bed);
+    if (r.el === cursor) cursor = cursor.nextElementSibling;
+    else grid.insertBefore(r.el, cursor);
+  }
   // Tell the station which beds this page shows: only their vitals come every second.
-  const view = shown.map((b) => b.key).sort().join("\n");
+  const view = [...want].sort().join("\n");
   if (view !== st.view && st.ws && st.ws.readyState === 1) {
     st.view = view;
     st.ws.send(JSON.stringify({ type: "view", beds: shown.map((b) => b.key) }));
   }
-  $("pager").innerHTML = pages > 1 ? Array.from({ length: pages }, (_, i) =>
-    `<button class="pg${i === st.page ? " on" : ""}" data-page="${i}">${i * size + 1}–${Math.min(beds.length, (i + 1) * size)}</button>`).join("") : "";
+  setHTML(pagerRec, "html", $("pager"), pages > 1 ? Array.from({ length: pages }, (_, i) =>
+    `<button class="pg${i === st.page ? " on" : ""}" data-page="${i}">${i * size + 1}–${Math.min(beds.length, (i + 1) * size)}</button>`).join("") : "");
   const alarming = beds.filter((b) => b._rank >= 2).length;
-  $("counts").textContent = `${beds.length} beds · ${st.alarmCount} alarms · ${alarming} beds alarming`;
+  setText($("counts"), `${beds.length} beds · ${st.alarmCount} alarms · ${alarming} beds alarming`);
   if (st.timelineFor && $("detail").open) detailRefresh();
 }
 
 function confirmShown(all) {
   const ids = [];
-  for (const [a] of all) if (!st.shown.has(a.alert_id)) { st.shown.add(a.alert_id); ids.push(a.alert_id); }
+  const t = Date.now();
+  for (const [a] of all) if (!st.shown.has(a.alert_id)) {
+    st.shown.add(a.alert_id); ids.push(a.alert_id);
+    if (trace[a.alert_id] && !trace[a.alert_id].dom) trace[a.alert_id].dom = t;
+  }
   if (ids.length && st.ws && st.ws.readyState === 1) st.ws.send(JSON.stringify({ type: "displayed", ids }));
 }
 
@@ -232,9 +366,13 @@ function audioStatus() {
 // -- data ------------------------------------------------------------------------------------
 function applyBed(b) {
   const old = st.beds.get(b.key);
-  if (b.spark) { st.beds.set(b.key, b); return; } // full history (the bed came into view)
+  if (b.spark) { // full history (the bed came into view)
+    if (old) b._order = old._order;
+    st.beds.set(b.key, b);
+    return;
+  }
   b.spark = old ? old.spark : {};
-  if (old) b._sparkCache = old._sparkCache;
+  if (old) { b._sparkCache = old._sparkCache; b._order = old._order; }
   for (const [m, p] of Object.entries(b.spark_last || {})) {
     const pts = (b.spark[m] = b.spark[m] || []);
     if (pts.length && pts[pts.length - 1][0] === p[0]) pts[pts.length - 1] = p;
@@ -259,7 +397,12 @@ function connect() {
   st.ws = ws;
   ws.onopen = () => ws.send(JSON.stringify({ type: "audio", armed: audio.armed }));
   ws.onmessage = (ev) => {
+    const recv = Date.now();
     const msg = JSON.parse(ev.data);
+    if (msg.rx && traceCount < 20000) for (const [id, t] of Object.entries(msg.rx)) {
+      traceCount += 1;
+      trace[id] = { rx: t * 1000, sent: msg.sent * 1000, recv };
+    }
     stats.messages += 1;
     stats.bytes += ev.data.length;
     if (msg.now) stats.lagMs = Math.max(stats.lagMs, Date.now() - msg.now * 1000);
@@ -290,11 +433,16 @@ async function act(bedKey, command, args = {}) {
   return data;
 }
 
+let detailTile = null;
 function detailRefresh() {
   const bed = st.beds.get(st.timelineFor);
-  if (!bed) return;
   const head = $("detail-head");
-  if (head) head.innerHTML = tile(bed);
+  if (!bed || !head) return;
+  if (!detailTile || detailTile.el.dataset.key !== bed.key || !head.contains(detailTile.el)) {
+    detailTile = makeTile(bed);
+    head.replaceChildren(detailTile.el);
+  }
+  updateTile(detailTile, bed);
 }
 function openDetail(key) {
   const bed = st.beds.get(key);
@@ -313,9 +461,56 @@ function openDetail(key) {
       <form data-cmd="session/start"><label>Profile <select name="profile"><option>ketamine</option><option>esketamine</option></select></label>
         <label>Route <select name="route"><option value="">default</option><option>iv</option><option>im</option><option>sl</option><option>po</option><option>in</option></select></label><button>Start session</button></form>`}
     </div>` : `<p class="note">Your role (${esc(st.me ? st.me.role : "?")}) may watch but not act.</p>`;
-  $("detail-body").innerHTML = `<button id="detail-close" class="close">Close</button><div id="detail-head">${tile(bed)}</div>${forms}<h3>Timeline</h3><ol id="timeline"><li>loading…</li></ol>`;
+  $("detail-body").innerHTML = `<button id="detail-close" class="close">Close</button><div id="detail-head"></div>${forms}<h3>Timeline</h3>${reportButton(bed)}<ol id="timeline"><li>loading…</li></ol>`;
+  detailRefresh();
   $("detail").showModal();
   st.ws.send(JSON.stringify({ type: "timeline", bed: key }));
+}
+// "Download report": the session's PDF from its node, through the station (any role).
+function reportButton(bed) {
+  const sid = (bed.session || {}).session_id;
+  if (!sid) return "";
+  return `<p class="report"><button class="act" data-act="report" data-bed="${esc(bed.key)}" data-session="${esc(sid)}">Download report</button> ` +
+    `<span class="note">session ${esc(sid)}</span> <span id="report-status" role="status"></span></p>`;
+}
+async function downloadReport(btn) {
+  const status = $("report-status");
+  const label = btn.textContent;
+  btn.disabled = true;
+  btn.textContent = "Preparing report…";
+  if (status) { status.textContent = ""; status.className = ""; }
+  const fail = (text) => {
+    if (status) { status.textContent = text; status.className = "err"; }
+    toast(text, false);
+  };
+  try {
+    const r = await fetch("/api/report", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": st.me.csrf },
+      body: JSON.stringify({ bed: btn.dataset.bed, session_id: btn.dataset.session }),
+    });
+    if (!r.ok || !(r.headers.get("Content-Type") || "").startsWith("application/pdf")) {
+      const data = await r.json().catch(() => ({}));
+      fail(`Report not available: ${data.error || `HTTP ${r.status}`}`);
+      return;
+    }
+    const blob = await r.blob();
+    const m = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
+    const url = URL.createObjectURL(blob);
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = m ? m[1] : "report.pdf";
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    if (status) { status.textContent = `downloaded (${Math.ceil(blob.size / 1024)} kB)`; status.className = "ok"; }
+  } catch (e) {
+    fail(`Report not available: ${e}`);
+  } finally {
+    btn.disabled = false;
+    btn.textContent = label;
+  }
 }
 function showTimeline(msg) {
   if (msg.bed !== st.timelineFor || !$("timeline")) return;
@@ -346,6 +541,7 @@ document.addEventListener("click", async (ev) => {
     case "ack-all": await act(key, "alert/ack", { all: true }); break;
     case "pause": await act(key, "alert/pause", { all: true }); break;
     case "open": openDetail(key); break;
+    case "report": await downloadReport(el); break;
   }
 });
 document.addEventListener("submit", async (ev) => {
@@ -375,7 +571,8 @@ async function main() {
   document.body.dataset.role = st.me.role;
   if (sessionStorage.getItem("kap-wants-audio")) await audio.arm();
   connect();
-  setInterval(schedule, 1000); // ages, flashing state, audio repeats
+  setInterval(schedule, 1000); // ages, audio repeats
+  flashTick();
   schedule();
 }
 main();
