@@ -376,6 +376,7 @@ class MqttOwner:
             nonlocal last_ack
             item = pending.pop(mid, None)
             if item is None:
+                _log_refusal(reason)  # aiomqtt would not say
                 aiomqtt_on_publish(c, userdata, mid, reason, props)
                 return
             last_ack = time.monotonic()
@@ -577,6 +578,13 @@ def _no_beat() -> None:
 # paho result codes that say "this message can never be published" (not "connection lost").
 _UNPUBLISHABLE = frozenset({mqtt_client.MQTT_ERR_PAYLOAD_SIZE, mqtt_client.MQTT_ERR_INVAL,
                            mqtt_client.MQTT_ERR_QUEUE_SIZE})
+
+
+def _log_refusal(reason: Any) -> None:
+    """A publish other than the outbox's (retained state, a response) was refused."""
+    if getattr(reason, "is_failure", False):
+        log.error("the broker refused a publish of retained state or a response: PUBACK %s",
+                  reason)
 
 
 def _reason_name(reason: Any, code: int) -> str:

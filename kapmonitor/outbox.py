@@ -428,7 +428,7 @@ class Outbox:
         else:
             ids, self._acked = self._acked, []
         runs = _runs(ids)
-        moves = [(*self._rejects.pop(i), i) for i in ids if i in self._rejects]
+        moves = [(*self._rejects[i], i) for i in ids if i in self._rejects]
 
         def delete() -> None:
             with self._tx():
@@ -444,6 +444,8 @@ class Outbox:
                 self._db.executemany("DELETE FROM outbox WHERE id BETWEEN ? AND ?", runs)
 
         self._guarded(delete)
+        for *_, i in moves:  # only now: a write moved to memory still counts them
+            del self._rejects[i]
 
     def _trim_dead_letters(self) -> None:
         """Keep at most ``max_rejected`` rejected readings (the oldest go, counted in
