@@ -248,6 +248,7 @@ class Daemon:
             beds=len(self.beds),
             devices={d: st.state for d, st in self.statuses.items()},
             outbox=self.outbox.depth() if self.outbox is not None else 0,
+            rejected=self.outbox.rejected if self.outbox is not None else 0,
             broker_connected=self.mqtt is not None and self.mqtt.connected.is_set(),
         )
 

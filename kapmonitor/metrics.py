@@ -27,6 +27,7 @@ metric                                             type       labels
 ``kapmonitor_mqtt_connects_total``                 counter
 ``kapmonitor_mqtt_published_total``                counter    lane, historical
 ``kapmonitor_mqtt_publish_latency_seconds``        histogram  lane (outbox entry → PUBACK)
+``kapmonitor_mqtt_rejected_total``                 counter    lane, outcome (retry|dead_letter)
 ``kapmonitor_outbox_messages``                     gauge      lane
 ``kapmonitor_outbox_dropped_total``                counter    lane
 ``kapmonitor_commands_total``                      counter    command, status
@@ -59,6 +60,7 @@ disable_created_metrics()
 
 ALARM_KINDS = ("physiological", "technical", "advisory")
 COMMAND_STATUSES = ("ok", "error")
+REJECT_OUTCOMES = ("retry", "dead_letter")
 
 
 class Metrics:
@@ -119,6 +121,12 @@ class Metrics:
             "kapmonitor_mqtt_published", "Outbox messages acknowledged by the broker",
             ["lane", "historical"], registry=r,
         )
+        self.rejected = Counter(
+            "kapmonitor_mqtt_rejected",
+            "Outbox messages the broker refused (PUBACK reason code >= 0x80): sent again "
+            "later (retry) or kept as a dead letter and not sent again (dead_letter)",
+            ["lane", "outcome"], registry=r,
+        )
         self.publish_latency = Histogram(
             "kapmonitor_mqtt_publish_latency_seconds",
             "From outbox entry to broker PUBACK",
@@ -144,6 +152,8 @@ class Metrics:
             self.publish_latency.labels(lane)
             for historical in ("false", "true"):
                 self.published.labels(lane, historical)
+            for outcome in REJECT_OUTCOMES:
+                self.rejected.labels(lane, outcome)
         for device in devices:
             self.decode_errors.labels(device)
             for reason in RESTART_REASONS:

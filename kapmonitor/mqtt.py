@@ -7,6 +7,20 @@ the outbox or the retained cache (:meth:`MqttOwner.set_retained`, the
 :class:`~kapmonitor.ports.RetainedState` port), and requests go to the
 :class:`~kapmonitor.commands.CommandRouter`.
 
+The drain reads the MQTT 5 PUBACK reason code of every outbox message (paho's ``on_publish``;
+aiomqtt 2.x's own ``publish()`` neither raises nor returns it). Below 0x80 (Success, No matching
+subscribers) the row is delivered and deleted. A permanent refusal (:data:`PERMANENT_REFUSALS`:
+0x87 Not authorized, 0x90 Topic name invalid, 0x95 Packet too large, 0x99 Payload format
+invalid) is never counted as delivered nor sent again: the row becomes a dead letter in the
+outbox (:meth:`~kapmonitor.outbox.Outbox.reject`), the first refusal per topic and code is
+logged at critical, and it shows in ``kapmonitor_mqtt_rejected_total{outcome="dead_letter"}``,
+in ``bridge/health`` (``rejected``: dead letters kept), ``kapmonitor status`` and the systemd
+``STATUS=`` line. Any other failure code (0x80 Unspecified, 0x83 Implementation specific, 0x97
+Quota exceeded, …) is transient: the row stays and is sent again after a back-off doubling from
+1 s to 60 s (logged at error, ``outcome="retry"``). MQTT 3.1.1 PUBACKs carry no code: a broker
+that denies a 3.1.1 publish acknowledges it all the same, so only protocol 5 (the default) can
+see a refusal.
+
 What lives here: the connection loop, the retained-state cache, the outbox drain with its
 PUBACK accounting, the dispatch of incoming requests and HA birth messages, the clean shutdown
 and the TLS context. What does not: topic spelling and payload encoding
@@ -22,7 +36,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +55,12 @@ from kapmonitor.topics import Kind, Topics, encode
 log = logging.getLogger("kapmonitor.mqtt")
 
 PUBACK_TIMEOUT = 10.0  # seconds without any PUBACK while publishes are pending → reconnect
+# MQTT 5 PUBACK reason codes that no retry can change: the row becomes a dead letter.
+# (0x95 Packet too large is not a PUBACK code in the standard, but a broker may send it.)
+PERMANENT_REFUSALS = frozenset({0x87, 0x90, 0x95, 0x99})  # not authorized, topic name invalid,
+#                                                          packet too large, payload format
+REFUSAL_BACKOFF = 1.0  # first retry of a transient refusal (0x80, 0x83, 0x97, …), doubling
+REFUSAL_BACKOFF_MAX = 60.0
 _HIST_TRUE = b',"historical":true}'
 _HIST_FALSE = b',"historical":false}'
 
@@ -105,6 +125,8 @@ class MqttOwner:
         # Called on every turn of the outbox drain (the daemon's liveness heartbeat).
         self.drain_beat: Callable[[], None] = _no_beat
         self._published_children: dict[tuple[int, bool], tuple[Any, Any]] = {}
+        self._attempts: dict[int, int] = {}  # row id → transient refusals so far
+        self._refusals: dict[tuple[str, int], int] = {}  # (topic, code) → permanent refusals
 
     def add_subscription(self, topic_filter: str, callback: Callable[[str, bytes], None]) -> None:
         """Subscribe to ``topic_filter`` on every (re)connect; matching messages (other than
@@ -348,14 +370,20 @@ class MqttOwner:
         low_water = max(1, self.s.inflight // 2)
         last_ack = time.monotonic()
 
+        retries = _Retries()  # rows the broker refused for now (transient PUBACK code)
+
         def on_publish(c: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
             nonlocal last_ack
             item = pending.pop(mid, None)
             if item is None:
+                _log_refusal(reason)  # aiomqtt would not say
                 aiomqtt_on_publish(c, userdata, mid, reason, props)
                 return
             last_ack = time.monotonic()
-            self._acked(*item)
+            retry = self._settle(*item, reason)
+            if retry is not None:
+                retries.add(item[0], retry)
+                outbox.poke()
             if len(pending) <= low_water:
                 room.set()
 
@@ -363,15 +391,15 @@ class MqttOwner:
             cursors = {LANE_ALERT: 0, LANE_READING: 0}
             while True:
                 self.drain_beat()
-                rows = outbox.fetch(LANE_ALERT, cursors[LANE_ALERT], self.s.batch)
-                if not rows:
-                    rows = outbox.fetch(LANE_READING, cursors[LANE_READING], self.s.batch)
+                rows = (retries.due()
+                        or outbox.fetch(LANE_ALERT, cursors[LANE_ALERT], self.s.batch)
+                        or outbox.fetch(LANE_READING, cursors[LANE_READING], self.s.batch))
                 outbox.commit_acks()
                 if not rows:
-                    await outbox.wait_new()
+                    await retries.wait(outbox.wait_new())
                     continue
                 for row in rows:
-                    cursors[row.lane] = row.id
+                    cursors[row.lane] = max(cursors[row.lane], row.id)
                     if len(pending) >= self.s.inflight:
                         room.clear()
                         await room.wait()
@@ -404,6 +432,41 @@ class MqttOwner:
         finally:
             paho.on_publish = aiomqtt_on_publish
             outbox.commit_acks()
+
+    def _settle(self, row: Row, historical: bool, reason: Any) -> float | None:
+        """The PUBACK of ``row`` came with ``reason`` (paho's ReasonCode; always success with
+        MQTT 3.1.1, whose PUBACK has no code). Returns the back-off after which to send the
+        row again, or None when it is settled (delivered, or kept as a dead letter)."""
+        code = int(getattr(reason, "value", reason) or 0)
+        if code < 0x80:  # 0x00 Success, 0x10 No matching subscribers
+            self._attempts.pop(row.id, None)
+            self._acked(row, historical)
+            return None
+        return self._refused(row, code, _reason_name(reason, code))
+
+    def _refused(self, row: Row, code: int, name: str) -> float | None:
+        """The broker refused ``row`` (PUBACK reason code ``code`` >= 0x80). A permanent
+        refusal moves the row to the outbox's dead letters (returns None); any other one is
+        sent again after the returned back-off. Logged either way, never silent."""
+        lane = LANE_NAMES[row.lane]
+        if code in PERMANENT_REFUSALS:
+            self._attempts.pop(row.id, None)
+            self.outbox.reject(row, code, name, self.clock.now())
+            self.metrics.rejected.labels(lane, "dead_letter").inc()
+            n = self._refusals[(row.topic, code)] = self._refusals.get((row.topic, code), 0) + 1
+            if n == 1 or n % 1000 == 0:
+                log.critical(
+                    "the broker REFUSED a %s on %s: PUBACK 0x%02X %s (%d so far on this topic); "
+                    "it is kept as a dead letter in the outbox and NOT published",
+                    lane, row.topic, code, name, n)
+            return None
+        attempts = self._attempts[row.id] = self._attempts.get(row.id, 0) + 1
+        self.metrics.rejected.labels(lane, "retry").inc()
+        delay = min(REFUSAL_BACKOFF_MAX, REFUSAL_BACKOFF * 2 ** (attempts - 1))
+        if attempts & (attempts - 1) == 0:  # 1st, 2nd, 4th, 8th … attempt
+            log.error("the broker refused a %s on %s: PUBACK 0x%02X %s (attempt %d); sending "
+                      "it again in %.0f s", lane, row.topic, code, name, attempts, delay)
+        return delay
 
     def _historical(self, row: Row) -> bool:
         # History, which consumers must not take for the live value: anything from before this
@@ -481,6 +544,33 @@ class MqttOwner:
             log.warning("the MQTT connection did not close cleanly")
 
 
+class _Retries:
+    """Rows refused by the broker for now, each due again after its back-off."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[float, Row]] = []
+
+    def add(self, row: Row, delay: float) -> None:
+        self._rows.append((time.monotonic() + delay, row))
+
+    def due(self) -> list[Row]:
+        now = time.monotonic()
+        due = [row for t, row in self._rows if t <= now]
+        self._rows = [(t, row) for t, row in self._rows if t > now]
+        return sorted(due, key=lambda r: (r.lane, r.id))
+
+    async def wait(self, new: Coroutine[Any, Any, None]) -> None:
+        """Await ``new`` (the outbox's next message), but no longer than the next retry, and
+        while rows wait for one at most 10 s, so that the drain keeps beating the liveness
+        watchdog (30 s) during a long back-off."""
+        first = min((t for t, _ in self._rows), default=None)
+        if first is None:
+            await new
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(new, min(10.0, max(0.0, first - time.monotonic())))
+
+
 def _no_beat() -> None:
     pass
 
@@ -488,6 +578,18 @@ def _no_beat() -> None:
 # paho result codes that say "this message can never be published" (not "connection lost").
 _UNPUBLISHABLE = frozenset({mqtt_client.MQTT_ERR_PAYLOAD_SIZE, mqtt_client.MQTT_ERR_INVAL,
                            mqtt_client.MQTT_ERR_QUEUE_SIZE})
+
+
+def _log_refusal(reason: Any) -> None:
+    """A publish other than the outbox's (retained state, a response) was refused."""
+    if getattr(reason, "is_failure", False):
+        log.error("the broker refused a publish of retained state or a response: PUBACK %s",
+                  reason)
+
+
+def _reason_name(reason: Any, code: int) -> str:
+    get_name = getattr(reason, "getName", None)
+    return str(get_name()) if callable(get_name) else f"reason code 0x{code:02X}"
 
 
 def _only_mqtt_errors(exc: BaseException) -> bool:

@@ -17,6 +17,16 @@ only once :meth:`Outbox.release` says that consumer has stored the first *n* mes
 after a SIGKILL everything is either in that consumer's store or still here. Publishing is not
 held back, only the deletion of what the broker already has.
 
+A message the broker refuses for good (an MQTT 5 PUBACK failure code such as 0x87 Not
+authorized, decided by :mod:`kapmonitor.mqtt`) is neither deleted nor sent again:
+:meth:`Outbox.reject` moves it, committed with the acks and held like them, into the table
+``rejected`` with its reason code (a dead letter; :meth:`Outbox.dead_letters` lists them,
+:attr:`Outbox.rejected` counts them). Rejected readings are bounded by ``max_rejected`` (the
+oldest go, counted); rejected alert events are all kept.
+
+:meth:`Outbox.fetch` skips held rows before it applies its limit, so a batch is empty only when
+nothing is left to send.
+
 The same database keeps small named state blobs (table ``state``): :meth:`Outbox.put_alerts`
 commits alert events *and* the state they follow from (the alarm engine's sessions and latched
 alarms) in one transaction, so an event is never published without its state being on disk,
@@ -55,6 +65,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     created REAL    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_lane_id ON outbox (lane, id);
+CREATE TABLE IF NOT EXISTS rejected (
+    id       INTEGER PRIMARY KEY,
+    lane     INTEGER NOT NULL,
+    topic    TEXT    NOT NULL,
+    payload  BLOB    NOT NULL,
+    created  REAL    NOT NULL,
+    rejected REAL    NOT NULL,
+    code     INTEGER NOT NULL,
+    reason   TEXT    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS state (
     key     TEXT PRIMARY KEY,
     value   BLOB NOT NULL
@@ -79,9 +99,11 @@ class Outbox:
         max_readings: int = 500_000,
         on_drop: Callable[[int, int], None] | None = None,
         on_storage: Callable[[str | None], None] | None = None,
+        max_rejected: int = 100_000,
     ) -> None:
         self.path = path
         self.max_readings = max_readings
+        self.max_rejected = max_rejected  # rejected readings kept as dead letters
         self._on_drop = on_drop
         self._on_storage = on_storage
         # Why the outbox runs in memory (not durable) now; None while on disk.
@@ -99,6 +121,10 @@ class Outbox:
         for lane, n in self._db.execute("SELECT lane, COUNT(*) FROM outbox GROUP BY lane"):
             self.counts[int(lane)] = int(n)
         self.dropped = 0
+        (n,) = self._db.execute("SELECT COUNT(*) FROM rejected").fetchone()
+        self.rejected = int(n)  # dead letters kept in the table ``rejected``
+        self.rejected_dropped = 0  # rejected readings over ``max_rejected``, dropped
+        self._rejects: dict[int, tuple[int, str, float]] = {}  # id → code, reason, when
         self.closed = False
         self.refused_after_close = 0  # late messages during shutdown (e.g. transport callbacks)
         self._dropped_upto = 0  # every reading id up to this was dropped by the quota
@@ -291,6 +317,7 @@ class Outbox:
             disk.execute("BEGIN IMMEDIATE")
             disk.execute("DELETE FROM outbox")
             disk.execute("DELETE FROM state")
+            disk.execute("DELETE FROM rejected")
             _copy(self._db, disk, in_transaction=True)
             disk.execute("COMMIT")
         except sqlite3.Error:
@@ -308,6 +335,8 @@ class Outbox:
         return True
 
     def _recount(self) -> None:
+        (n,) = self._db.execute("SELECT COUNT(*) FROM rejected").fetchone()
+        self.rejected = int(n) + len(self._rejects)  # those not committed yet are counted
         self.counts = {lane: 0 for lane in LANE_NAMES}
         for lane, n in self._db.execute("SELECT lane, COUNT(*) FROM outbox GROUP BY lane"):
             self.counts[int(lane)] = int(n)
@@ -318,6 +347,10 @@ class Outbox:
         if self._new is not None:
             self._new.set()
 
+    def poke(self) -> None:
+        """Wake :meth:`wait_new` without a new message (the drain has rows to send again)."""
+        self._notify()
+
     async def wait_new(self) -> None:
         if self._new is None:
             self._new = asyncio.Event()
@@ -326,14 +359,25 @@ class Outbox:
 
     # -- draining --------------------------------------------------------------------------
     def fetch(self, lane: int, after_id: int, limit: int) -> list[Row]:
-        cur = self._db.execute(
-            "SELECT id, lane, topic, payload, created FROM outbox WHERE lane = ? AND id > ? "
-            "ORDER BY id LIMIT ?",
-            (lane, after_id, limit),
-        )
-        if self._held:  # acked, waiting for release(): a reconnect must not send them again
-            return [Row(*r) for r in cur if r[0] not in self._held]
-        return [Row(*r) for r in cur]
+        """Up to ``limit`` rows of ``lane`` after ``after_id``, oldest first, without the held
+        ones (acked, waiting for :meth:`release`: a reconnect must not send them again). Held
+        rows are skipped *before* the limit counts, so a batch is empty only when nothing is
+        left to send: a drain that found only held rows would otherwise wait for the next new
+        message, forever on a quiet node."""
+        rows: list[Row] = []
+        while True:
+            cur = self._db.execute(
+                "SELECT id, lane, topic, payload, created FROM outbox WHERE lane = ? AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (lane, after_id, limit),
+            )
+            if not self._held:
+                return [Row(*r) for r in cur]
+            got = cur.fetchall()
+            rows += [Row(*r) for r in got if r[0] not in self._held]
+            if len(got) < limit or len(rows) >= limit:
+                return rows[:limit]
+            after_id = int(got[-1][0])
 
     def ack(self, row: Row) -> None:
         """The broker has the message: remove it (batched with other acks)."""
@@ -342,6 +386,16 @@ class Outbox:
             self._held.add(row.id)
         if not (row.lane == LANE_READING and row.id <= self._dropped_upto):
             self.counts[row.lane] -= 1
+
+    def reject(self, row: Row, code: int, reason: str, when: float) -> None:
+        """The broker refused the message for good (a PUBACK failure code such as 0x87 Not
+        authorized): like :meth:`ack` it leaves the queue and is never fetched again, but it
+        moves into the table ``rejected`` (a dead letter, kept with the code) instead of being
+        deleted. The move is committed with the acks, held like them for the history."""
+        self._rejects[row.id] = (code, reason, when)
+        self.ack(row)
+        if not (row.lane == LANE_READING and row.id <= self._dropped_upto):
+            self.rejected += 1
 
     def hold_acks(self) -> None:
         """From now on, delete acknowledged rows only after :meth:`release` covers them. Rows
@@ -374,13 +428,47 @@ class Outbox:
         else:
             ids, self._acked = self._acked, []
         runs = _runs(ids)
+        moves = [(*self._rejects[i], i) for i in ids if i in self._rejects]
 
         def delete() -> None:
             with self._tx():
+                if moves:  # dead letters: kept with their reason code, not deleted
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO rejected (id, lane, topic, payload, created, "
+                        "rejected, code, reason) SELECT id, lane, topic, payload, created, ?, ?, "
+                        "? FROM outbox WHERE id = ?",
+                        [(when, code, reason, i) for code, reason, when, i in moves],
+                    )
+                    self._trim_dead_letters()
                 # Acks come back nearly in id order: delete whole runs of ids at once.
                 self._db.executemany("DELETE FROM outbox WHERE id BETWEEN ? AND ?", runs)
 
         self._guarded(delete)
+        for *_, i in moves:  # only now: a write moved to memory still counts them
+            del self._rejects[i]
+
+    def _trim_dead_letters(self) -> None:
+        """Keep at most ``max_rejected`` rejected readings (the oldest go, counted in
+        :attr:`rejected_dropped`); rejected alert events are all kept."""
+        (n,) = self._db.execute("SELECT COUNT(*) FROM rejected WHERE lane = ?",
+                                (LANE_READING,)).fetchone()
+        excess = int(n) - self.max_rejected
+        if excess <= 0:
+            return
+        self._db.execute(
+            "DELETE FROM rejected WHERE id IN (SELECT id FROM rejected WHERE lane = ? "
+            "ORDER BY id LIMIT ?)", (LANE_READING, excess))
+        self.rejected -= excess
+        self.rejected_dropped += excess
+        if self.rejected_dropped == excess:
+            log.warning("more than %d rejected readings: the oldest dead letters are dropped",
+                        self.max_rejected)
+
+    def dead_letters(self) -> list[tuple[Row, int, str, float]]:
+        """The rejected messages kept (row, PUBACK reason code, reason, when), oldest first."""
+        return [(Row(*r[:5]), int(r[6]), str(r[7]), float(r[5])) for r in self._db.execute(
+            "SELECT id, lane, topic, payload, created, rejected, code, reason FROM rejected "
+            "ORDER BY id")]
 
     def depth(self) -> int:
         return sum(self.counts.values())
@@ -425,12 +513,16 @@ def _copy(src: sqlite3.Connection, dst: sqlite3.Connection, in_transaction: bool
     """Every queued message (ids kept, so the drain's cursors stay valid) and state blob."""
     rows = src.execute("SELECT id, lane, topic, payload, created FROM outbox ORDER BY id")
     state = src.execute("SELECT key, value FROM state").fetchall()
+    rejected = src.execute("SELECT id, lane, topic, payload, created, rejected, code, reason "
+                           "FROM rejected").fetchall()
     if not in_transaction:
         dst.execute("BEGIN")
     dst.executemany(
         "INSERT INTO outbox (id, lane, topic, payload, created) VALUES (?,?,?,?,?)", rows
     )
     dst.executemany("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", state)
+    dst.executemany("INSERT OR REPLACE INTO rejected (id, lane, topic, payload, created, "
+                    "rejected, code, reason) VALUES (?,?,?,?,?,?,?,?)", rejected)
     if not in_transaction:
         dst.execute("COMMIT")
 

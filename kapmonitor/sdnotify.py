@@ -47,6 +47,7 @@ class NodeHealth:
     devices: dict[str, str] = field(default_factory=dict)  # device id → state
     outbox: int = 0
     broker_connected: bool = False
+    rejected: int = 0  # messages the broker refused for good (kept as dead letters)
 
     def device_counts(self) -> dict[str, int]:
         """Devices per state, in the order of :data:`DEVICE_STATES`, zero counts left out."""
@@ -62,7 +63,8 @@ def status_line(h: NodeHealth) -> str:
     devices = f"{len(h.devices)} devices" + (f" ({counts})" if counts else "")
     broker = "broker connected" if h.broker_connected else "broker DISCONNECTED"
     beds = f"{h.beds} bed" + ("" if h.beds == 1 else "s")
-    return f"{beds}, {devices}, outbox {h.outbox}, {broker}"
+    rejected = f", {h.rejected} REJECTED by the broker" if h.rejected else ""
+    return f"{beds}, {devices}, outbox {h.outbox}{rejected}, {broker}"
 
 
 class StatusNotifier:

@@ -88,8 +88,10 @@ def render(got: dict[str, Any], now: float | None = None) -> list[str]:
         counts = ", ".join(f"{n} {s}" for s, n in health.get("devices", {}).items()) or "none"
         clock = {True: "synchronised", False: "NOT synchronised", None: "unknown"}[
             health.get("clock_synchronized")]
+        rejected = (f"; {health['rejected']} REJECTED by the broker (dead letters)"
+                    if health.get("rejected") else "")
         lines.append(f"{health.get('beds')} beds; devices: {counts}; outbox "
-                     f"{health.get('outbox')}; clock {clock}")
+                     f"{health.get('outbox')}{rejected}; clock {clock}")
     if devices:
         rows = [("DEVICE", "DRIVER", "BED", "STATE", "LAST SEEN", "DETAIL")]
         rows += [(d["id"], str(d.get("driver")), d.get("bed", ""), d.get("state", ""),

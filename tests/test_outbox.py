@@ -178,3 +178,68 @@ def test_a_failed_commit_hands_nothing_to_the_history(
 
 def _stored(db: sqlite3.Connection) -> list[bytes]:
     return [bytes(p) for (p,) in db.execute("SELECT payload FROM outbox ORDER BY id")]
+
+
+def test_fetch_skips_held_rows_before_the_limit(tmp_path: Path) -> None:
+    """Rows acked but held for the history are never handed out again, and they must not use
+    up a batch: a first batch of only held rows (right after a reconnect) would leave the
+    drain waiting for the next new message, forever on a quiet node."""
+    ob = Outbox(tmp_path / "o.db")
+    ob.hold_acks()  # the history holds every ack from now on
+    for i in range(10):
+        ob.put(LANE_READING, "t", f'{{"i":{i}}}'.encode(), float(i))
+    rows = ob.fetch(LANE_READING, 0, 100)
+    for r in rows[:8]:
+        ob.ack(r)
+    ob.commit_acks()  # nothing released: all eight stay, held
+    again = ob.fetch(LANE_READING, 0, 4)  # a reconnect starts from the beginning
+    assert [r.payload for r in again] == [b'{"i":8}', b'{"i":9}']
+    assert [r.payload for r in ob.fetch(LANE_READING, 0, 1)] == [b'{"i":8}']
+    assert ob.fetch(LANE_READING, rows[-1].id, 4) == []
+
+
+def test_rejected_rows_become_dead_letters_kept_on_disk(tmp_path: Path) -> None:
+    """A message the broker refused for good leaves the queue (never fetched again) but is
+    kept, with its reason code, in the table ``rejected``; the count survives a restart."""
+    ob = Outbox(tmp_path / "o.db")
+    for i in range(3):
+        ob.put(LANE_READING, f"t/{i}", f'{{"i":{i}}}'.encode(), float(i))
+    a, b, c = ob.fetch(LANE_READING, 0, 10)
+    ob.ack(a)
+    ob.reject(b, 0x87, "Not authorized", 50.0)
+    assert ob.rejected == 1 and ob.depth() == 1
+    ob.commit_acks()
+    assert [r.payload for r in ob.fetch(LANE_READING, 0, 10)] == [c.payload]
+    ob.close()
+    again = Outbox(tmp_path / "o.db")
+    assert again.rejected == 1 and again.depth() == 1
+    ((row, code, reason, when),) = again.dead_letters()
+    assert (row.topic, row.payload, code, reason, when) == ("t/1", b'{"i":1}', 0x87,
+                                                           "Not authorized", 50.0)
+
+
+def test_a_rejection_held_for_the_history_waits_like_an_ack(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db")
+    ob.hold_acks()
+    ob.put(LANE_READING, "t", b'{"i":0}', 0.0)
+    (row,) = ob.fetch(LANE_READING, 0, 10)
+    ob.reject(row, 0x99, "Payload format invalid", 1.0)
+    ob.commit_acks()
+    assert ob.fetch(LANE_READING, 0, 10) == [] and ob.dead_letters() == []  # held, not moved
+    ob.release(1)
+    ob.commit_acks()
+    assert [d[1] for d in ob.dead_letters()] == [0x99]
+
+
+def test_rejected_readings_are_bounded_rejected_alerts_are_not(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db", max_rejected=3)
+    for i in range(5):
+        ob.put(LANE_READING, "t/r", f'{{"i":{i}}}'.encode(), float(i))
+    ob.put(LANE_ALERT, "t/a", b'{"a":1}', 9.0)
+    ob.put(LANE_ALERT, "t/a", b'{"a":2}', 9.0)
+    for r in ob.fetch(LANE_READING, 0, 10) + ob.fetch(LANE_ALERT, 0, 10):
+        ob.reject(r, 0x87, "Not authorized", 10.0)
+    ob.commit_acks()
+    kept = [r.payload for r, _, _, _ in ob.dead_letters()]
+    assert kept == [b'{"i":2}', b'{"i":3}', b'{"i":4}', b'{"a":1}', b'{"a":2}']
+    assert ob.rejected == 5 and ob.rejected_dropped == 2

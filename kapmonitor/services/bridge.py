@@ -15,10 +15,12 @@ topic                  retained  published
                                  over 1 s), and every minute while last-seen times move:
                                  ``[{"id", "driver", "bed", "state", "detail", "since",
                                  "last_seen", …}]``
-``bridge/health``      yes       when device counts or clock synchronisation change
-                                 (within 1 s), and when only the outbox depth moved at most
-                                 every ``health_every`` seconds: beds, device counts by
-                                 state, outbox depth, uptime, clock synchronisation
+``bridge/health``      yes       when device counts or clock synchronisation change, or
+                                 the first message is rejected (within 1 s), and when only
+                                 the outbox depth or the rejected count moved at most every
+                                 ``health_every`` seconds: beds, device counts by state,
+                                 outbox depth, ``rejected`` (messages the broker refused for
+                                 good, kept as dead letters), uptime, clock synchronisation
 ``bridge/event``       no        ``{"type": "device_joined" | "device_left" |
                                  "config_changed" | "started", "data": {…}, "t", "t_iso"}``
 =====================  ========  =========================================================
@@ -166,6 +168,7 @@ class BridgeService:
             "beds": h.beds,
             "devices": h.device_counts(),
             "outbox": h.outbox,
+            "rejected": h.rejected,
             "uptime": round(self.clock.monotonic() - self._started_mono),
             "clock_synchronized": system_clock_synchronized(),
         }
@@ -234,16 +237,20 @@ class BridgeService:
         """Publish ``bridge/health`` when the device counts or the clock state changed, or,
         when only the outbox depth moved, at most every ``health_every`` seconds."""
         body = self.health()
-        key = {k: v for k, v in body.items() if k not in ("uptime", "outbox")}
+        # The first rejected message is news at once; further ones count like the depth.
+        key = {k: v for k, v in body.items() if k not in ("uptime", "outbox", "rejected")}
+        key["any_rejected"] = body["rejected"] > 0
         mono = self.clock.monotonic()
         last = self._last_health
         if (
             force
             or last is None
             or key != last["key"]
-            or (body["outbox"] != last["outbox"] and mono - last["at"] >= self.health_every)
+            or ((body["outbox"], body["rejected"]) != last["outbox"]
+                and mono - last["at"] >= self.health_every)
         ):
-            self._last_health = {"key": key, "outbox": body["outbox"], "at": mono}
+            self._last_health = {"key": key, "outbox": (body["outbox"], body["rejected"]),
+                                 "at": mono}
             self.retained.set_retained(self.topics.bridge_health, body)
 
     async def run(self) -> None:
