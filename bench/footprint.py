@@ -17,8 +17,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ from typing import Any
 import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _daemon import daemon, vm_kb  # noqa: E402
 from _mosquitto import cpu_seconds, mosquitto  # noqa: E402
 
 NODE = "bench"
@@ -51,13 +50,6 @@ def clinic_toml(state_dir: Path, addr: tuple[str, int], beds: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def vm_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
 async def count_readings(addr: tuple[str, int], counter: dict[str, int],
                          ready: asyncio.Event) -> None:
     async with aiomqtt.Client(*addr, identifier="kapbench-footprint-sub") as client:
@@ -76,49 +68,32 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         ready = asyncio.Event()
         sub = asyncio.create_task(count_readings(broker.address, counter, ready))
         await asyncio.wait_for(ready.wait(), 10)
-        log = (Path(tmp) / "daemon.log").open("w+")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kapmonitor.cli", "run", "--config", str(config)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        argv = [sys.executable, "-m", "kapmonitor.cli", "run", "--config", str(config)]
         try:
-            started = time.monotonic()
-            # The daemon is up (signal handlers installed) once its first reading arrives; a
-            # SIGTERM before that would kill it rather than stop it, and the warm-up counts
-            # from here, not from the spawn (start-up takes seconds on a loaded machine).
-            while counter["readings"] == 0:
-                if proc.poll() is not None or time.monotonic() - started > 60:
-                    raise RuntimeError("daemon exited or sent nothing within 60 s")
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(warmup)
-            if proc.poll() is not None:
-                raise RuntimeError("daemon exited early")
-            c0, t0, n0 = cpu_seconds(proc.pid), time.monotonic(), counter["readings"]
-            await asyncio.sleep(args.seconds - warmup)
-            c1, t1, n1 = cpu_seconds(proc.pid), time.monotonic(), counter["readings"]
-            hwm, rss = vm_kb(proc.pid, "VmHWM"), vm_kb(proc.pid, "VmRSS")
-            total_cpu = c1
-            proc.send_signal(signal.SIGTERM)
-            stop_t = time.monotonic()
-            code = await asyncio.to_thread(proc.wait, 10)
-            stop_secs = time.monotonic() - stop_t
-        except BaseException:
-            log.seek(0)
-            sys.stderr.write(log.read()[-4000:])
-            raise
+            async with daemon(argv, Path(tmp) / "daemon.log") as proc:
+                started = time.monotonic()
+                # The daemon is up (signal handlers installed) once its first reading arrives;
+                # a SIGTERM before that would kill it rather than stop it, and the warm-up
+                # counts from here, not from the spawn (start-up takes seconds on a loaded
+                # machine).
+                while counter["readings"] == 0:
+                    if proc.exited() or time.monotonic() - started > 60:
+                        raise RuntimeError("daemon exited or sent nothing within 60 s")
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(warmup)
+                if proc.exited():
+                    raise RuntimeError("daemon exited early")
+                c0, t0, n0 = cpu_seconds(proc.pid), time.monotonic(), counter["readings"]
+                await asyncio.sleep(args.seconds - warmup)
+                c1, t1, n1 = cpu_seconds(proc.pid), time.monotonic(), counter["readings"]
+                hwm, rss = vm_kb(proc.pid, "VmHWM"), vm_kb(proc.pid, "VmRSS")
+                total_cpu = c1
+                code = await proc.stop(10)
+                stop_secs = proc.stop_seconds
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
             sub.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await sub
-        log.seek(0)
-        daemon_log = log.read()
-        log.close()
-    if code != 0:
-        sys.stderr.write(daemon_log[-4000:])
-        raise RuntimeError(f"daemon exited with {code}")
     window = t1 - t0
     result = {
         "rss_mb": round(hwm / 1024, 1),

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import aiomqtt
+import tomli_w
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -43,7 +44,7 @@ sys.path.insert(0, str(ROOT.parent))
 from _mosquitto import free_port, mosquitto  # noqa: E402
 
 if TYPE_CHECKING:
-    from tests.helpers.hl7 import MllpSender
+    from kapmonitor_simulators.hl7_sender import Hl7Sender
 
 NODE = "lat"
 BASE = f"kapmonitor/{NODE}"
@@ -107,13 +108,25 @@ async def request(client: aiomqtt.Client, command: str, body: dict[str, Any]) ->
     await client.publish(f"{BASE}/bridge/request/{command}", json.dumps(body).encode(), qos=1)
 
 
-async def _connect_senders(beds: int, hl7_port: int, log: IO[str]) -> list[MllpSender]:
-    """One MLLP connection per bed; on failure, show the daemon's log tail and re-raise."""
-    from tests.helpers.hl7 import MllpSender
+async def _connect_senders(beds: int, hl7_port: int, log: IO[str]) -> list[Hl7Sender]:
+    """One MLLP connection per bed (the simulators' sender, opened now so that no send waits
+    for a connection); on failure, show the daemon's log tail and re-raise."""
+    from kapmonitor_simulators.hl7_sender import Hl7Sender
 
+    senders = [Hl7Sender("127.0.0.1", hl7_port, equipment_id=equipment(i))
+               for i in range(1, beds + 1)]
+    deadline = time.monotonic() + 30
     try:
-        return [await MllpSender.connect("127.0.0.1", hl7_port, timeout=30)
-                for _ in range(beds)]
+        for s in senders:
+            while True:
+                try:
+                    await s.connect()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+        return senders
     except OSError:
         log.seek(0)
         sys.stderr.write(log.read()[-3000:])
@@ -136,7 +149,7 @@ async def _await_daemon(req: aiomqtt.Client) -> None:
 class _Rounds:
     """The send loop: per round, one crisis NIBP per bed at a random moment, ack, clear."""
 
-    def __init__(self, req: aiomqtt.Client, senders: list[MllpSender], arrivals:
+    def __init__(self, req: aiomqtt.Client, senders: list[Hl7Sender], arrivals:
                  list[dict[str, Any]], beds: int, seconds: float) -> None:
         self.req = req
         self.senders = senders
@@ -148,20 +161,21 @@ class _Rounds:
         self.n = 0
 
     async def crisis(self, i: int, delay: float, value: int) -> None:
-        from tests.helpers.hl7 import nibp_oru
+        from kapmonitor_simulators.hl7_oru import nibp_report
 
         await asyncio.sleep(delay)
         self.n += 1
-        msg = nibp_oru(f"x{self.n}", value, 125, 150, equipment(i))
+        msg = nibp_report(f"x{self.n}", value, 125, 150, equipment_id=equipment(i))
         at = time.time()
         await self.senders[i - 1].send(msg)
         self.sent.append((i, value, at))
 
     async def normal(self, i: int) -> None:
-        from tests.helpers.hl7 import nibp_oru
+        from kapmonitor_simulators.hl7_oru import nibp_report
 
         self.n += 1
-        await self.senders[i - 1].send(nibp_oru(f"n{self.n}", 120, 80, 93, equipment(i)))
+        await self.senders[i - 1].send(nibp_report(f"n{self.n}", 120, 80, 93,
+                                                   equipment_id=equipment(i)))
 
     async def one(self, r: int) -> None:
         beds, seconds = self.beds, self.seconds
@@ -191,7 +205,7 @@ class _Rounds:
         await asyncio.sleep(0.5)
 
 
-async def _send_rounds(broker_address: tuple[str, int], senders: list[MllpSender],
+async def _send_rounds(broker_address: tuple[str, int], senders: list[Hl7Sender],
                        arrivals: list[dict[str, Any]], beds: int, rounds: int,
                        seconds: float) -> list[tuple[int, int, float]]:
     """Wait for the daemon, start every bed's session, run the rounds; what was sent, when."""
@@ -218,7 +232,7 @@ async def _await_arrivals(arrivals: list[dict[str, Any]], sent: list[tuple[int, 
         await asyncio.sleep(0.1)
 
 
-async def _shut_down(senders: list[MllpSender], daemon: subprocess.Popen[bytes],
+async def _shut_down(senders: list[Hl7Sender], daemon: subprocess.Popen[bytes],
                      sub: asyncio.subprocess.Process, collector: asyncio.Task[None],
                      log: IO[str]) -> str:
     """Close the senders, stop the daemon and the subscriber; the daemon's log."""
@@ -284,12 +298,9 @@ def _summary(beds: int, arrivals: list[dict[str, Any]], sent: list[tuple[int, in
 async def run(beds: int, rounds: int, seconds: float) -> dict[str, Any]:
     hl7_port = free_port()
     with mosquitto() as broker, tempfile.TemporaryDirectory(prefix="kapbench-lat-") as tmp:
-        cfg = Path(tmp) / "clinic.json"
-        cfg.write_text(json.dumps(config(Path(tmp) / "state", broker.address, beds, hl7_port)))
         toml = Path(tmp) / "clinic.toml"
-        from tests.helpers.daemon import write_toml
-
-        write_toml(toml, json.loads(cfg.read_text()))
+        toml.write_text(tomli_w.dumps(config(Path(tmp) / "state", broker.address, beds,
+                                             hl7_port)))
         log = (Path(tmp) / "daemon.log").open("w+")
         daemon = subprocess.Popen(
             [sys.executable, "-m", "kapmonitor.cli", "run", "--config", str(toml)],
@@ -307,7 +318,7 @@ async def run(beds: int, rounds: int, seconds: float) -> dict[str, Any]:
                 arrivals.append(json.loads(line))
 
         collector = asyncio.create_task(collect())
-        senders: list[MllpSender] = []
+        senders: list[Hl7Sender] = []
         try:
             while not any(a.get("ready") for a in arrivals):
                 await asyncio.sleep(0.05)

@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from typing import Any
 import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _daemon import daemon, vm_kb  # noqa: E402
 from _mosquitto import mosquitto  # noqa: E402
 
 NODE = "soak"
@@ -81,13 +81,6 @@ def child(config_path: str, speed: float) -> None:
         return 1 if daemon.fatal is not None else 0
 
     sys.exit(asyncio.run(main()))
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise KeyError("VmRSS")
 
 
 async def request(client: aiomqtt.Client, command: str, body: dict[str, Any]) -> None:
@@ -147,53 +140,37 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         stop = asyncio.Event()
         sub = asyncio.create_task(subscriber(broker.address, counter, ready, online))
         await asyncio.wait_for(ready.wait(), 10)
-        log = (Path(tmp) / "daemon.log").open("w+")
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--child", str(cfg), "--speed", str(args.speed)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        argv = [sys.executable, __file__, "--child", str(cfg), "--speed", str(args.speed)]
         samples: list[tuple[float, int]] = []
         clin: asyncio.Task[None] | None = None
         try:
-            async with aiomqtt.Client(*broker.address, identifier="kapbench-soak-ping") as c:
-                for _ in range(300):  # until the daemon answers requests
-                    await request(c, "republish", {})
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(online.wait(), 0.1)
-                    if online.is_set():
-                        break
-            clin = asyncio.create_task(
-                clinician(broker.address, args.beds, args.speed, counter, stop))
-            t0 = time.monotonic()
-            while (elapsed := time.monotonic() - t0) < real_seconds:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"daemon exited early with {proc.returncode}")
-                samples.append((elapsed * args.speed / 3600, rss_kb(proc.pid)))
-                await asyncio.sleep(min(sample_every, real_seconds - elapsed))
-            samples.append((args.hours, rss_kb(proc.pid)))
-            stop.set()
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(proc.wait, 20)
-        except BaseException:
-            log.seek(0)
-            sys.stderr.write(log.read()[-4000:])
-            raise
+            async with daemon(argv, Path(tmp) / "daemon.log") as proc:
+                async with aiomqtt.Client(*broker.address,
+                                          identifier="kapbench-soak-ping") as c:
+                    for _ in range(300):  # until the daemon answers requests
+                        await request(c, "republish", {})
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(online.wait(), 0.1)
+                        if online.is_set():
+                            break
+                clin = asyncio.create_task(
+                    clinician(broker.address, args.beds, args.speed, counter, stop))
+                t0 = time.monotonic()
+                while (elapsed := time.monotonic() - t0) < real_seconds:
+                    if proc.exited():
+                        raise RuntimeError(f"daemon exited early with {proc.proc.returncode}")
+                    samples.append((elapsed * args.speed / 3600, vm_kb(proc.pid, "VmRSS")))
+                    await asyncio.sleep(min(sample_every, real_seconds - elapsed))
+                samples.append((args.hours, vm_kb(proc.pid, "VmRSS")))
+                stop.set()
+                await proc.stop(20)
         finally:
             stop.set()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
             for task in (sub, clin):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                         await task
-        log.seek(0)
-        daemon_log = log.read()
-        log.close()
-    if code != 0:
-        sys.stderr.write(daemon_log[-4000:])
-        raise RuntimeError(f"daemon exited with {code}")
     warm = next(kb for h, kb in samples if h >= args.hours * args.warmup)
     end = samples[-1][1]
     result = {

@@ -190,10 +190,9 @@ class Outbox:
             self._db.executemany(
                 "INSERT INTO outbox (lane, topic, payload, created) VALUES (?,?,?,?)", rows
             )
+            last = 0
             if self._release_id is not None:
                 (last,) = self._db.execute("SELECT last_insert_rowid()").fetchone()
-                # every put so far is written now (put_alerts flushes readings first)
-                self._written.append((self.put_count, int(last)))
             self.counts[LANE_READING] += len(rows)
             excess = self.counts[LANE_READING] - self.max_readings
             if excess > 0:
@@ -212,6 +211,11 @@ class Outbox:
                 self.dropped += excess
                 if self._on_drop:
                     self._on_drop(LANE_READING, excess)
+        if self._release_id is not None:
+            # Only once committed: every put so far is written now (put_alerts flushes readings
+            # first). A failed commit hands nothing to the held-acks consumer; its row ids are
+            # given again to the next write.
+            self._written.append((self.put_count, int(last)))
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[None]:

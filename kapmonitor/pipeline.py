@@ -31,10 +31,10 @@ from kapmonitor.clock import Clock
 from kapmonitor.metrics import Metrics
 from kapmonitor.model import NIBP_METRICS, Reading
 from kapmonitor.outbox import LANE_ALERT, LANE_READING, Outbox
-from kapmonitor.ports import RetainedState
+from kapmonitor.ports import DurablePublish, RetainedState
 from kapmonitor.topics import Topics, encode
 
-__all__ = ["DurablePublisher", "Listeners", "ReadingPipeline", "VitalsCache"]
+__all__ = ["AlertTee", "DurablePublisher", "Listeners", "ReadingPipeline", "VitalsCache"]
 
 T = TypeVar("T")
 
@@ -104,10 +104,10 @@ class DurablePublisher:
             listener(LANE_ALERT, body)
 
     def commit_alerts(
-        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], state: Mapping[str, bytes]
     ) -> None:
-        """Queue alert events and store ``state`` under ``key`` in one transaction, before
-        any of the events can be published."""
+        """Queue alert events and store the ``state`` blobs (key → bytes) in one transaction,
+        before any of the events can be published."""
         now = self.clock.now()
         rows: list[tuple[str, bytes, float]] = []
         bodies: list[dict[str, Any]] = []
@@ -120,7 +120,7 @@ class DurablePublisher:
                 body["durable"] = False
             rows.append((self.topics.alert(bed), encode(body), now))
             bodies.append(body)
-        self.outbox.put_alerts(rows, {key: state})
+        self.outbox.put_alerts(rows, dict(state))
         for body in bodies:  # the subscribers see every message put, as for publish_alert
             for listener in self._durable:
                 listener(LANE_ALERT, body)
@@ -130,30 +130,30 @@ class DurablePublisher:
 
 
 class AlertTee:
-    """A :class:`~kapmonitor.ports.DurablePublish` that queues through ``publisher`` and then
-    tells ``listeners`` (bed, event): services that act on alert events (remote escalation)
-    see exactly what was committed to the outbox."""
+    """A :class:`~kapmonitor.ports.DurablePublish` that queues through ``inner`` and then
+    tells ``listeners`` (bed, event) of each event: what acts on alert events (remote
+    escalation, the display watch) sees exactly what was committed to the outbox. Tees stack:
+    one in front of another adds listeners for what goes through it only."""
 
     def __init__(
-        self, publisher: DurablePublisher, listeners: Callable[[tuple[str, dict[str, Any]]], None]
+        self, inner: DurablePublish, listeners: Callable[[tuple[str, dict[str, Any]]], None]
     ) -> None:
-        self._publisher = publisher
+        self._inner = inner
         self._listeners = listeners
 
     def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
-        self._publisher.publish_alert(bed, event)
+        self._inner.publish_alert(bed, event)
         self._listeners((bed, dict(event)))
 
     def commit_alerts(
-        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], state: Mapping[str, bytes]
     ) -> None:
-        self._publisher.commit_alerts(events, key, state)
+        self._inner.commit_alerts(events, state)
         for bed, event in events:
             self._listeners((bed, dict(event)))
 
     def load_state(self, key: str) -> bytes | None:
-        return self._publisher.load_state(key)
-
+        return self._inner.load_state(key)
 
 
 class VitalsCache:

@@ -77,12 +77,13 @@ class DurablePublish(Protocol):
         stamped with ``seq``/``msg_id``/``boot_id``, never dropped."""
 
     def commit_alerts(
-        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], state: Mapping[str, bytes]
     ) -> None:
-        """Queue alert events (bed, event) *and* store the service's ``state`` under ``key``
-        in one durable transaction, before any of the events can be published: a service
-        whose events follow from its state (the alarm service) never publishes an event
-        whose state a crash could lose. Raises ``sqlite3.Error`` if nothing was stored."""
+        """Queue alert events (bed, event) *and* store the service's ``state`` blobs (key →
+        bytes; a key replaces what was stored under it) in one durable transaction, before
+        any of the events can be published: a service whose events follow from its state
+        (the alarm service) never publishes an event whose state a crash could lose. Raises
+        ``sqlite3.Error`` if nothing was stored."""
 
     def load_state(self, key: str) -> bytes | None:
         """The state last stored under ``key`` (None: never)."""

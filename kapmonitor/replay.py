@@ -10,7 +10,8 @@ device reported them; it is empty for events. ``t`` is seconds from the trace st
 in time order; gaps mean no data arrived. ``name`` is a metric of the reading vocabulary
 (``spo2``, ``pulse_rate``, ``heart_rate``, ``nibp_sys``, ``nibp_dia``, ``nibp_mean``,
 ``resp_rate``, ``perfusion_index``, ``battery``, …; an empty ``value`` means "no value", e.g.
-sensor off; NIBP parts with the same ``t`` form one measurement) or an event:
+sensor off; NIBP parts with the same ``t`` form one measurement, evaluated at ``t`` as the
+daemon evaluates it on arrival) or an event:
 
 * ``session_start`` — ``value`` is the profile (``ketamine``, ``esketamine``), optionally
   followed by risk flags separated by spaces (``ketamine hypertension first_session``);
@@ -46,7 +47,7 @@ from pydantic import ValidationError
 from kapmonitor.alerts import AlarmEngine, Event, RuleSet, load_rules
 from kapmonitor.alerts.commands import parse_command
 from kapmonitor.errors import CommandError, validation_problems
-from kapmonitor.model import METRICS, QUALITY_FLAGS, Reading
+from kapmonitor.model import METRICS, NIBP_METRICS, QUALITY_FLAGS, Reading
 
 HEADER = ["t", "bed", "name", "value"]
 HEADER_FLAGS = [*HEADER, "flags"]
@@ -200,8 +201,15 @@ def run(
         beds = sorted({row.bed for row in read_rows(f)})
     engine = AlarmEngine(rules, beds, catch_up_limit_s=None)  # a gap is time without data
     current: float | None = None
+    nibp = False  # NIBP parts given at `current`, not yet evaluated
     with trace.open(newline="", encoding="utf-8-sig") as f:
         for row in read_rows(f):
+            part = row.name in NIBP_METRICS
+            if nibp and not (part and row.t == current):
+                # a measurement is evaluated as it arrives (as in the daemon): once its
+                # parts are in, before anything later
+                _emit(engine.evaluate_nibp(row.t if current is None else current), out)
+                nibp = False
             if current is None or row.t > current:
                 # every tick before this row's time sees only the rows before it
                 _emit(engine.tick(math.nextafter(row.t, -math.inf)), out)
@@ -209,6 +217,7 @@ def run(
             if row.name in METRICS:
                 value = float(row.value) if row.value else None
                 engine.on_reading(_reading(row, value))
+                nibp |= part
                 continue
             name, args = _command(row)
             try:
@@ -222,6 +231,8 @@ def run(
                 raise TraceError(row.number, f"{row.name} refused: {exc}") from None
             _emit(result.events, out)
         if current is not None:
+            if nibp:
+                _emit(engine.evaluate_nibp(current), out)
             _emit(engine.tick(current), out)
 
 

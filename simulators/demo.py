@@ -254,14 +254,28 @@ class _Clinician:
                 "risk_flags": ["hypertension"] if n % 4 == 0 else []})
         # Baseline: a BP every 2.5 min before the dose (again 20 s later when the cuff is
         # not ready yet), so that two measurements ≥5 min apart arrive even when one fails.
+        # As a clinician would, the dose waits (up to DOSE_WAIT) for a complete baseline: on a
+        # busy machine a remote-started cuff can take longer than the schedule allows.
+        ready = self._baseline_ready(bed)
         wait = 150.0 if bed in self.last_bp else 20.0
-        if t < DOSE_AT - 30 and t - self.tried.get(bed, -1e9) >= wait:
+        if bed not in self.dosed and (t < DOSE_AT - 30 or not ready) and (
+                t - self.tried.get(bed, -1e9) >= wait):
             self.tried[bed] = t
             if await self.say("bp/measure", {"bed": bed}):
                 self.last_bp[bed] = t
-        if bed not in self.dosed and t >= DOSE_AT:
+        if bed not in self.dosed and t >= DOSE_AT and (ready or t >= DOSE_AT + DOSE_WAIT):
             self.dosed.add(bed)
             await self.say("session/dose", {"bed": bed, "dose_mg": 56.0 if n % 3 == 0 else 50.0})
+
+    def _baseline_ready(self, bed: str) -> bool:
+        """The pre-dose NIBPs the engine needs for a complete baseline have arrived."""
+        engine = self.daemon.alarms.engine if self.daemon.alarms is not None else None
+        if engine is None or bed not in engine.sessions:
+            return True  # nothing to wait for
+        cfg = engine.rules.baseline
+        bps = engine.sessions[bed].nibp
+        return bool(len(bps) >= cfg.nibp_min_count
+                    and bps[-1].t - bps[0].t >= cfg.nibp_min_span_s)
 
     async def respond(self, bed: str) -> None:
         """Enter (and clear) the headache of a BP alarm; answer every announced BP due."""
@@ -286,6 +300,8 @@ class _Clinician:
 
 # Speed of the fast-forward through the start of the sessions (start, two baseline BPs, dose).
 WARP = 100.0
+# How long past DOSE_AT the virtual clinician waits for a complete baseline before dosing.
+DOSE_WAIT = 600.0
 
 
 def fast_forward_target(args: argparse.Namespace) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from kapmonitor.codecs.hl7 import STANDARD_DELIMITERS, Location, escape, format_dtm
@@ -143,3 +143,15 @@ ENCODABLE_METRICS: dict[VendorStyle, frozenset[str]] = {
     "mindray": frozenset(_PCD_CODES),
     "philips": frozenset(_MDIL_CODES),
 }
+
+
+def nibp_report(control_id: str, sys_: float, dia: float, mean: float, *,
+                equipment_id: str = "0A000000000000A1", when: datetime | None = None,
+                application: str = "B40_SIM") -> bytes:
+    """A GE-style (PCD-01) ORU^R01 with one NIBP measurement taken at ``when`` (default now):
+    what the fault tests and ``bench/latency.py`` send at a moment of their choosing."""
+    at = when or datetime.now(UTC)
+    obs = [OutObservation(m, v, at) for m, v in (("nibp_sys", sys_), ("nibp_dia", dia),
+                                                  ("nibp_mean", mean))]
+    return encode_oru("ge", obs, control_id=control_id, timestamp=at, application=application,
+                      equipment_id=equipment_id)

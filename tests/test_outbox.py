@@ -6,7 +6,11 @@ import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from kapmonitor import outbox
 from kapmonitor.outbox import LANE_ALERT, LANE_READING, Outbox
 
 
@@ -123,3 +127,54 @@ def test_alert_events_and_state_commit_together(tmp_path: Path) -> None:
     assert again.counts[LANE_ALERT] == 2
     assert again.get_state("other") is None
     again.close()
+
+
+class _FullDisk(sqlite3.Connection):
+    """A connection whose next COMMIT fails as on a full disk: SQLite rolls the transaction
+    back and the statement raises."""
+
+    fail_next_commit = False
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        if sql == "COMMIT" and self.fail_next_commit:
+            self.fail_next_commit = False
+            super().execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().execute(sql, parameters)
+
+
+def test_a_failed_commit_hands_nothing_to_the_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The held-acks consumer (the history) counts puts; the outbox tells it which row ids a
+    count covers only for writes that committed. A failed write's row ids go to the next
+    write, whose rows the history has not stored yet: they must stay after release()."""
+    db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False,
+                         factory=_FullDisk)
+    make_memory = outbox._open_memory  # noqa: SLF001 - the outbox's own schema
+    make_memory().backup(db)
+    monkeypatch.setattr(outbox, "_open_memory", lambda: db)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_bytes(b"")
+    ob = Outbox(blocker / "o.db")  # the state directory cannot be made: in memory already
+    assert ob.storage_error is not None
+    ob.hold_acks()
+    ob.put(LANE_READING, "t", b"1", 1.0)  # no event loop: written at once
+    db.fail_next_commit = True
+    with pytest.raises(sqlite3.OperationalError):
+        ob.put(LANE_READING, "t", b"2", 2.0)  # not stored (nowhere left to move to)
+    ob.put(LANE_READING, "t", b"3", 3.0)  # takes the row id the failed write had
+    rows = ob.fetch(LANE_READING, 0, 10)
+    assert [r.payload for r in rows] == [b"1", b"3"]
+    for r in rows:
+        ob.ack(r)
+    ob.release(2)  # the history stored puts 1 and 2, not yet 3
+    ob.commit_acks()
+    assert _stored(db) == [b"3"]  # acked, but kept until the history has it
+    ob.release(3)
+    ob.commit_acks()
+    assert _stored(db) == []
+
+
+def _stored(db: sqlite3.Connection) -> list[bytes]:
+    return [bytes(p) for (p,) in db.execute("SELECT payload FROM outbox ORDER BY id")]

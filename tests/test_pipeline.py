@@ -12,7 +12,13 @@ from kapmonitor.clock import ManualClock
 from kapmonitor.metrics import Metrics
 from kapmonitor.model import Reading
 from kapmonitor.outbox import LANE_ALERT, LANE_READING, Outbox
-from kapmonitor.pipeline import DurablePublisher, Listeners, ReadingPipeline, VitalsCache
+from kapmonitor.pipeline import (
+    AlertTee,
+    DurablePublisher,
+    Listeners,
+    ReadingPipeline,
+    VitalsCache,
+)
 from kapmonitor.topics import Topics
 from tests.helpers.alerts import reading
 
@@ -70,3 +76,28 @@ def test_reading_pipeline_order_and_stamps(tmp_path: Path) -> None:
     finally:
         outbox.close()
         metrics.close()
+
+
+def test_alert_tees_stack_and_tell_after_the_commit(tmp_path: Path) -> None:
+    """The daemon's tee (escalation) and the display watch's tee in front of it: each listener
+    hears an event once, after its row is in the outbox; a tee's listeners hear only what goes
+    through that tee."""
+    outbox = Outbox(tmp_path / "o.sqlite3")
+    publisher = DurablePublisher(outbox, TOPICS, "boot1", ManualClock(50.0))
+    heard: list[tuple[str, str, str, int]] = []
+    node = AlertTee(publisher, lambda item: heard.append(("node", *_said(item), outbox.depth())))
+    watched = AlertTee(node, lambda item: heard.append(("watch", *_said(item),
+                                                         outbox.depth())))
+    watched.publish_alert("bed1", {"type": "alert", "event": "raised"})
+    watched.commit_alerts([("bed2", {"type": "alert", "event": "cleared"})], {"k": b"s"})
+    node.publish_alert("bed3", {"type": "alert", "event": "raised"})
+    assert heard == [("node", "bed1", "raised", 1), ("watch", "bed1", "raised", 1),
+                     ("node", "bed2", "cleared", 2), ("watch", "bed2", "cleared", 2),
+                     ("node", "bed3", "raised", 3)]
+    assert watched.load_state("k") == b"s"
+    outbox.close()
+
+
+def _said(item: tuple[str, dict[str, Any]]) -> tuple[str, str]:
+    bed, event = item
+    return bed, str(event["event"])

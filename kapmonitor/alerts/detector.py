@@ -207,13 +207,9 @@ class VectorDetector:
         return poor | ((t - self.last_spike_t) <= self.c.artefact_hold)
 
     # -- the tick -----------------------------------------------------------------------------
-    def step(self, inp: TickInput) -> list[Transition]:
-        c, dt, t = self.c, self.dt, inp.t
-        self._limits()
-        conc = self.conc_idx
-        saved = (self.cond_prev[conc], self.clear_prev[conc], self.run[conc], self.crun[conc])
-        X = self._build_signals(inp)
-        art = self._artefact(X, t)
+    def _conditions(self, X: F64) -> tuple[B8, B8, B8]:
+        """Per term whether it holds (T, B); per rule its condition and its clear (R, B)."""
+        c = self.c
         xt = X[c.term_col] * self.sign
         tc = np.where(self.strict, xt > self.lim_signed, xt >= self.lim_signed)
         cs = np.zeros((c.n_terms + 1, self.B), dtype=np.int64)
@@ -224,6 +220,16 @@ class VectorDetector:
         clear_ok = (_group_count(cs, c.clear_all_bounds) == self.n_clear_all) & (
             (_group_count(cs, c.clear_any_bounds) > 0) | self.no_clear_any
         )
+        return tc, cond, clear_ok
+
+    def step(self, inp: TickInput) -> list[Transition]:
+        c, dt, t = self.c, self.dt, inp.t
+        self._limits()
+        conc = self.conc_idx
+        saved = (self.cond_prev[conc], self.clear_prev[conc], self.run[conc], self.crun[conc])
+        X = self._build_signals(inp)
+        art = self._artefact(X, t)
+        tc, cond, clear_ok = self._conditions(X)
         active = self.active
 
         # short gaps: a tick without the rule's signal that decides nothing holds the state
@@ -251,21 +257,10 @@ class VectorDetector:
         esc = np.zeros_like(on)
 
         # NIBP rules: evaluated only where a new measurement arrived
-        er = self.episodic_rules
-        if len(er):
+        if len(self.episodic_rules):
             new = ~np.isnan(inp.nibp[0]) | ~np.isnan(inp.nibp[1])
             if new.any():
-                qual = cond[er] & new
-                cnt = self.count[er]
-                within = (t - self.last_qual_t[er]) <= c.confirm_window[er, None]
-                counted = np.where(qual, np.where(within & (cnt > 0), cnt + 1, 1), 0)
-                cnt = np.where(new, counted, cnt)
-                self.count[er] = cnt
-                self.last_qual_t[er] = np.where(qual, t, self.last_qual_t[er])
-                act = active[er]
-                on[er] |= qual & ~act & (cnt >= c.confirm_count[er, None])
-                esc[er] |= qual & act & (cnt == c.escalate_at[er, None])
-                off[er] |= new & act & ~cond[er] & clear_ok[er]
+                self._nibp_rules(t, new, cond, clear_ok, on, off, esc)
 
         # leaving the rule's phases ends its condition
         off |= active & ~self.enabled & self.not_concurrent
@@ -280,6 +275,48 @@ class VectorDetector:
 
         self.k += 1
         return self._transitions(t, X, tc, on, off, esc)
+
+    def step_nibp(self, t: float, nibp: F64) -> list[Transition]:
+        """Evaluate the NIBP rules now, between ticks, on the beds with a new measurement in
+        ``nibp`` ((3, B) sys/dia/mean, NaN where none): the NIBP part of :meth:`step` at time
+        ``t`` (the measurement's arrival), so an at-once NIBP rule is declared when the
+        measurement arrives instead of at the next tick. Nothing else moves: the continuous
+        rules' state, the slope windows and the tick counter are untouched, and the next
+        :meth:`step` must not be given the same measurement again. Leaving a rule's phases
+        still ends its condition at the next tick, as in :meth:`step`."""
+        er = self.episodic_rules
+        new = ~np.isnan(nibp[0]) | ~np.isnan(nibp[1])
+        if not len(er) or not new.any():
+            return []
+        c = self.c
+        self._limits()
+        X = np.full_like(self.X, np.nan)  # only the NIBP columns: NIBP rules read nothing else
+        nb = c.col["nibp_sys"]
+        X[nb : nb + 3] = nibp
+        tc, cond, clear_ok = self._conditions(X)
+        on = np.zeros_like(self.active)
+        off = np.zeros_like(on)
+        esc = np.zeros_like(on)
+        self._nibp_rules(t, new, cond, clear_ok, on, off, esc)
+        self.active = (self.active | on) & ~off
+        return self._transitions(t, X, tc, on, off, esc)
+
+    def _nibp_rules(self, t: float, new: B8, cond: B8, clear_ok: B8, on: B8, off: B8,
+                    esc: B8) -> None:
+        """NIBP rules: counted, declared, escalated or ended where a new measurement arrived
+        (``new``); writes into ``on``/``off``/``esc``; updates the confirmation counts."""
+        c, er, active = self.c, self.episodic_rules, self.active
+        qual = cond[er] & new
+        cnt = self.count[er]
+        within = (t - self.last_qual_t[er]) <= c.confirm_window[er, None]
+        counted = np.where(qual, np.where(within & (cnt > 0), cnt + 1, 1), 0)
+        cnt = np.where(new, counted, cnt)
+        self.count[er] = cnt
+        self.last_qual_t[er] = np.where(qual, t, self.last_qual_t[er])
+        act = active[er]
+        on[er] |= qual & ~act & (cnt >= c.confirm_count[er, None])
+        esc[er] |= qual & act & (cnt == c.escalate_at[er, None])
+        off[er] |= new & act & ~cond[er] & clear_ok[er]
 
     def pending(self) -> B8:
         """(R, B): the rule's condition is declared, or held last tick (pending or in a gap)."""

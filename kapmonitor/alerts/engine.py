@@ -17,7 +17,11 @@ Time is whatever the caller passes (epoch seconds in the daemon, trace seconds i
 engine never reads a clock. Ticks fall on multiples of ``tick_s``. Readings are placed by their
 host ``received`` time; NIBP parts (sys/dia/mean) with the same device and group id (without
 one: the same source timestamp) form one measurement, validated and evaluated at the first tick
-after they arrived.
+after they arrived, or earlier, at their arrival, by :meth:`AlarmEngine.evaluate_nibp` (what the
+daemon and ``kapmonitor replay`` do)::
+
+    engine.on_reading(sys_part); engine.on_reading(dia_part)
+    events = engine.evaluate_nibp(now)          # every NIBP measurement received by `now`
 
 Commands (argument models and the name table in :mod:`kapmonitor.alerts.commands`; a refused
 command raises :class:`~kapmonitor.errors.CommandError`; ``command(name, mapping, now)`` is the
@@ -41,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -220,6 +224,46 @@ class AlarmEngine:
             events += self._step(self.tick_k * self.dt)
             self.tick_k += 1
         return events
+
+    def _nibp_waiting(self, upto: float) -> float | None:
+        """The arrival of the oldest NIBP measurement received by ``upto`` and not yet
+        evaluated (None: none)."""
+        times = [p.first_received for q in self._nibp_ready.values() for p in q]
+        times += [p.first_received for parts in self._nibp_parts.values()
+                  for p in parts.values() if p.first_received <= upto]
+        return min(times, default=None)
+
+    def evaluate_nibp(self, upto: float) -> list[Event]:
+        """Evaluate now, between two ticks, the NIBP measurements received at or before
+        ``upto``: each at its arrival time (the time of its first part; never before the last
+        tick), oldest first, as the NIBP part of a tick would: validation (``nibp_invalid``),
+        the NIBP rules, confirmation requests, ``bp_with_symptom``, the session's BP record and
+        the worsening check of acknowledged NIBP alarms. The caller has run every tick up to
+        ``upto``. The daemon calls it as a measurement arrives, so an at-once NIBP alarm is
+        raised then instead of at the next tick; ``kapmonitor replay`` does the same."""
+        out: list[Event] = []
+        while (t := self._nibp_waiting(upto)) is not None:
+            last = self.last_tick
+            out += self._evaluate_nibp_at(t if last is None else max(t, last))
+        return out
+
+    def _evaluate_nibp_at(self, t: float) -> list[Event]:
+        """One measurement per bed (the oldest waiting) at ``t``; see :meth:`evaluate_nibp`."""
+        out = self._take_nibp(t)
+        nibp = self._nibp_now
+        if not np.isnan(nibp[:2]).all():
+            for tr in self.detector.step_nibp(t, nibp):
+                out += self._apply(tr, t)
+            asked = {e.bed for e in out if isinstance(e, SessionEvent) and e.event == "bp_due"}
+            out += [e for e in self._confirm_requests(t) if e.bed not in asked]
+            out += self.book.ack_step(t, self._current_nibp, self._describe, expiry=False)
+        # evaluated: the next tick must not take it again
+        self._nibp_now = np.full((3, len(self.beds)), np.nan)
+        return out
+
+    def _current_nibp(self, a: Alert) -> float | None:
+        """:meth:`_current_value` for the alerts that watch an NIBP signal (else None)."""
+        return self._current_value(a) if a.watch in NIBP_SIGNALS else None
 
     def _step(self, t: float) -> list[Event]:
         self.last_tick = t
@@ -894,17 +938,23 @@ class AlarmEngine:
         return snap
 
     # -- persistence --------------------------------------------------------------------------
-    def export_state(self) -> dict[str, Any]:
-        """Sessions and unacknowledged latched alerts, as JSON-ready data."""
+    def export_state(self, beds: Collection[str] | None = None) -> dict[str, Any]:
+        """Sessions, unacknowledged latched alerts, symptoms and last NIBPs of ``beds``
+        (default: every bed), as JSON-ready data. The daemon stores one document per bed, so
+        that a change on one bed writes only that bed's state."""
+        def mine(bed: str) -> bool:
+            return beds is None or bed in beds
+
         return {
             "version": STATE_VERSION,
-            "sessions": {bed: s.to_json() for bed, s in self.sessions.items()},
-            "alerts": self.book.export(),
-            "symptoms": self._symptoms,
-            "last_nibp": self._last_nibp,
+            "sessions": {bed: s.to_json() for bed, s in self.sessions.items() if mine(bed)},
+            "alerts": self.book.export(beds),
+            "symptoms": {bed: v for bed, v in self._symptoms.items() if mine(bed)},
+            "last_nibp": {bed: v for bed, v in self._last_nibp.items() if mine(bed)},
         }
 
     def restore_state(self, data: Mapping[str, Any]) -> None:
+        """Restore what :meth:`export_state` gave; documents of different beds add up."""
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported alarm state version {data.get('version')!r}")
         for bed, raw in data.get("sessions", {}).items():

@@ -23,7 +23,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -197,13 +197,16 @@ class AlertBook:
         a.audio_paused_until = None
 
     def ack_step(self, t: float, current: Callable[[Alert], float | None],
-                 describe: Callable[[Alert], str | None] | None = None) -> list[AlertEvent]:
+                 describe: Callable[[Alert], str | None] | None = None, *,
+                 expiry: bool = True) -> list[AlertEvent]:
         """Time-limited acknowledgement of high physiological alarms (see the module doc).
 
         ``current(alert)`` is the latest value of the alert's ``watch`` signal (None: no new
         value this tick); it is recorded for every open high physiological alert so that an
         acknowledgement knows the value it was given at. ``describe(alert)`` gives the text
-        for the current value when the alert sounds again (None: keep the text)."""
+        for the current value when the alert sounds again (None: keep the text). Without
+        ``expiry`` only a worsened value sounds an alarm again (an evaluation between ticks;
+        the acknowledgement's time limit is checked on the tick)."""
         cfg = self.cfg
         out: list[AlertEvent] = []
         for bed in sorted(self.open):
@@ -223,7 +226,7 @@ class AlertBook:
                     and (value - a.acked_value) * a.worse_sign >= step
                 ):
                     reason = "worsened"
-                elif 0 < cfg.ack_resound_after_s <= t - a.acked_at:
+                elif expiry and 0 < cfg.ack_resound_after_s <= t - a.acked_at:
                     reason = "ack_expired"
                 if reason is None:
                     continue
@@ -300,17 +303,20 @@ class AlertBook:
         return [self._event(t, a, "cleared", state="cleared")]
 
     # -- persistence --------------------------------------------------------------------------
-    def export(self) -> dict[str, Any]:
+    def export(self, beds: Collection[str] | None = None) -> dict[str, Any]:
+        """The alert id counters and the unacknowledged latched alerts (of ``beds``: default
+        every bed)."""
         return {
-            "counter": dict(self.counter),
+            "counter": {b: n for b, n in self.counter.items() if beds is None or b in beds},
             "latched": [
-                asdict(a) for bed in self.open for a in self.open[bed].values()
-                if a.latch and not a.acknowledged
+                asdict(a) for bed in self.open if beds is None or bed in beds
+                for a in self.open[bed].values() if a.latch and not a.acknowledged
             ],
         }
 
     def restore(self, data: dict[str, Any]) -> None:
-        self.counter = {str(k): int(v) for k, v in data.get("counter", {}).items()}
+        """Add what :meth:`export` gave (several exports of different beds add up)."""
+        self.counter.update({str(k): int(v) for k, v in data.get("counter", {}).items()})
         for raw in data.get("latched", []):
             a = Alert(**raw)
             # After a restart the condition is unknown: keep it latched until data says otherwise.

@@ -93,6 +93,32 @@ class NaiveDetector:
             out.extend(self._bed_step(i, bed, t, row))
         return out
 
+    def step_nibp(self, t: float, nibp: list[list[float]]) -> list[Transition]:
+        """The NIBP rules between ticks (:meth:`VectorDetector.step_nibp`): ``nibp`` per bed
+        (sys, dia, mean), NaN where no new measurement."""
+        c = self.c
+        out: list[Transition] = []
+        nb = c.col["nibp_sys"]
+        for bi, (bed, values) in enumerate(zip(self.beds, nibp, strict=True)):
+            if _isnan(values[0]) and _isnan(values[1]):
+                continue
+            x = [NAN] * c.n_cols
+            x[nb : nb + 3] = values
+            tc = self._terms(bed, x)
+            for r in range(c.n_rules):
+                if c.continuous[r] or c.concurrent[r]:
+                    continue
+                enabled = bool(c.enabled_by_phase[r, bed.phase])
+                cond = enabled and _matches(tc, c.any_terms[r], c.all_terms[r])
+                clear_ok = _matches(tc, c.clear_any_terms[r], c.clear_all_terms[r])
+                event = self._nibp_event(bed, r, t, cond, bed.active[r], clear_ok)
+                if event is None:
+                    continue
+                if event in ("on", "off"):
+                    bed.active[r] = event == "on"
+                out.append(self._transition(bi, r, t, event, x, tc))
+        return out
+
     # -- one bed ------------------------------------------------------------------------------
     def _signals(self, bed: _Bed, row: Row) -> list[float]:
         value, age, off, poor, nibp = row
@@ -146,12 +172,7 @@ class NaiveDetector:
         x = self._signals(bed, row)
         art = self._artefact(bed, x, t)
         limits = [self._limit(bed, ti) for ti in range(c.n_terms)]
-        tc = []
-        for ti in range(c.n_terms):
-            sign = float(c.term_sign[ti])
-            a = x[int(c.term_col[ti])] * sign
-            b = limits[ti] * sign
-            tc.append(a > b if c.term_strict[ti] else a >= b)
+        tc = self._terms(bed, x, limits)
         new_nibp = not _isnan(row[4][0]) or not _isnan(row[4][1])
         events: dict[int, str] = {}
         for r in range(c.n_rules):
@@ -164,18 +185,33 @@ class NaiveDetector:
                 ev = self._concurrent(bed, r)
                 if ev:
                     events[r] = ev
-        out = []
-        for r in sorted(events):
-            ev = events[r]
-            colx = int(c.rule_value_col[r])
-            if ev != "off":
-                for ti in c.any_terms[r] or c.all_terms[r]:
-                    if tc[ti]:
-                        colx = int(c.term_value_col[ti])
-                        break
-            val = None if colx < 0 or _isnan(x[colx]) else x[colx]
-            out.append(Transition(t, bi, r, ev, val, colx))
-        return out
+        return [self._transition(bi, r, t, events[r], x, tc) for r in sorted(events)]
+
+    def _terms(self, bed: _Bed, x: list[float], limits: list[float] | None = None
+               ) -> list[bool]:
+        """Whether each term holds for the signals ``x``."""
+        c = self.c
+        if limits is None:
+            limits = [self._limit(bed, ti) for ti in range(c.n_terms)]
+        tc = []
+        for ti in range(c.n_terms):
+            sign = float(c.term_sign[ti])
+            a = x[int(c.term_col[ti])] * sign
+            b = limits[ti] * sign
+            tc.append(a > b if c.term_strict[ti] else a >= b)
+        return tc
+
+    def _transition(self, bi: int, r: int, t: float, ev: str, x: list[float], tc: list[bool]
+                    ) -> Transition:
+        c = self.c
+        colx = int(c.rule_value_col[r])
+        if ev != "off":
+            for ti in c.any_terms[r] or c.all_terms[r]:
+                if tc[ti]:
+                    colx = int(c.term_value_col[ti])
+                    break
+        val = None if colx < 0 or _isnan(x[colx]) else x[colx]
+        return Transition(t, bi, r, ev, val, colx)
 
     def _artefact(self, bed: _Bed, x: list[float], t: float) -> list[bool]:
         """Artefact suspicion per value column: poor signal, or a spike not long ago."""

@@ -808,15 +808,10 @@ class PlxSpotCheck:
         if self.timestamp is not None:
             flags |= PLX_SPOT_FLAG_TIMESTAMP
             out += self.timestamp.encode()
-        if self.measurement_status is not None:
-            flags |= PLX_SPOT_FLAG_MEAS_STATUS
-            out += _uint_bytes(self.measurement_status, 2, "measurement_status")
-        if self.device_sensor_status is not None:
-            flags |= PLX_SPOT_FLAG_DEVICE_STATUS
-            out += _uint_bytes(self.device_sensor_status, 3, "device_sensor_status")
-        if self.pulse_amplitude_index is not None:
-            flags |= PLX_SPOT_FLAG_PAI
-            out += _sfloat(self.pulse_amplitude_index, "pulse_amplitude_index", exponent)
+        flags |= _encode_plx_tail(
+            out, _PLX_SPOT_TAIL, self.measurement_status, self.device_sensor_status,
+            self.pulse_amplitude_index, exponent,
+        )
         return bytes([flags]) + bytes(out)
 
     def to_measurements(self) -> list[Measurement]:
@@ -839,10 +834,7 @@ def decode_plx_spot_check(data: bytes) -> PlxSpotCheck:
     spo2 = r.sfloat("spo2")
     pr = r.sfloat("pulse rate")
     ts = r.date_time() if flags & PLX_SPOT_FLAG_TIMESTAMP else None
-    ms = r.uint(2, "measurement status") if flags & PLX_SPOT_FLAG_MEAS_STATUS else None
-    ds = r.uint(3, "device and sensor status") if flags & PLX_SPOT_FLAG_DEVICE_STATUS else None
-    pai = r.sfloat("pulse amplitude index") if flags & PLX_SPOT_FLAG_PAI else None
-    r.finish()
+    ms, ds, pai = _decode_plx_tail(r, flags, _PLX_SPOT_TAIL)
     return PlxSpotCheck(
         spo2, pr, ts, ms, ds, pai, bool(flags & PLX_SPOT_FLAG_CLOCK_NOT_SET),
         flags & PLX_SPOT_RESERVED_FLAGS,
@@ -855,6 +847,40 @@ PLX_CONT_FLAG_MEAS_STATUS = 0x04
 PLX_CONT_FLAG_DEVICE_STATUS = 0x08
 PLX_CONT_FLAG_PAI = 0x10
 PLX_CONT_RESERVED_FLAGS = 0xE0
+
+# The flag bits of the optional fields both PLX measurements end with, in their order:
+# measurement status (u16), device and sensor status (u24), pulse amplitude index (SFLOAT).
+_PLX_SPOT_TAIL = (PLX_SPOT_FLAG_MEAS_STATUS, PLX_SPOT_FLAG_DEVICE_STATUS, PLX_SPOT_FLAG_PAI)
+_PLX_CONT_TAIL = (PLX_CONT_FLAG_MEAS_STATUS, PLX_CONT_FLAG_DEVICE_STATUS, PLX_CONT_FLAG_PAI)
+
+
+def _encode_plx_tail(
+    out: bytearray, bits: tuple[int, int, int], measurement_status: int | None,
+    device_sensor_status: int | None, pai: Number | None, exponent: int | None,
+) -> int:
+    """Append the optional status and PAI fields of a PLX measurement; returns their flags."""
+    flags = 0
+    if measurement_status is not None:
+        flags |= bits[0]
+        out += _uint_bytes(measurement_status, 2, "measurement_status")
+    if device_sensor_status is not None:
+        flags |= bits[1]
+        out += _uint_bytes(device_sensor_status, 3, "device_sensor_status")
+    if pai is not None:
+        flags |= bits[2]
+        out += _sfloat(pai, "pulse_amplitude_index", exponent)
+    return flags
+
+
+def _decode_plx_tail(
+    r: _Reader, flags: int, bits: tuple[int, int, int]
+) -> tuple[int | None, int | None, Number | None]:
+    """Read the optional status and PAI fields a PLX measurement ends with, and its end."""
+    ms = r.uint(2, "measurement status") if flags & bits[0] else None
+    ds = r.uint(3, "device and sensor status") if flags & bits[1] else None
+    pai = r.sfloat("pulse amplitude index") if flags & bits[2] else None
+    r.finish()
+    return ms, ds, pai
 
 
 @dataclass(frozen=True, slots=True)
@@ -882,15 +908,10 @@ class PlxContinuous:
                 flags |= flag
                 out += _sfloat(pair[0], f"spo2_{name}", exponent)
                 out += _sfloat(pair[1], f"pulse_rate_{name}", exponent)
-        if self.measurement_status is not None:
-            flags |= PLX_CONT_FLAG_MEAS_STATUS
-            out += _uint_bytes(self.measurement_status, 2, "measurement_status")
-        if self.device_sensor_status is not None:
-            flags |= PLX_CONT_FLAG_DEVICE_STATUS
-            out += _uint_bytes(self.device_sensor_status, 3, "device_sensor_status")
-        if self.pulse_amplitude_index is not None:
-            flags |= PLX_CONT_FLAG_PAI
-            out += _sfloat(self.pulse_amplitude_index, "pulse_amplitude_index", exponent)
+        flags |= _encode_plx_tail(
+            out, _PLX_CONT_TAIL, self.measurement_status, self.device_sensor_status,
+            self.pulse_amplitude_index, exponent,
+        )
         return bytes([flags]) + bytes(out)
 
     def to_measurements(self) -> list[Measurement]:
@@ -915,10 +936,7 @@ def decode_plx_continuous(data: bytes) -> PlxContinuous:
     pr = r.sfloat("pulse rate")
     fast = (r.sfloat("spo2 fast"), r.sfloat("pulse rate fast")) if flags & 0x01 else None
     slow = (r.sfloat("spo2 slow"), r.sfloat("pulse rate slow")) if flags & 0x02 else None
-    ms = r.uint(2, "measurement status") if flags & PLX_CONT_FLAG_MEAS_STATUS else None
-    ds = r.uint(3, "device and sensor status") if flags & PLX_CONT_FLAG_DEVICE_STATUS else None
-    pai = r.sfloat("pulse amplitude index") if flags & PLX_CONT_FLAG_PAI else None
-    r.finish()
+    ms, ds, pai = _decode_plx_tail(r, flags, _PLX_CONT_TAIL)
     return PlxContinuous(spo2, pr, fast, slow, ms, ds, pai, flags & PLX_CONT_RESERVED_FLAGS)
 
 

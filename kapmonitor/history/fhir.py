@@ -22,10 +22,14 @@ when the session was started with one, else the session id.
 
 from __future__ import annotations
 
-import math
+import functools
+import json
 import re
 import uuid
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kapmonitor.history.record import AlarmSpan, SessionRecord, Trend, iso
 from kapmonitor.model import METRICS
@@ -70,14 +74,26 @@ def _interpretation(metric: str, value: float) -> tuple[list[dict[str, Any]], li
     if rng is None:
         return [], []
     lo, hi = rng
-    code, text = ("L", "Low") if value < lo else ("H", "High") if value > hi else ("N", "Normal")
+    code = "L" if value < lo else "H" if value > hi else "N"
+    return _INTERPRETATIONS[code], _range(metric)
+
+
+_INTERPRETATIONS = {code: [{"coding": [{"system": INTERP, "code": code, "display": text}]}]
+                    for code, text in (("L", "Low"), ("H", "High"), ("N", "Normal"))}
+
+
+@functools.cache
+def _range(metric: str) -> list[Any]:
+    """The metric's reference range (one per metric, shared by its Observations)."""
+    lo, hi = RANGES[metric]
     unit = METRICS[metric].unit
-    return ([{"coding": [{"system": INTERP, "code": code, "display": text}]}],
-            [{"low": _quantity(lo, unit), "high": _quantity(hi, unit),
-              "text": "NEWS2 zero-score band"}])
+    return [{"low": _quantity(lo, unit), "high": _quantity(hi, unit),
+             "text": "NEWS2 zero-score band"}]
 
 
+@functools.cache
 def _coding(metric: str) -> list[dict[str, Any]]:
+    """The metric's codings (one list per metric, shared by its Observations)."""
     info = METRICS[metric]
     out: list[dict[str, Any]] = []
     prof = PROFILES.get(metric)
@@ -93,6 +109,8 @@ def _coding(metric: str) -> list[dict[str, Any]]:
 
 
 def bundle(rec: SessionRecord, every_s: float = 60.0) -> dict[str, Any]:
+    """The Bundle as JSON-ready dicts. Observations of one metric share their coding and
+    reference-range objects: serialise the Bundle, do not edit it in place."""
     b = _Builder(rec)
     b.trend_observations(every_s)
     b.nibp_panels()
@@ -103,6 +121,11 @@ def bundle(rec: SessionRecord, every_s: float = 60.0) -> dict[str, Any]:
         "identifier": {"system": KAP + "session", "value": rec.session_id},
         "entry": b.entries,
     }
+
+
+def write(rec: SessionRecord, path: Path) -> Path:
+    path.write_text(json.dumps(bundle(rec), separators=(",", ":")), encoding="utf-8")
+    return path
 
 
 class _Builder:
@@ -145,15 +168,12 @@ class _Builder:
         for metric, tr in rec.trends.items():
             if metric not in METRICS or METRICS[metric].loinc is None:
                 continue
-            last_bucket = -math.inf
-            for i in range(len(tr.t)):
+            ok = np.flatnonzero(~np.isnan(tr.v) & (tr.t >= rec.started) & (tr.t <= rec.end))
+            # the first valid reading of every window (the trend is in time order)
+            bucket = np.floor((tr.t[ok] - rec.started) / every_s)
+            first = ok[np.flatnonzero(np.diff(bucket, prepend=-np.inf) != 0)]
+            for i in first.tolist():
                 t, v = float(tr.t[i]), float(tr.v[i])
-                if math.isnan(v) or t < rec.started or t > rec.end:
-                    continue
-                bucket = math.floor((t - rec.started) / every_s)
-                if bucket == last_bucket:
-                    continue
-                last_bucket = bucket
                 self.add_obs(f"{metric}-{i}", t,
                              self._trend_observation(metric, tr, i, t, v), metric)
 

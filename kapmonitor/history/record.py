@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kapmonitor.history.store import HistoryReader, Series, SessionInfo
+from kapmonitor.history.store import HistoryReader, ReadingColumns, SessionInfo
 
 CONTINUOUS = ("spo2", "pulse_rate", "heart_rate", "resp_rate", "perfusion_index")
 NIBP = ("nibp_sys", "nibp_dia", "nibp_mean")
@@ -51,12 +51,13 @@ class NibpMeasurement:
 
 @dataclass
 class Trend:
-    """One metric: times and values (NaN where the device gave no value)."""
+    """One metric: times and values (NaN where the device gave no value), and each reading's
+    device and quality flags (comma-separated): arrays of ``str``."""
 
     t: np.ndarray
     v: np.ndarray
-    devices: list[str]
-    flags: list[str]
+    devices: np.ndarray
+    flags: np.ndarray
 
 
 @dataclass
@@ -64,7 +65,7 @@ class SessionRecord:
     info: SessionInfo
     start: float  # window start (session start − lead-in, not before the first data)
     end: float  # session end, or the last data of a session still running
-    readings: Series
+    readings: ReadingColumns
     events: list[dict[str, Any]]
     statuses: list[tuple[float, str, str]]
     commands: list[dict[str, Any]]
@@ -122,12 +123,13 @@ def load(reader: HistoryReader, info: SessionInfo, lead_in: float = 300.0) -> Se
     end = info.ended
     probe_end = end if end is not None else math.inf
     start = info.started - lead_in
-    readings = reader.readings(info.bed, start, probe_end)
+    readings = reader.reading_columns(info.bed, start, probe_end)
     events = reader.events(info.bed, start, probe_end)
     if end is None:
-        last = max([info.started, *readings.received[-1:], *[e["t"] for e in events[-1:]]])
+        last = max([info.started, *readings.received[-1:].tolist(),
+                    *[e["t"] for e in events[-1:]]])
         end = float(last)
-    if readings.received:
+    if len(readings):
         start = max(start, math.floor(readings.received[0]))
     rec = SessionRecord(
         info=info, start=start, end=end, readings=readings, events=events,
@@ -140,32 +142,27 @@ def load(reader: HistoryReader, info: SessionInfo, lead_in: float = 300.0) -> Se
 
 def _derive(rec: SessionRecord) -> None:
     s = rec.readings
-    cols: dict[str, tuple[list[float], list[float], list[str], list[str]]] = {}
-    parts: dict[tuple[str, float], NibpMeasurement] = {}
-    for i in range(len(s)):
-        m = s.metric[i]
-        if m in NIBP:
-            key = (s.device[i], s.ts[i])
-            meas = parts.get(key)
-            if meas is None:
-                meas = parts[key] = NibpMeasurement(s.received[i], s.ts[i], s.device[i],
-                                                    None, None, None, [])
-            setattr(meas, m.removeprefix("nibp_"), s.value[i])
-            for f in s.quality[i].split(","):
-                if f and f not in meas.flags:
-                    meas.flags.append(f)
-            continue
-        if m not in CONTINUOUS:
-            continue
-        c = cols.setdefault(m, ([], [], [], []))
-        c[0].append(s.received[i])
-        v = s.value[i]
-        c[1].append(math.nan if v is None else float(v))
-        c[2].append(s.device[i])
-        c[3].append(s.quality[i])
-    for m, (tt, vv, d, q) in cols.items():
-        rec.trends[m] = Trend(np.asarray(tt, dtype=float), np.asarray(vv, dtype=float), d, q)
+    # the trends, in the order their metrics first appear (as the FHIR Bundle lists them)
+    found = []
+    for m in CONTINUOUS:
+        idx = np.flatnonzero(s.of((m,)))
+        if idx.size:
+            found.append((int(idx[0]), m, idx))
+    for _first, m, idx in sorted(found, key=lambda f: f[0]):
+        rec.trends[m] = Trend(s.received[idx], s.value[idx], s.device[idx], s.quality[idx])
         rec.gaps += [(m, a, b) for a, b in gaps(rec.trends[m].t)]
+    parts: dict[tuple[str, float], NibpMeasurement] = {}
+    for i in np.flatnonzero(s.of(NIBP)).tolist():
+        key = (str(s.device[i]), float(s.ts[i]))
+        meas = parts.get(key)
+        if meas is None:
+            meas = parts[key] = NibpMeasurement(float(s.received[i]), key[1], key[0],
+                                                None, None, None, [])
+        v = float(s.value[i])
+        setattr(meas, str(s.metric[i]).removeprefix("nibp_"), None if math.isnan(v) else v)
+        for f in str(s.quality[i]).split(","):
+            if f and f not in meas.flags:
+                meas.flags.append(f)
     rec.nibp = sorted((x for x in parts.values() if x.t >= rec.info.started - 1e-9),
                       key=lambda x: x.t)
     _events(rec)

@@ -1,18 +1,10 @@
 """Session reports: a PDF (and a PNG per page) a clinic can file, plus the CSV trace and FHIR.
 
-What belongs here: the pages (matplotlib, Agg/PDF backends, no display), writing the four
-outputs of a session into ``<out>/<session id>/`` and ``kapmonitor report``'s command line.
-The data comes from :mod:`kapmonitor.history.record`; the CSV from
-:mod:`kapmonitor.history.trace`; the Bundle from :mod:`kapmonitor.history.fhir`.
-
-Page 1: a patient-free header (bed, session id, profile, route, dose times, risk flags), then
-charts over the session on one time axis (minutes from the session start): SpO2, pulse/heart
-rate and respiration rate with the phases shaded, dose markers, the baseline band (the
-discharge criteria's ± fraction of the frozen baseline), NIBP readings as points labelled with
-their values, NEWS2 over time and the alarms as spans coloured by priority, labelled with who
-acknowledged them. Gaps in the data and device disconnections are left as gaps (hatched), never
-interpolated. Page 2 (and more when needed): the BP table, the alarm table, discharge readiness
-and its criteria, data gaps and the commands log.
+What belongs here: writing the four outputs of a session into ``<out>/<session id>/``
+(several sessions in forked worker processes when asked), and ``kapmonitor report``'s command
+line. The data comes from :mod:`kapmonitor.history.record`; the pages from
+:mod:`kapmonitor.history.pages`; the CSV from :mod:`kapmonitor.history.trace`; the Bundle from
+:mod:`kapmonitor.history.fhir`.
 """
 
 from __future__ import annotations
@@ -29,40 +21,43 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.backends import backend_pdf
+from matplotlib.backends.backend_pdf import PdfPages
 
-matplotlib.use("Agg")  # no display; figures are built without pyplot (thread-safe use)
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from kapmonitor.history import fhir, trace  # noqa: E402
-from kapmonitor.history.record import SessionRecord, load, report_dir, utc  # noqa: E402
-from kapmonitor.history.store import HistoryReader, SessionInfo  # noqa: E402
+from kapmonitor.history import fhir, trace
+from kapmonitor.history.pages import Pages
+from kapmonitor.history.record import SessionRecord, load, report_dir
+from kapmonitor.history.store import HistoryReader, SessionInfo
 
 log = logging.getLogger("kapmonitor.report")
-# The standard 14 fonts have no "normal" weight entry; matplotlib says so on every report.
-logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
-
-matplotlib.rcParams.update({
-    # The PDF uses the standard 14 fonts (Helvetica, Courier): nothing to embed or subset
-    # (embedding TrueType subsets cost seconds per report), and the text stays text
-    # (pdftotext, search, screen readers). The PNG pages use matplotlib's own fonts.
-    "pdf.use14corefonts": True,
-    "pdf.compression": 6,
-    "font.size": 7,
-    "axes.titlesize": 8,
-    "axes.labelsize": 7,
-    "path.simplify": True,
-    "agg.path.chunksize": 10000,
-})
-A4 = (8.27, 11.69)
 PNG_DPI = 72
-PHASE_COLOURS = {"pre_dose": "#dde8f5", "onset": "#fde6c8", "peak": "#f9cfcf",
-                 "recovery": "#dcefdc"}
-PRIORITY_COLOURS = {"high": "#c62828", "medium": "#ef8f00", "low": "#1e88e5", "info": "#7e57c2"}
-TABLE_ROWS_PER_PAGE = 60
+# zlib's fastest level: a page (flat colours, text) compresses almost as well, in a fifth of
+# the time of the default level 6
+PNG_OPTIONS = {"compress_level": 1}
+
+
+def _read_core_fonts_once() -> None:
+    """matplotlib 3.10 parses each standard font's AFM file again whenever it finishes a PDF
+    (only to write the font's name): some 25 ms per report for the four fonts a report uses.
+    Parse each file once per process instead (they are part of matplotlib, never change)."""
+    parse = getattr(backend_pdf, "AFM", None)
+    if parse is None or getattr(parse, "kapmonitor_once", False):
+        return
+    parsed: dict[str, Any] = {}
+
+    def once(fh: Any) -> Any:
+        name = getattr(fh, "name", None)
+        if not isinstance(name, str):
+            return parse(fh)
+        if name not in parsed:
+            parsed[name] = parse(fh)
+        return parsed[name]
+
+    once.kapmonitor_once = True  # type: ignore[attr-defined]
+    setattr(backend_pdf, "AFM", once)  # noqa: B010 - a module global, not a typed attribute
+
+
+_read_core_fonts_once()
 
 
 class ReportError(Exception):
@@ -97,338 +92,18 @@ def _band(rules_path: Path | None) -> tuple[float, float, float]:
         return 0.2, 0.2, 92.0  # the shipped defaults
 
 
-# -- charts --------------------------------------------------------------------------------
-def _x(rec: SessionRecord, t: np.ndarray | float) -> Any:
-    return (np.asarray(t) - rec.started) / 60.0
-
-
-def _broken(rec: SessionRecord, t: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Insert NaN at gaps so the line is broken there, not drawn across."""
-    if len(t) < 2:
-        return _x(rec, t), v
-    dt = np.diff(t)
-    limit = max(10.0, 3.0 * float(np.median(dt)))
-    idx = np.flatnonzero(dt > limit) + 1
-    return _x(rec, np.insert(t, idx, np.nan)), np.insert(v, idx, np.nan)
-
-
-def _decimate(x: np.ndarray, v: np.ndarray, buckets: int = 600
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """At most ~2 points per bucket of consecutive samples: each bucket's minimum and maximum
-    in time order (the extremes a clinician looks for survive), and a NaN where the bucket had
-    one, so gaps stay gaps. A 3-hour 1 Hz trend is 10,800 points; the page shows ~1,200."""
-    n = len(x)
-    if n <= 2 * buckets:
-        return x, v
-    k = -(-n // buckets)
-    m = n // k * k
-    vv, xx = v[:m].reshape(-1, k), x[:m].reshape(-1, k)
-    nan = np.isnan(vv)
-    lo = np.where(nan, np.inf, vv).argmin(axis=1)
-    hi = np.where(nan, -np.inf, vv).argmax(axis=1)
-    rows = np.arange(len(vv))
-    first, second = np.minimum(lo, hi), np.maximum(lo, hi)
-    has_nan = nan.any(axis=1)
-    all_nan = nan.all(axis=1)
-    cols_x = np.stack([xx[rows, first], xx[rows, second], xx[rows, second]], axis=1)
-    cols_v = np.stack([vv[rows, first], vv[rows, second],
-                       np.where(has_nan, np.nan, vv[rows, second])], axis=1)
-    cols_v[all_nan, :2] = np.nan
-    out_x = np.concatenate([cols_x.ravel(), x[m:]])
-    out_v = np.concatenate([cols_v.ravel(), v[m:]])
-    return out_x, out_v
-
-
-def _context(ax: Axes, rec: SessionRecord, label_doses: bool = False) -> None:
-    for a, b, ph in rec.phases:
-        ax.axvspan(_x(rec, a), _x(rec, b), color=PHASE_COLOURS.get(ph, "#eeeeee"), lw=0,
-                   zorder=0)
-    for _dev, a, b, _st in rec.down:
-        ax.axvspan(_x(rec, a), _x(rec, b), facecolor="none", edgecolor="#777777",
-                   hatch="////", lw=0, zorder=1)
-    for i, d in enumerate(rec.doses, 1):
-        x = _x(rec, float(d["t"]))
-        ax.axvline(x, color="#6a1b9a", lw=1.0, ls="--", zorder=3)
-        if label_doses:
-            ax.annotate(f"dose {i}", (x, 1.0), xycoords=("data", "axes fraction"),
-                        xytext=(2, -8), textcoords="offset points", color="#6a1b9a",
-                        fontsize=6)
-    ax.grid(True, lw=0.3, alpha=0.6)
-
-
-def _trend(ax: Axes, rec: SessionRecord, metric: str, colour: str, label: str) -> bool:
-    tr = rec.trends.get(metric)
-    if tr is None or not np.isfinite(tr.v).any():
-        return False
-    x, v = _decimate(*_broken(rec, tr.t, tr.v))
-    ax.plot(x, v, color=colour, lw=0.7, label=label, zorder=4)
-    return True
-
-
-def _chart_page(rec: SessionRecord, band: tuple[float, float, float]) -> Figure:
-    bp_frac, hr_frac, spo2_level = band
-    fig = Figure(figsize=A4)
-    heights = [1.0, 2.2, 2.2, 2.6, 1.4, 1.0, max(1.2, 0.22 * len(rec.alarms) + 0.6)]
-    gs = fig.add_gridspec(len(heights), 1, height_ratios=heights, hspace=0.35,
-                          left=0.09, right=0.97, top=0.97, bottom=0.04)
-    head = fig.add_subplot(gs[0])
-    head.axis("off")
-    _header(head, rec)
-    axes = [fig.add_subplot(gs[i]) for i in range(1, len(heights))]
-    for ax in axes[1:]:
-        ax.sharex(axes[0])
-    spo2, hr, bp, rr, news, alarms = axes
-    _spo2_chart(spo2, rec, spo2_level)
-    _hr_chart(hr, rec, hr_frac)
-    _bp_chart(bp, rec, bp_frac)
-    _rr_chart(rr, rec)
-    _news_chart(news, rec)
-    _alarm_chart(alarms, rec)
-    for ax in axes:
-        ax.set_xlim(_x(rec, rec.start), _x(rec, rec.end))
-        if ax is not alarms:
-            ax.tick_params(labelbottom=False)
-    return fig
-
-
-def _spo2_chart(ax: Axes, rec: SessionRecord, spo2_level: float) -> None:
-    _context(ax, rec, label_doses=True)
-    _trend(ax, rec, "spo2", "#1565c0", "SpO2")
-    ax.axhline(spo2_level, color="#1565c0", lw=0.6, ls=":")
-    if "spo2" in rec.baseline:
-        ax.axhline(rec.baseline["spo2"], color="#1565c0", lw=0.5, alpha=0.5)
-    ax.set_ylabel("SpO2 %")
-    ax.set_title("SpO2 (dotted: discharge criterion)", loc="left")
-
-
-def _hr_chart(ax: Axes, rec: SessionRecord, hr_frac: float) -> None:
-    _context(ax, rec)
-    drawn = _trend(ax, rec, "pulse_rate", "#c62828", "pulse rate")
-    drawn |= _trend(ax, rec, "heart_rate", "#6d4c41", "heart rate (ECG)")
-    if "hr" in rec.baseline:
-        b = rec.baseline["hr"]
-        ax.axhspan(b * (1 - hr_frac), b * (1 + hr_frac), color="#c62828", alpha=0.08, lw=0)
-    ax.set_ylabel("/min")
-    ax.set_title(f"Pulse / heart rate (band: baseline ±{hr_frac:.0%})", loc="left")
-    if drawn:
-        ax.legend(loc="upper right", fontsize=6, frameon=False)
-
-
-def _bp_chart(ax: Axes, rec: SessionRecord, bp_frac: float) -> None:
-    _context(ax, rec)
-    for key, colour in (("nibp_sys", "#8e24aa"), ("nibp_dia", "#5e35b1")):
-        level = rec.baseline.get(key)
-        if level is not None:
-            ax.axhspan(level * (1 - bp_frac), level * (1 + bp_frac), color=colour, alpha=0.07,
-                       lw=0)
-    ok = [m for m in rec.nibp if m.sys is not None and m.dia is not None]
-    if ok:
-        xs = _x(rec, np.array([m.t for m in ok]))
-        sys_ = np.array([m.sys for m in ok], dtype=float)
-        dia = np.array([m.dia for m in ok], dtype=float)
-        ax.vlines(xs, dia, sys_, color="#8e24aa", lw=0.8, zorder=4)
-        ax.scatter(xs, sys_, marker="v", s=10, color="#8e24aa", zorder=5)
-        ax.scatter(xs, dia, marker="^", s=10, color="#5e35b1", zorder=5)
-        step = max(1, len(ok) // 40)  # keep the labels readable
-        for i in range(0, len(ok), step):
-            ax.annotate(f"{sys_[i]:.0f}/{dia[i]:.0f}", (xs[i], sys_[i]), xytext=(0, 3),
-                        textcoords="offset points", fontsize=5, ha="center")
-    ax.set_ylabel("mmHg")
-    ax.set_title(f"NIBP systolic/diastolic (bands: baseline ±{bp_frac:.0%})", loc="left")
-
-
-def _rr_chart(ax: Axes, rec: SessionRecord) -> None:
-    _context(ax, rec)
-    if not _trend(ax, rec, "resp_rate", "#2e7d32", "resp rate"):
-        ax.text(0.5, 0.5, "no respiration rate recorded", transform=ax.transAxes,
-                ha="center", va="center", color="#777777")
-    ax.set_ylabel("/min")
-    ax.set_title("Respiration rate", loc="left")
-
-
-def _news_chart(ax: Axes, rec: SessionRecord) -> None:
-    _context(ax, rec)
-    if rec.news2:
-        nt = np.array([n[0] for n in rec.news2] + [rec.end])
-        nv = np.array([n[1] for n in rec.news2] + [rec.news2[-1][1]], dtype=float)
-        ax.step(_x(rec, nt), nv, where="post", color="#37474f", lw=0.9)
-        ax.set_ylim(-0.5, max(7.0, float(nv.max()) + 1))
-    ax.set_ylabel("NEWS2")
-    ax.set_title("NEWS2 (partial: parameters kapmonitor does not measure score 0)",
-                 loc="left")
-
-
-def _alarm_chart(ax: Axes, rec: SessionRecord) -> None:
-    _context(ax, rec)
-    x_lo, x_hi = _x(rec, rec.start), _x(rec, rec.end)
-    for i, a in enumerate(rec.alarms):
-        end = a.cleared if a.cleared is not None else rec.end
-        colour = PRIORITY_COLOURS.get(a.priority, "#555555")
-        ax.barh(i, _x(rec, end) - _x(rec, a.raised), left=_x(rec, a.raised), height=0.6,
-                color=colour, alpha=0.85, zorder=4)
-        ack = f", ack {a.acked_by or '?'}" if a.acked_at is not None else ""
-        x0, x1 = _x(rec, a.raised), _x(rec, end)
-        label = _ascii(f" {a.rule} ({a.priority}{ack}) ")
-        # keep the label inside the chart: after the span, before it, or on it
-        if x1 < x_lo + 0.7 * (x_hi - x_lo):
-            ax.text(x1, i, label, va="center", ha="left", fontsize=5, zorder=5)
-        elif x0 > x_lo + 0.3 * (x_hi - x_lo):
-            ax.text(x0, i, label, va="center", ha="right", fontsize=5, zorder=5)
-        else:
-            ax.text(x0, i, label, va="center", ha="left", fontsize=5, zorder=5,
-                    bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 0.5})
-    ax.set_yticks([])
-    ax.set_ylim(-1, max(1, len(rec.alarms)))
-    ax.invert_yaxis()
-    ax.set_title("Alarms (span: raised -> cleared; colour: priority)", loc="left")
-    ax.set_xlabel(f"minutes from session start ({utc(rec.started)}); hatched: device "
-                  "disconnected; shaded: phases")
-
-
-_ASCII = str.maketrans({"→": "->", "≥": ">=", "≤": "<=", "−": "-", "–": "-", "—": "-",
-                        "·": "-", "…": "...", "×": "x"})
-
-
-def _ascii(text: str) -> str:
-    """The standard 14 PDF fonts know Latin-1 only (± and ° are fine, arrows are not)."""
-    return text.translate(_ASCII).encode("latin-1", "replace").decode("latin-1")
-
-
-def _header(ax: Axes, rec: SessionRecord) -> None:
-    info = rec.info.start
-    doses = ", ".join(
-        f"{utc(float(d['t']))}" + (f" ({d['dose_mg']:g} mg)" if d.get("dose_mg") is not None
-                                    else "") for d in rec.doses) or "none recorded"
-    ready = rec.discharge_ready_at
-    lines = [
-        f"Bed {rec.bed}   Session {rec.session_id}   Profile {rec.info.profile or '-'}   "
-        f"Route {info.get('route') or '-'}",
-        f"Started {utc(rec.started)}   Ended "
-        f"{utc(rec.info.ended) if rec.info.ended is not None else 'running'}   "
-        f"Risk flags: {', '.join(info.get('risk_flags') or []) or 'none'}",
-        f"Dose times: {doses}",
-        f"Discharge readiness (advisory): "
-        f"{utc(ready) if ready is not None else 'not reached'}   Alarms: {len(rec.alarms)}   "
-        f"Phases: " + " -> ".join(dict.fromkeys(p for _, _, p in rec.phases)),
-    ]
-    ax.text(0, 1, "kapmonitor session record (no patient identifiers; secondary monitoring "
-            "record, not a certified alarm system)", fontsize=9, weight="bold", va="top",
-            transform=ax.transAxes)
-    for i, line in enumerate(lines):
-        ax.text(0, 0.72 - i * 0.2, _ascii(line), fontsize=7, va="top", transform=ax.transAxes)
-
-
-def _blocks(lines: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """Consecutive lines of one style as one block: one text artist each (text layout is most
-    of the rendering time). A heading is always a block of its own."""
-    out: list[tuple[str, list[str]]] = []
-    for style, text in lines:
-        st = "m" if style == "s" else style
-        if out and out[-1][0] == st and st != "h":
-            out[-1][1].append(text)
-        else:
-            out.append((st, [text]))
-    return out
-
-
-def _table_pages(rec: SessionRecord) -> list[Figure]:
-    lines: list[tuple[str, str]] = [  # (style, text)
-        ("h", f"Bed {rec.bed} - session {rec.session_id} - tables"),
-        *_bp_lines(rec), *_alarm_lines(rec), *_discharge_lines(rec), *_gap_lines(rec),
-        *_command_lines(rec),
-    ]
-    pages: list[Figure] = []
-    for start in range(0, len(lines), TABLE_ROWS_PER_PAGE):
-        fig = Figure(figsize=A4)
-        y = 0.97
-        for st, block in _blocks(lines[start:start + TABLE_ROWS_PER_PAGE]):
-            if st == "h":
-                y -= 0.008
-            fig.text(0.06, y, _ascii("\n".join(block)), fontsize=8 if st == "h" else 6.5,
-                     weight="bold" if st in ("h", "b") else "normal",
-                     family="monospace" if st != "h" else "sans-serif",
-                     va="top", linespacing=1.25)
-            y -= 0.0155 * len(block)
-        fig.text(0.06, 0.02, f"kapmonitor session {rec.session_id} - bed {rec.bed} - page "
-                 f"{len(pages) + 2}", fontsize=6, color="#777777")
-        pages.append(fig)
-    return pages
-
-
-def _bp_lines(rec: SessionRecord) -> list[tuple[str, str]]:
-    lines = [("h", "Blood pressure"),
-             ("b", f"{'time (UTC)':<24}{'min':>7}  {'sys/dia (mean)':<18}{'device':<12}flags")]
-    for m in rec.nibp:
-        bp = (f"{m.sys:.0f}/{m.dia:.0f}" if m.sys is not None and m.dia is not None
-              else "invalid") + (f" ({m.mean:.0f})" if m.mean is not None else "")
-        lines.append(("m", f"{utc(m.t):<24}{(m.t - rec.started) / 60:>7.1f}  {bp:<18}"
-                           f"{m.device:<12}{', '.join(m.flags)}"))
-    if not rec.nibp:
-        lines.append(("m", "no NIBP measurement recorded"))
-    return lines
-
-
-def _alarm_lines(rec: SessionRecord) -> list[tuple[str, str]]:
-    lines = [("h", "Alarms"),
-             ("b", f"{'raised (UTC)':<25}{'cleared':<10}{'priority':<9}{'rule':<24}"
-                   "acknowledged")]
-    for a in rec.alarms:
-        cleared = utc(a.cleared)[11:19] if a.cleared is not None else "open"
-        ack = (f"{utc(a.acked_at)[11:19]} by {a.acked_by or 'unknown'}"
-               if a.acked_at is not None else "not acknowledged")
-        lines.append(("m", f"{utc(a.raised):<25}{cleared:<10}{a.priority:<9}{a.rule:<24}{ack}"))
-        lines.append(("s", f"    {a.text[:110]}"))
-    if not rec.alarms:
-        lines.append(("m", "no alarms"))
-    return lines
-
-
-def _discharge_lines(rec: SessionRecord) -> list[tuple[str, str]]:
-    lines = [("h", "Discharge readiness (advisory; nothing is discharged automatically)")]
-    for d in rec.discharge:
-        unmet = d.get("unmet")
-        lines.append(("m", f"{utc(float(d['t']))}  {d['event'].replace('_', ' ')}"
-                           + (f" — criteria not met: {', '.join(unmet)}" if unmet else
-                              " — all criteria met")))
-    if not rec.discharge:
-        lines.append(("m", "readiness not reached"))
-    if rec.baseline:
-        lines.append(("m", "Baseline (frozen at the first dose): " + ", ".join(
-            f"{k} {v:.0f}" for k, v in sorted(rec.baseline.items()))
-            + ("" if rec.baseline_complete else " (incomplete)")))
-    return lines
-
-
-def _gap_lines(rec: SessionRecord) -> list[tuple[str, str]]:
-    lines = [("h", "Data gaps and disconnections")]
-    for metric, g0, g1 in rec.gaps:
-        lines.append(("m", f"{utc(g0)} -> {utc(g1)[11:]}  {metric}: no data for {g1 - g0:.0f} s"))
-    for dev, d0, d1, st in rec.down:
-        lines.append(("m", f"{utc(d0)} -> {utc(d1)[11:]}  device {dev} {st} for {d1 - d0:.0f} s"))
-    if not rec.gaps and not rec.down:
-        lines.append(("m", "none"))
-    return lines
-
-
-def _command_lines(rec: SessionRecord) -> list[tuple[str, str]]:
-    lines = [("h", "Commands")]
-    for c in rec.commands:
-        lines.append(("m", f"{utc(c['t'])}  {c['name']:<22}{c['status']:<6}by "
-                           f"{c['by'] or '-'}"))
-    if not rec.commands:
-        lines.append(("m", "none recorded"))
-    return lines
-
-
 # -- writing ----------------------------------------------------------------------------------
-def render(rec: SessionRecord, out: Path, rules_path: Path | None = None) -> ReportFiles:
+def render(rec: SessionRecord, out: Path, rules_path: Path | None = None, *,
+           pages: Pages | None = None, band: tuple[float, float, float] | None = None
+           ) -> ReportFiles:
     """Write the CSV trace, the FHIR Bundle, the PNG pages and, last (renamed into place, so
-    its presence means the report is complete), the PDF."""
+    its presence means the report is complete), the PDF. ``pages`` (reused across sessions)
+    and ``band`` (from the rules) save the work of making them for every session."""
     out.mkdir(parents=True, exist_ok=True)
     csv_path = trace.write(rec, out / "trace.csv")
-    fhir_path = out / "fhir-bundle.json"
-    fhir_path.write_text(json.dumps(fhir.bundle(rec), separators=(",", ":")), encoding="utf-8")
-    figs = [_chart_page(rec, _band(rules_path)), *_table_pages(rec)]
+    fhir_path = fhir.write(rec, out / "fhir-bundle.json")
+    pages = pages or Pages()
+    figs = [pages.chart_page(rec, band or _band(rules_path)), *pages.table_pages(rec)]
     pdf = out / "report.pdf"
     tmp = out / "report.pdf.tmp"
     pngs: list[Path] = []
@@ -437,7 +112,7 @@ def render(rec: SessionRecord, out: Path, rules_path: Path | None = None) -> Rep
         for i, fig in enumerate(figs, 1):
             pp.savefig(fig)
             png = out / f"page-{i}.png"
-            fig.savefig(png, dpi=PNG_DPI)
+            fig.savefig(png, dpi=PNG_DPI, pil_kwargs=PNG_OPTIONS)
             pngs.append(png)
     tmp.replace(pdf)
     return ReportFiles(rec.session_id, rec.bed, pdf, pngs, csv_path, fhir_path)
@@ -462,20 +137,54 @@ def write_reports(db: Path, out_dir: Path, *, session_id: str | None = None,
                   rules_path: Path | None = None, lead_in: float = 300.0,
                   workers: int = 1) -> list[ReportFiles]:
     """Write ``<out_dir>/<session id>/`` for each selected session (no selection: every
-    session). ``workers`` > 1 renders sessions in that many forked processes (the command
-    line; the daemon renders in one thread)."""
+    session), drawing all of them on one :class:`Pages`. ``workers`` > 1 renders sessions
+    in that many forked processes (the command line, from its main thread; the daemon
+    renders in one thread)."""
     if not db.exists():
         raise ReportError(f"{db}: no history database (is [history] enabled?)")
+    band = _band(rules_path)
     with HistoryReader(db) as reader:
         infos = select(reader, session_id=session_id, bed=bed, start=start, end=end)
-        records = [load(reader, info, lead_in) for info in infos]
-    if workers > 1 and len(records) > 1 and "fork" in mp.get_all_start_methods():
+        if workers <= 1 or len(infos) <= 1 or "fork" not in mp.get_all_start_methods():
+            pages = Pages()
+            return [render(load(reader, info, lead_in), report_dir(out_dir, info.session_id),
+                           pages=pages, band=band) for info in infos]
+    global _JOB
+    _JOB = _Job(db, infos, out_dir, band, lead_in)
+    try:
+        # forked after the imports: the workers start with matplotlib loaded; each reads its
+        # sessions from the database itself and keeps one Pages for all of them
         with concurrent.futures.ProcessPoolExecutor(
-                min(workers, len(records)), mp_context=mp.get_context("fork")) as pool:
-            return list(pool.map(render, records,
-                                 [report_dir(out_dir, r.session_id) for r in records],
-                                 [rules_path] * len(records)))
-    return [render(rec, report_dir(out_dir, rec.session_id), rules_path) for rec in records]
+                min(workers, len(infos)), mp_context=mp.get_context("fork")) as pool:
+            return list(pool.map(_render_job, range(len(infos))))
+    finally:
+        _JOB = None
+
+
+@dataclass
+class _Job:
+    """What the forked workers of :func:`write_reports` inherit."""
+
+    db: Path
+    infos: list[SessionInfo]
+    out_dir: Path
+    band: tuple[float, float, float]
+    lead_in: float
+    reader: HistoryReader | None = None  # opened in the worker
+    pages: Pages | None = None
+
+
+_JOB: _Job | None = None
+
+
+def _render_job(i: int) -> ReportFiles:
+    job = _JOB
+    assert job is not None, "only in a worker forked by write_reports"
+    if job.reader is None:
+        job.reader, job.pages = HistoryReader(job.db), Pages()
+    info = job.infos[i]
+    return render(load(job.reader, info, job.lead_in), report_dir(job.out_dir, info.session_id),
+                  pages=job.pages, band=job.band)
 
 
 # -- kapmonitor report --------------------------------------------------------------------------

@@ -11,14 +11,21 @@ What lives here (everything around the pure engine of :mod:`kapmonitor.alerts` t
   an engine that has run every tick up to *now*. That is how ``kapmonitor replay`` feeds a
   trace, so replaying a recorded session (``kapmonitor report``'s CSV) gives the alerts the
   daemon raised;
-- a task ticks it once per second of the daemon's clock;
+- a task ticks it once per second of the daemon's clock, on the engine's grid (k·dt);
+- an NIBP measurement is evaluated as it arrives (:meth:`AlarmEngine.evaluate_nibp` at its
+  arrival time, by a second task woken by the reading), not at the next tick, and a command
+  acts when it arrives: an at-once alarm is on its way to MQTT within the same few
+  milliseconds as the reading itself (``bench/latency.py``);
 - every event goes through the durable outbox to ``bed/<id>/alert`` (QoS 1, not retained) and
   into the append-only alarm log ``alarm-log.jsonl`` in the state directory;
 - the active set and the session go to the retained ``bed/<id>/alarms`` and ``bed/<id>/session``;
 - sessions and latched alerts are committed together with every event that changes them
   (one outbox transaction, :meth:`~kapmonitor.ports.DurablePublish.commit_alerts`), so an event
   is on MQTT only once the state behind it is on disk, and a restart restores exactly what was
-  committed (an older ``alarm-state.json`` is read once, for the upgrade);
+  committed. The state is stored per bed (key ``alarm-state/<bed>``): a transaction writes the
+  beds it changes, not the whole clinic. What changes without an event (a session's pre-dose
+  samples) is committed every 10 s. The one document of earlier versions (``alarm-state``,
+  older still ``alarm-state.json``) is read once, for the upgrade;
 - the engine's commands (names and models from :data:`~kapmonitor.alerts.commands.ENGINE_COMMANDS`)
   and ``bp/measure`` arrive on ``bridge/request/…`` already validated.
 
@@ -29,6 +36,7 @@ gets :class:`~kapmonitor.ports.ServicePorts` and nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -87,39 +95,63 @@ class AlarmService:
         # Called on every engine tick (the daemon's liveness heartbeat).
         self.tick_beat: Callable[[], None] = lambda: None
         self._held: deque[Reading] = deque()  # received, not yet given to the engine
+        self._nibp_latest: float | None = None  # newest NIBP part not yet evaluated
+        self._nibp_wake = asyncio.Event()
+        self._dirty: set[str] = set()  # beds whose state changed without an event yet
         self.log_max_bytes = 0  # rotate alarm-log.jsonl above this size (0: never)
         self.log_keep = 5  # rotated logs kept (alarm-log.jsonl.1 … .N)
         self.event_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._restore()
-        ports.readings.subscribe(self._held.append)
+        ports.readings.subscribe(self._on_reading)
         ports.statuses.subscribe(self._on_status)
         self._register_commands()
 
     # -- persistence -----------------------------------------------------------------------
+    def _state_key(self, bed: str) -> str:
+        return f"{STATE_KEY}/{bed}"
+
     def _restore(self) -> None:
+        """Each bed's state from its own key; else the one document of earlier versions (in
+        the outbox, or older still in ``alarm-state.json``), rewritten per bed at once."""
+        found = False
+        for bed in self.devices.beds:
+            stored = self.ports.alerts.load_state(self._state_key(bed))
+            if not stored:
+                continue
+            found = True
+            try:
+                self.engine.restore_state(json.loads(stored))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("the stored alarm state of %s is not restorable (%s); that bed "
+                          "starts without it", bed, exc)
+        if not found and self._restore_legacy():
+            self.save(legacy=True)
+        active = [b for b in self.devices.beds if self.engine.session_state(b).get("active")]
+        log.info("restored alarm state: sessions on %s", ", ".join(active) or "no bed")
+
+    def _restore_legacy(self) -> bool:
         stored = self.ports.alerts.load_state(STATE_KEY)
-        if stored is not None:
+        if stored:
             try:
                 self.engine.restore_state(json.loads(stored))
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("the stored alarm state is not restorable (%s); starting without it",
                           exc)
-                return
-        else:
-            try:  # the state file of earlier versions
-                data = json.loads(self.state_path.read_text())
-            except FileNotFoundError:
-                return
-            except (OSError, ValueError) as exc:
-                self._quarantine(f"unreadable: {exc}")
-                return
-            try:
-                self.engine.restore_state(data)
-            except (ValueError, KeyError, TypeError) as exc:
-                self._quarantine(f"not restorable: {exc}")
-                return
-        active = [b for b in self.devices.beds if self.engine.session_state(b).get("active")]
-        log.info("restored alarm state: sessions on %s", ", ".join(active) or "no bed")
+                return False
+            return True
+        try:  # the state file of earlier versions
+            data = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as exc:
+            self._quarantine(f"unreadable: {exc}")
+            return False
+        try:
+            self.engine.restore_state(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            self._quarantine(f"not restorable: {exc}")
+            return False
+        return True
 
     def _quarantine(self, why: str) -> None:
         bad = self.state_path.with_suffix(".bad")
@@ -127,19 +159,32 @@ class AlarmService:
         log.error("alarm state %s is %s; moved to %s and starting without it",
                   self.state_path, why, bad)
 
-    def save(self) -> None:
-        """Commit the engine's state now (no events)."""
-        self.ports.alerts.commit_alerts([], STATE_KEY, encode(self.engine.export_state()))
+    def _states(self, beds: Iterable[str]) -> dict[str, bytes]:
+        return {self._state_key(bed): encode(self.engine.export_state((bed,)))
+                for bed in sorted(set(beds))}
+
+    def save(self, *, legacy: bool = False) -> None:
+        """Commit every bed's state now (no events); ``legacy``: and empty the one document of
+        earlier versions, which is then read no more."""
+        state = self._states(self.devices.beds)
+        if legacy:
+            state[STATE_KEY] = b""
+        self.ports.alerts.commit_alerts([], state)
+        self._dirty.clear()
 
     # -- events ----------------------------------------------------------------------------
-    def _emit(self, events: Iterable[Event], *, force_save: bool = False) -> None:
-        """Commit the events together with the state they leave behind, then log them, pass
+    def _emit(self, events: Iterable[Event], *, save: Iterable[str] = ()) -> None:
+        """Commit the events together with the state they leave behind (the state of their
+        beds, of ``save`` and of the beds changed since the last commit), then log them, pass
         them to the event listeners and refresh the retained snapshots. Nothing is published
         before the commit."""
         bodies = [(e.bed, e.to_json()) for e in events]
-        if not bodies and not force_save:
+        beds = {bed for bed, _ in bodies}.union(save)
+        if not beds:
             return
-        self.ports.alerts.commit_alerts(bodies, STATE_KEY, encode(self.engine.export_state()))
+        beds |= self._dirty
+        self.ports.alerts.commit_alerts(bodies, self._states(beds))
+        self._dirty.clear()
         if not bodies:
             return
         if not self._log_file.closed:  # closed only at shutdown
@@ -183,23 +228,45 @@ class AlarmService:
                     held[0].device, held[0].group or held[0].ts) == key:
                 on_reading(held.popleft())
 
+    def _on_reading(self, r: Reading) -> None:
+        self._held.append(r)
+        if r.metric in NIBP_METRICS:
+            self._dirty.add(r.bed)  # its evaluation records the BP in the bed's state
+            latest = self._nibp_latest
+            self._nibp_latest = r.received if latest is None else max(latest, r.received)
+            # the other parts of the measurement are delivered in the same turn of the event
+            # loop; the evaluation task runs after them
+            self._nibp_wake.set()
+
+    def _nibp_due(self, now: float) -> list[Event]:
+        """Evaluate the NIBP measurements that arrived up to ``now``, each at its arrival time,
+        after the ticks before it (a late ticker has not run them yet)."""
+        latest = self._nibp_latest
+        if latest is None or latest > now:
+            return []
+        self._nibp_latest = None
+        events = self.tick(latest)
+        self._feed(latest)
+        return events + self.engine.evaluate_nibp(latest)
+
     def tick(self, now: float) -> list[Event]:
-        """Run the ticks due up to ``now`` one at a time, each after the readings it covers."""
+        """Run the ticks due up to ``now`` one at a time, each after the readings it covers
+        (an NIBP measurement that arrived before a tick is evaluated at its arrival first)."""
         engine = self.engine
-        events: list[Event] = []
+        events = self._nibp_due(now)
         if engine.tick_k is not None:
             dt = engine.dt
             limit = engine.catch_up_limit_s
             if limit is not None and now - engine.tick_k * dt > limit:
                 self._feed(now)  # a stall: the engine skips ahead; keep the data anyway
-                return engine.tick(now)
+                return events + engine.tick(now)
             while engine.tick_k * dt <= now:
                 k_t = engine.tick_k * dt
                 self._feed(k_t)
                 events += engine.tick(k_t)
             return events
         self._feed(math.ceil(now / engine.dt - 1e-9) * engine.dt)
-        return engine.tick(now)
+        return events + engine.tick(now)
 
     def publish_snapshots(self, beds: Iterable[str] | None = None) -> None:
         retained = self.ports.retained
@@ -240,7 +307,17 @@ class AlarmService:
             mono = self.clock.monotonic()
             if mono - last_snapshot >= SNAPSHOT_EVERY:
                 self.publish_snapshots()
+                # what changes without events (a session's pre-dose samples) is kept too
+                self._emit([], save=[b for b, sess in self.engine.sessions.items()
+                                     if sess.phase != "ended"])
                 last_snapshot = mono
+
+    async def run_nibp(self) -> None:
+        """Evaluate each NIBP measurement as it arrives (woken by :meth:`_on_reading`)."""
+        while True:
+            await self._nibp_wake.wait()
+            self._nibp_wake.clear()
+            self._emit(self._nibp_due(self.clock.now()))
 
     def close(self) -> None:
         self.save()
@@ -261,7 +338,7 @@ class AlarmService:
         self._feed(now)
         result = self.engine.execute(args, now)
         # Commands change what must survive a restart: committed even without events.
-        self._emit(result.events, force_save=True)
+        self._emit(result.events, save=[args.bed])
         self.publish_snapshots([args.bed])
         return {k: v for k, v in result.response.items() if k != "status"}
 
@@ -290,4 +367,5 @@ def attach(ports: ServicePorts, rules_path: Path | None) -> AlarmService:
     """Create the service, subscribe it to readings and status, and start its ticker."""
     service = AlarmService(ports, rules_path)
     ports.spawn(service.run(), "alarms")
+    ports.spawn(service.run_nibp(), "alarms-nibp")
     return service

@@ -19,8 +19,8 @@ Timing uses the real monotonic clock (a heartbeat is a real-time fact even when 
 accelerates the engine's clock); event timestamps use the daemon's clock like every alert.
 The service receives :class:`~kapmonitor.ports.ServicePorts` and the
 :class:`~kapmonitor.ports.Subscriptions` port, never the daemon; it sees the node's alert
-events through :class:`WatchedAlerts`, the durable-publish port the daemon hands the alarm
-service while the watch is on. Defaults and their reasoning: docs/alarms.md.
+events through an :class:`~kapmonitor.pipeline.AlertTee`, the durable-publish port the daemon
+hands the alarm service while the watch is on. Defaults and their reasoning: docs/alarms.md.
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kapmonitor.config import DisplayWatchConfig
-from kapmonitor.ports import DurablePublish, ServicePorts, Subscriptions
+from kapmonitor.pipeline import AlertTee
+from kapmonitor.ports import ServicePorts, Subscriptions
 from kapmonitor.topics import StationTopics
 
 log = logging.getLogger("kapmonitor.display_watch")
@@ -44,28 +45,6 @@ log = logging.getLogger("kapmonitor.display_watch")
 RULE = "no_alarm_display"
 CONFIRM_EVENTS = frozenset({"raised", "reactivated", "escalated"})
 DONE_EVENTS = frozenset({"acknowledged", "cleared"})
-
-
-class WatchedAlerts:
-    """A :class:`~kapmonitor.ports.DurablePublish` that also shows every event to the watch."""
-
-    def __init__(self, inner: DurablePublish, watch: DisplayWatch) -> None:
-        self.inner = inner
-        self.watch = watch
-
-    def publish_alert(self, bed: str, event: Mapping[str, Any]) -> None:
-        self.inner.publish_alert(bed, event)
-        self.watch.on_alert(bed, event)
-
-    def commit_alerts(
-        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
-    ) -> None:
-        self.inner.commit_alerts(events, key, state)
-        for bed, event in events:
-            self.watch.on_alert(bed, event)
-
-    def load_state(self, key: str) -> bytes | None:
-        return self.inner.load_state(key)
 
 
 class DisplayWatch:
@@ -236,7 +215,9 @@ class DisplayWatch:
 def attach(cfg: DisplayWatchConfig, ports: ServicePorts,
            subscriptions: Subscriptions) -> tuple[DisplayWatch, ServicePorts]:
     """Start the watch; returns it and the ports to give the services whose alert events it
-    must see (their durable publish goes through :class:`WatchedAlerts`)."""
+    must see (their durable publish goes through an :class:`~kapmonitor.pipeline.AlertTee`
+    that tells the watch)."""
     watch = DisplayWatch(cfg, ports, subscriptions)
     ports.spawn(watch.run(), "display-watch")
-    return watch, dataclasses.replace(ports, alerts=WatchedAlerts(ports.alerts, watch))
+    watched = AlertTee(ports.alerts, lambda item: watch.on_alert(*item))
+    return watch, dataclasses.replace(ports, alerts=watched)

@@ -6,13 +6,16 @@ the JSON the page receives. Times: node payloads carry the node's wall clock (``
 "silence" is measured on the station's own monotonic clock, passed in by the caller.
 
 Nothing here survives a restart and nothing needs to: the retained topics (``bridge/state``,
-``device/+/status``, ``bed/+/vitals|alarms|session``) give back the whole picture; only the
-timeline and the sparklines start again from what arrives live. Patient identifiers in the
-session (``patient_id``) are dropped on arrival: the station shows beds, never patients.
+``device/+/status``, ``bed/+/vitals|alarms|session``) give back the whole picture; the
+timeline and the sparklines of a bed are filled from its node's history (the
+``history/recent`` answer, :meth:`StationState.backfill`) when a page first shows the bed.
+Patient identifiers in the session (``patient_id``) are dropped on arrival: the station shows
+beds, never patients.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +28,7 @@ SPARK_BUCKET_S = 10.0
 SPARK_WINDOW_S = 1800.0
 TIMELINE_MAX = 300
 CLOCK_SKEW_S = 5.0
+BP_SAME_S = 120.0  # a history BP this close to a live one with its values is the same one
 ALARM_FIELDS = (
     "alert_id", "rule", "priority", "kind", "metric", "value", "text", "onset_t", "state",
     "acknowledged", "acked_by", "audio_paused_until", "escalation_level",
@@ -86,6 +90,22 @@ class Bed:
 
 def _hr(vitals: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     return vitals.get("heart_rate") or vitals.get("pulse_rate")
+
+
+def _bp_entries(readings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Timeline "bp" entries from history rows: each systolic with the diastolic of the same
+    device received with it."""
+    dia = {(row[2], round(row[0], 1)): row[1] for row in readings.get("nibp_dia") or ()
+           if isinstance(row, list) and len(row) >= 3 and isinstance(row[0], int | float)}
+    out = []
+    for row in readings.get("nibp_sys") or ():
+        if not (isinstance(row, list) and len(row) >= 3 and isinstance(row[0], int | float)
+                and isinstance(row[1], int | float)):
+            continue
+        d = dia.get((row[2], round(row[0], 1)))
+        text = f"BP {row[1]:.0f}/{d:.0f}" if isinstance(d, int | float) else f"BP {row[1]:.0f}"
+        out.append({"t": float(row[0]), "kind": "bp", "text": text})
+    return out
 
 
 class StationState:
@@ -235,13 +255,27 @@ class StationState:
             b.session = s
             self.dirty.add(b.key)
 
-    def _event(self, b: Bed, ev: dict[str, Any]) -> None:
+    @staticmethod
+    def _entry(ev: dict[str, Any]) -> dict[str, Any] | None:
+        """The timeline entry of an alert or session event (None: neither)."""
         name = str(ev.get("event"))
         if ev.get("type") == "alert":
-            entry = {"t": ev.get("t"), "kind": "alert", "event": name,
-                     "priority": ev.get("priority"), "text": ev.get("text"),
-                     "alert_id": ev.get("alert_id"), "by": ev.get("by")}
+            return {"t": ev.get("t"), "kind": "alert", "event": name,
+                    "priority": ev.get("priority"), "text": ev.get("text"),
+                    "alert_id": ev.get("alert_id"), "by": ev.get("by")}
+        if ev.get("type") == "session":
+            detail = {k: v for k, v in ev.items()
+                      if k in ("dose_mg", "route", "item", "symptom", "symptoms", "profile")}
+            return {"t": ev.get("t"), "kind": "session", "event": name,
+                    "phase": ev.get("phase"), "by": ev.get("by"), **detail}
+        return None
+
+    def _event(self, b: Bed, ev: dict[str, Any]) -> None:
+        name = str(ev.get("event"))
+        entry = self._entry(ev)
+        if entry is not None:
             b.timeline.append(entry)
+        if ev.get("type") == "alert":
             aid = str(ev.get("alert_id"))
             if not ev.get("historical"):
                 if name == "cleared":
@@ -257,12 +291,55 @@ class StationState:
                     b.alarms[aid] = a
                     self.alert_home[aid] = (b.base, b.key)
             self.urgent.add(b.key)
-        elif ev.get("type") == "session":
-            detail = {k: v for k, v in ev.items()
-                      if k in ("dose_mg", "route", "item", "symptom", "symptoms", "profile")}
-            b.timeline.append({"t": ev.get("t"), "kind": "session", "event": name,
-                               "phase": ev.get("phase"), "by": ev.get("by"), **detail})
+        elif entry is not None:
             self.dirty.add(b.key)
+
+    # -- history from the node ---------------------------------------------------------------
+    def backfill(self, key: str, recent: dict[str, Any]) -> bool:
+        """Merge a node's ``history/recent`` answer (readings per metric as ``[received,
+        value, device, flags]`` rows, alert and session events) into the bed's sparklines and
+        timeline: what happened before this station saw it. Live data wins where both have
+        a point; an entry already in the timeline is not added twice. False: unknown bed."""
+        b = self.beds.get(key)
+        if b is None:
+            return False
+        readings = recent.get("readings")
+        readings = readings if isinstance(readings, dict) else {}
+        for name in SPARK_METRICS:
+            # heart rate (ECG) where there is one, else the pulse rate, as live (_hr)
+            sources = ("pulse_rate", "heart_rate") if name == "hr" else (name,)
+            points: dict[float, float] = {}
+            for src in sources:
+                for row in readings.get(src) or ():
+                    if (isinstance(row, list) and len(row) >= 2
+                            and isinstance(row[0], int | float)
+                            and isinstance(row[1], int | float)):
+                        points[math.floor(row[0] / SPARK_BUCKET_S) * SPARK_BUCKET_S] = float(
+                            row[1])
+            live = b.spark.get(name) or deque()
+            first = live[0][0] if live else math.inf
+            merged = [[t, v] for t, v in sorted(points.items()) if t < first] + list(live)
+            if merged:
+                last = merged[-1][0]
+                b.spark[name] = deque(p for p in merged if p[0] >= last - SPARK_WINDOW_S)
+        entries = list(b.timeline)
+        seen = {(e.get("t"), e.get("kind"), e.get("event"), e.get("text")) for e in entries}
+        events = recent.get("events")
+        for ev in events if isinstance(events, list) else ():
+            entry = self._entry(ev) if isinstance(ev, dict) else None
+            if entry is not None and (
+                    entry["t"], entry["kind"], entry["event"], entry.get("text")) not in seen:
+                entries.append(entry)
+        live_bps = [(e["t"], e.get("text")) for e in entries if e.get("kind") == "bp"
+                    and isinstance(e.get("t"), int | float)]
+        for entry in _bp_entries(readings):
+            if not any(text == entry["text"] and abs(entry["t"] - t) <= BP_SAME_S
+                       for t, text in live_bps):
+                entries.append(entry)
+        entries.sort(key=lambda e: e.get("t") or 0.0)
+        b.timeline = deque(entries[-TIMELINE_MAX:], maxlen=TIMELINE_MAX)
+        self.dirty.add(key)
+        return True
 
     # -- technical alarms of the alarm path -------------------------------------------------
     def set_broker(self, connected: bool, wall: float) -> None:

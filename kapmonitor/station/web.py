@@ -34,6 +34,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from kapmonitor.station.backfill import Backfill
 from kapmonitor.station.bridge import CommandFailed, ResponseTooLarge, StationBridge
 from kapmonitor.station.config import StationConfig
 from kapmonitor.station.state import StationState
@@ -76,6 +77,7 @@ class Station:
         self.cfg = cfg
         self.state = StationState(stale_after_s=cfg.stale_after_s, node_stale_s=cfg.node_stale_s)
         self.bridge = StationBridge(cfg, self.state, self._on_change)
+        self.history = Backfill(self.state, self.bridge.command, cfg.station_id)
         self.auth = Auth(cfg.users_file, session_s=cfg.session_hours * 3600,
                          attempts=cfg.login_attempts, window_s=cfg.login_window_s)
         self.clients: set[Client] = set()
@@ -313,18 +315,33 @@ class Station:
             keys = {str(k) for k in msg["beds"][:2000]}
             new = keys - c.view
             c.view = keys
-            beds = [self.state.bed_json(self.state.beds[k], spark=True)
-                    for k in new if k in self.state.beds]
-            if beds:
-                await c.ws.send_str(json.dumps({"type": "beds", "now": time.time(),
-                                                "broker": self.state.broker_connected,
-                                                "beds": beds}, separators=(",", ":")))
+            await self._send_beds(c, sorted(new))
+            # their past from the nodes' history, sent again once merged
+            self.history.start(sorted(new), self._refill)
         elif kind == "audio":
             c.armed = bool(msg.get("armed"))
         elif kind == "timeline":
             key = str(msg.get("bed"))
+            await self.history.ensure(key)  # the session's start, from the node's history
             await c.ws.send_str(json.dumps({"type": "timeline", "bed": key,
                                             "entries": self.state.timeline(key)}))
+
+    async def _send_beds(self, c: Client, keys: list[str]) -> None:
+        """The beds ``keys`` with their sparklines, to one page."""
+        beds = [self.state.bed_json(self.state.beds[k], spark=True)
+                for k in keys if k in self.state.beds]
+        if beds:
+            await c.ws.send_str(json.dumps({"type": "beds", "now": time.time(),
+                                            "broker": self.state.broker_connected,
+                                            "beds": beds}, separators=(",", ":")))
+
+    async def _refill(self, keys: list[str]) -> None:
+        """Beds filled from history: to every page that shows them."""
+        for c in list(self.clients):
+            mine = [k for k in keys if k in c.view]
+            if mine:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await self._send_beds(c, mine)
 
     @web.middleware
     async def _headers(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -369,6 +386,7 @@ class Station:
         log.info("central station %s on %s", self.cfg.station_id, self.url)
 
     async def stop(self) -> None:
+        await self.history.stop()
         await self.bridge.stop()
         for c in list(self.clients):
             with contextlib.suppress(Exception):

@@ -70,9 +70,11 @@ def _context(rng: np.random.Generator, c: CompiledRules) -> tuple[int, np.ndarra
     return phase, baseline, risk
 
 
-def simulate(rules: RuleSet, seed: int, n_beds: int, n_ticks: int, gap_runs: bool = False
-             ) -> tuple[list[Transition], list[Transition]]:
-    """``gap_runs``: missing samples come in runs of 1…MAX_GAP ticks instead of singly."""
+def simulate(rules: RuleSet, seed: int, n_beds: int, n_ticks: int, gap_runs: bool = False,
+             nibp_between: bool = False) -> tuple[list[Transition], list[Transition]]:
+    """``gap_runs``: missing samples come in runs of 1…MAX_GAP ticks instead of singly.
+    ``nibp_between``: about half the NIBP measurements are evaluated on arrival, between two
+    ticks (``step_nibp``), as the daemon does, the rest at the tick."""
     rng = np.random.default_rng(seed)
     c = CompiledRules.build(rules)
     vec, naive = VectorDetector(c, n_beds), NaiveDetector(c, n_beds)
@@ -122,12 +124,20 @@ def simulate(rules: RuleSet, seed: int, n_beds: int, n_ticks: int, gap_runs: boo
         nibp[:, new] = np.round(rng.normal([[165.0], [100.0], [110.0]], 35, (3, n_new)))
         if rng.random() < 0.02:
             set_ctx(int(rng.integers(0, n_beds)))
+        if nibp_between and n_new:
+            now = new & (rng.random(n_beds) < 0.5)
+            early = np.where(now, nibp, np.nan)
+            nibp = np.where(now, np.nan, nibp)
+            t_arrival = t - float(rng.uniform(0.01, 0.99)) * rules.tick_s
+            out_v += vec.step_nibp(t_arrival, early)
+            out_n += naive.step_nibp(t_arrival, early.T.tolist())
         inp = TickInput(t, value, age_in, off, poor, nibp)
         out_v += vec.step(inp)
         out_n += naive.step(t, rows_from(inp))
     return out_v, out_n
 
 
+@pytest.mark.parametrize("mode", ["single_gaps", "gap_runs", "nibp_between_ticks"])
 @settings(max_examples=25, deadline=None)
 @given(
     variant=st.sampled_from(sorted(VARIANTS)),
@@ -136,23 +146,12 @@ def simulate(rules: RuleSet, seed: int, n_beds: int, n_ticks: int, gap_runs: boo
     n_ticks=st.integers(1, 400),
 )
 def test_vectorized_equals_naive_on_random_traces(
-    variant: str, seed: int, n_beds: int, n_ticks: int
+    mode: str, variant: str, seed: int, n_beds: int, n_ticks: int
 ) -> None:
-    vec, naive = simulate(VARIANTS[variant], seed, n_beds, n_ticks)
-    assert vec == naive
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    variant=st.sampled_from(sorted(VARIANTS)),
-    seed=st.integers(0, 2**32 - 1),
-    n_beds=st.integers(1, 5),
-    n_ticks=st.integers(1, 400),
-)
-def test_vectorized_equals_naive_with_runs_of_missing_samples(
-    variant: str, seed: int, n_beds: int, n_ticks: int
-) -> None:
-    vec, naive = simulate(VARIANTS[variant], seed, n_beds, n_ticks, gap_runs=True)
+    """Missing samples singly or in runs of up to MAX_GAP ticks; or about half the NIBP
+    measurements evaluated on arrival, between two ticks (``step_nibp``)."""
+    vec, naive = simulate(VARIANTS[variant], seed, n_beds, n_ticks,
+                          gap_runs=mode == "gap_runs", nibp_between=mode == "nibp_between_ticks")
     assert vec == naive
 
 
@@ -202,6 +201,11 @@ def test_the_random_traces_exercise_every_kind_of_transition() -> None:
     assert any(ev == "escalate" for _, ev in counts)
     assert any(ev == "off" for _, ev in counts)
     # the gap runs reach the held state: the tolerance changes what the detectors emit
+    # NIBP evaluated between ticks raises, escalates and ends NIBP rules off the tick grid
+    between, naive = simulate(VARIANTS["default"], 1234, 6, 600, nibp_between=True)
+    assert between == naive
+    off_grid = {tr.event for tr in between if tr.t != round(tr.t)}
+    assert off_grid == {"on", "off", "escalate"}
     held, _ = simulate(TWITCHY, 1234, 6, 600, gap_runs=True)
     reset, _ = simulate(VARIANTS["gaps_0"], 1234, 6, 600, gap_runs=True)
     assert held != reset

@@ -28,7 +28,9 @@ def test_latency_smoke() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["beds"] == 2 and result["samples"] == 4 and result["missing"] == 0
-    for key in ("alarm_extra_ms_p99", "reading_ms_p99", "alarm_ms_p99"):
+    for key in ("reading_ms_p99", "alarm_ms_p99"):
         assert isinstance(result[key], float | int) and result[key] >= 0
-    # The tick loop is on the engine's grid: the alarm path adds at most about one tick.
-    assert result["alarm_extra_ms_max"] < 1500
+    # The NIBP is evaluated as it arrives, not at the next tick (up to 1 s later): the alarm
+    # path adds milliseconds (it may even be negative: alert events are published first).
+    assert isinstance(result["alarm_extra_ms_max"], float | int)
+    assert result["alarm_extra_ms_max"] < 250

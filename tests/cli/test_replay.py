@@ -169,3 +169,19 @@ def test_flags_column_carries_quality_flags(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "unknown quality flag(s) wobbly" in bad.stderr
     bad = replay(_write(tmp_path, "t,bed,name,value,flags\n0,b,session_start,ketamine,motion\n"))
     assert bad.returncode == 2 and "flags are for readings" in bad.stderr
+
+
+def test_an_nibp_measurement_is_evaluated_at_its_arrival(tmp_path: Path) -> None:
+    """As in the daemon: the crisis reading at 12.4 s raises its alarm at 12.4 s, before the
+    acknowledgement at the same time that follows it in the trace, not at the 13 s tick."""
+    rows = ["t,bed,name,value", "0,b,session_start,ketamine"]
+    rows += [f"{t},b,spo2,97" for t in range(1, 12)]
+    rows += ["12.4,b,nibp_sys,214", "12.4,b,nibp_dia,127", "12.4,b,nibp_mean,156",
+             "12.4,b,ack,bp_crisis", "13,b,spo2,97", "14,b,nibp_sys,150", "14,b,nibp_dia,90"]
+    p = replay(_write(tmp_path, "\n".join(rows) + "\n"))
+    assert p.returncode == 0, p.stderr
+    events = [json.loads(line) for line in p.stdout.splitlines()]
+    crisis = [(e["event"], e["t"]) for e in events
+              if e["type"] == "alert" and e["rule"] == "bp_crisis"]
+    assert crisis == [("raised", 12.4), ("acknowledged", 12.4), ("cleared", 14.0)]
+    assert [e["t"] for e in events] == sorted(e["t"] for e in events)

@@ -324,10 +324,12 @@ async def test_two_simulated_monitors_at_once(tmp_path: Path) -> None:
     async with listening(tmp_path) as lst:
         host, port = lst.address
         clock = ScaledClock(600.0)  # one report a minute, 0.1 s apart in real time
+        # One NIBP in the hour (6 s real): on a loaded machine five reports can take longer
+        # than five simulated minutes, which must not bring a second measurement.
         ge = Hl7Sender(host, port, patient=Patient(seed=1), style="ge", equipment_id=EUI_A,
-                       clock=clock, interval=60, nibp_every=300, ack_timeout=3000)
+                       clock=clock, interval=60, nibp_every=3600, ack_timeout=3000)
         mr = Hl7Sender(host, port, patient=Patient(seed=2), style="mindray", equipment_id=EUI_B,
-                       clock=clock, interval=60, nibp_every=300, ack_timeout=3000)
+                       clock=clock, interval=60, nibp_every=3600, ack_timeout=3000)
         await asyncio.gather(ge.run(count=5), mr.run(count=5))
         assert (ge.stats.acked, mr.stats.acked) == (5, 5)
         assert (ge.stats.resent, mr.stats.resent) == (0, 0)

@@ -63,6 +63,17 @@ async def take(
     return statuses, ms
 
 
+async def take_session(
+    drv: Driver, until: Callable[[list[Measurement]], bool], timeout: float = 15.0
+) -> tuple[list[Status], list[Measurement]]:
+    """One session of ``drv`` until ``until`` holds (see :func:`take`), then closed."""
+    agen = open_session(drv)
+    try:
+        return await take(agen, until, timeout)
+    finally:
+        await agen.aclose()
+
+
 def drain(fd: int) -> bytes:
     try:
         return os.read(fd, 4096)
@@ -85,11 +96,7 @@ async def test_masimo_over_pty_streams_values_and_sensor_off_flags(tmp_path: Pat
 
     async with simulator(make_model("masimo-ascii", patient), link, dropouts):
         drv = make_driver(SystemClock(), tmp_path, driver="serial-masimo", port=link.address)
-        agen = open_session(drv)
-        try:
-            statuses, ms = await take(agen, dropout_and_back)
-        finally:
-            await agen.aclose()
+        statuses, ms = await take_session(drv, dropout_and_back)
     assert statuses[0].state == "connected" and "masimo-ascii" in statuses[0].detail
     spo2 = [m for m in ms if m.metric == "spo2"]
     off = [m for m in spo2 if "sensor_off" in m.flags]
@@ -122,11 +129,7 @@ async def test_port_vanishing_raises_and_a_new_session_works(tmp_path: Path) -> 
                 pass
         await sim.plug_cable()  # a new tty appears; the stable link points at it
         assert link.slave_path != first_path or Path(link.address).exists()
-        agen = open_session(drv)
-        try:
-            _, ms = await take(agen, count(2))
-        finally:
-            await agen.aclose()
+        _, ms = await take_session(drv, count(2))
     assert all(m.value is not None for m in ms)
 
 
@@ -137,11 +140,7 @@ async def test_nonin_fmt7_over_tcp_with_garbage_bursts(tmp_path: Path) -> None:
     async with simulator(make_model("nonin-fmt7", patient), link, scenario) as sim:
         drv = make_driver(SystemClock(), tmp_path, driver="serial-nonin", port=link.address,
                           format="fmt7", min_interval=0)
-        agen = open_session(drv)
-        try:
-            statuses, ms = await take(agen, count(30))
-        finally:
-            await agen.aclose()
+        statuses, ms = await take_session(drv, count(30))
         assert sim.garbage_sent > 0
     assert statuses[0].info["protocol"] == "nonin-fmt7"
     assert drv.skipped_bytes > 0  # garbage was skipped and counted
@@ -163,11 +162,7 @@ async def test_nonin_tcp_drop_raises_and_reconnects(tmp_path: Path) -> None:
             await take(agen, count(10**6), timeout=10)
         await agen.aclose()
         await sim.plug_cable()
-        agen = open_session(drv)
-        try:
-            _, ms = await take(agen, count(2))
-        finally:
-            await agen.aclose()
+        _, ms = await take_session(drv, count(2))
     assert [m.metric for m in ms][:2] == ["spo2", "pulse_rate"]
 
 
@@ -202,12 +197,8 @@ async def test_contec_autodetects_the_new_protocol_and_keeps_it_alive(tmp_path: 
     async with simulator(model, link):
         drv = make_driver(ScaledClock(SPEED), tmp_path, driver="serial-contec",
                           port=link.address, keepalive_interval=5.0, min_interval=0)
-        agen = open_session(drv)
-        try:
-            # 60 packets/s for > 2 keep-alive timeouts: only possible if keep-alives flow.
-            statuses, ms = await take(agen, count(60 * 45), timeout=20)
-        finally:
-            await agen.aclose()
+        # 60 packets/s for > 2 keep-alive timeouts: only possible if keep-alives flow.
+        statuses, ms = await take_session(drv, count(60 * 45), timeout=20)
     assert statuses[0].info["protocol"] == "contec-9"
     assert model.commands[0] == contec.CMD_START_REALTIME
     assert model.commands.count(contec.CMD_KEEPALIVE) >= 4
@@ -221,11 +212,7 @@ async def test_contec_autodetects_the_old_protocol_on_a_pty(tmp_path: Path) -> N
     async with simulator(make_model("contec-5", patient), link, speed=1.0):
         drv = make_driver(SystemClock(), tmp_path, driver="serial-contec", port=link.address,
                           detect_timeout=1.0)
-        agen = open_session(drv)
-        try:
-            statuses, ms = await take(agen, lambda ms: any("sensor_off" in m.flags for m in ms))
-        finally:
-            await agen.aclose()
+        statuses, ms = await take_session(drv, lambda ms: any("sensor_off" in m.flags for m in ms))
     assert statuses[0].info["protocol"] == "contec-5"
     assert statuses[0].info["link"] == "19200 8O1"
     assert ms[-1].value is None  # finger out: no number
@@ -238,11 +225,7 @@ async def test_berrymed_over_pty(tmp_path: Path) -> None:
     async with simulator(make_model("berrymed", Patient(seed=8, dose_at=None)), link):
         drv = make_driver(SystemClock(), tmp_path, driver="serial-berrymed",
                           port=link.address, min_interval=0)
-        agen = open_session(drv)
-        try:
-            statuses, ms = await take(agen, count(50))
-        finally:
-            await agen.aclose()
+        statuses, ms = await take_session(drv, count(50))
     assert statuses[0].info["link"] == "115200 8N1"
     assert all(90 <= (m.value or 0) <= 100 for m in ms if m.metric == "spo2")
     assert drv.info()["grade"] == "consumer"
@@ -292,11 +275,7 @@ async def test_simulator_cli_pty_prints_its_path_and_streams(tmp_path: Path) -> 
         first = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
         assert first.strip() == f"masimo-ascii (9600 8N1) on {link}"
         drv = make_driver(SystemClock(), tmp_path, driver="serial-masimo", port=str(link))
-        agen = open_session(drv)
-        try:
-            _, ms = await take(agen, count(3))
-        finally:
-            await agen.aclose()
+        _, ms = await take_session(drv, count(3))
         assert [m.metric for m in ms[:3]] == ["spo2", "pulse_rate", "perfusion_index"]
     finally:
         proc.terminate()

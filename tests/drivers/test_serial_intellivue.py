@@ -12,7 +12,7 @@ import contextlib
 import os
 import random
 import termios
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,36 @@ def config(path: str, **kw: Any) -> SerialIntellivueConfig:
     return SerialIntellivueConfig(**{**base, **kw})
 
 
+def make_driver(path: str, clock: ScaledClock, **kw: Any) -> SerialIntellivueDriver:
+    return SerialIntellivueDriver(config(path, **kw),
+                                  DriverContext(clock=clock, state_dir=Path("/nonexistent")))
+
+
+@contextlib.asynccontextmanager
+async def in_background(
+    coro: Coroutine[Any, Any, None], *ends_with: type[BaseException]
+) -> AsyncIterator[asyncio.Future[None]]:
+    """Run ``coro`` as a task for the block, then cancel it and wait for it to end (also when
+    it ended with one of ``ends_with``)."""
+    task = asyncio.ensure_future(coro)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *ends_with):
+            await task
+
+
+async def consume(driver: SerialIntellivueDriver, events: list[Any]) -> None:
+    """One session of ``driver``, its events appended to ``events``."""
+    agen = driver.session()
+    try:
+        async for ev in agen:
+            events.append(ev)
+    finally:
+        await agen.aclose()
+
+
 @dataclass
 class Rig:
     clock: ScaledClock
@@ -81,8 +111,7 @@ class Rig:
         return int(attrs[4])
 
     def make_driver(self, **kw: Any) -> SerialIntellivueDriver:
-        ctx = DriverContext(clock=self.clock, state_dir=Path("/nonexistent"))
-        self.driver = SerialIntellivueDriver(config(self.port.path, **kw), ctx)
+        self.driver = make_driver(self.port.path, self.clock, **kw)
         return self.driver
 
     async def until(self, pred: Callable[[], bool], real_timeout: float = 15.0) -> None:
@@ -98,23 +127,11 @@ async def rig(**monitor_kw: Any) -> AsyncIterator[Rig]:
     monitor = IntellivueMonitor(patient, wall_start=clock.now(), **monitor_kw)
     runner = MonitorRunner(monitor, clock)
     port = PtyPort()
-    task = asyncio.ensure_future(serve_pty(runner, port))
     try:
-        yield Rig(clock, monitor, runner, port, patient)
+        async with in_background(serve_pty(runner, port)):
+            yield Rig(clock, monitor, runner, port, patient)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         port.close()
-
-
-async def consume(r: Rig, driver: SerialIntellivueDriver) -> None:
-    agen = driver.session()
-    try:
-        async for ev in agen:
-            r.events.append(ev)
-    finally:
-        await agen.aclose()
 
 
 def measurements(events: list[Any], metric: str) -> list[Measurement]:
@@ -138,15 +155,10 @@ def test_driver_is_registered_and_validates_its_options() -> None:
 async def test_association_numerics_and_nibp_episodes_once() -> None:
     async with rig(nibp_first=2.0, nibp_interval=12.0, nibp_duration=3.0) as r:
         driver = r.make_driver(baudrate=19200, silence_timeout=20.0)
-        task = asyncio.ensure_future(consume(r, driver))
-        try:
+        async with in_background(consume(driver, r.events)) as task:
             await r.until(lambda: r.sim_now() > 42.0)
             assert not task.done(), task
             assert r.line_speed() == termios.B19200  # the configured rate reached the tty
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         states = [e.state for e in r.events if isinstance(e, Status)]
         assert states[:2] == ["connecting", "connected"]
         connected = next(e for e in r.events if isinstance(e, Status) and e.state == "connected")
@@ -175,8 +187,7 @@ async def test_association_numerics_and_nibp_episodes_once() -> None:
 async def test_linked_results_and_garbage_between_frames() -> None:
     async with rig(mtu=150, nibp_interval=None) as r:
         driver = r.make_driver(silence_timeout=20.0)
-        task = asyncio.ensure_future(consume(r, driver))
-        try:
+        async with in_background(consume(driver, r.events)) as task:
             await r.until(lambda: len(measurements(r.events, "spo2")) >= 3)
             assert r.line_speed() == termios.B115200  # the default data export rate
             for _ in range(5):
@@ -185,10 +196,6 @@ async def test_linked_results_and_garbage_between_frames() -> None:
             before = len(measurements(r.events, "spo2"))
             await r.until(lambda: len(measurements(r.events, "spo2")) >= before + 5)
             assert not task.done()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         assert driver.problems >= 5  # noise and corrupt frames were seen and skipped
         assert r.monitor.stats["linked_parts"] > 0
         assert r.monitor.stats["associations"] == 1  # nothing forced a re-association
@@ -210,13 +217,8 @@ class Sink:
 async def supervised(r: Rig, driver: SerialIntellivueDriver, sink: Sink) -> AsyncIterator[None]:
     sup = Supervisor(driver, r.clock, lambda _d: "bed1", sink.reading, sink.status,
                      backoff=Backoff(initial=1.0, cap=2.0, rng=random.Random(1)))
-    task = asyncio.ensure_future(sup.run())
-    try:
+    async with in_background(sup.run()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_silence_aborts_and_the_next_session_reassociates() -> None:
@@ -291,61 +293,33 @@ class ScriptedMonitor:
 
 
 async def test_silent_monitor_gets_an_abort_on_the_wire() -> None:
-    mon = ScriptedMonitor()
-    clock = ScaledClock(SPEED)
-    driver = SerialIntellivueDriver(
-        config(mon.path, silence_timeout=3.0, poll_period=1.0),
-        DriverContext(clock=clock, state_dir=Path("/nonexistent")),
-    )
     events: list[Any] = []
-
-    async def run() -> None:
-        async for ev in driver.session():
-            events.append(ev)
-
-    task = asyncio.ensure_future(run())
-    try:
-        await mon.expect(AssociationRequest)
-        mon.send(AssociationResult())
-        mon.send(MdsCreateEvent(77, 1234))
-        result = await mon.expect(MdsCreateResult)
-        assert result.invoke_id == 77 and result.current_time == 1234
-        poll = await mon.expect(PollRequest)
-        assert poll.extended and poll.obj_code == 6
-        # ... and now the monitor says nothing more.
-        await mon.expect(Abort)
-        with pytest.raises(IntellivueError, match="silent"):
-            await asyncio.wait_for(task, 5.0)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        mon.close()
+    with contextlib.closing(ScriptedMonitor()) as mon:
+        driver = make_driver(mon.path, ScaledClock(SPEED), silence_timeout=3.0, poll_period=1.0)
+        async with in_background(consume(driver, events), Exception) as task:
+            await mon.expect(AssociationRequest)
+            mon.send(AssociationResult())
+            mon.send(MdsCreateEvent(77, 1234))
+            result = await mon.expect(MdsCreateResult)
+            assert result.invoke_id == 77 and result.current_time == 1234
+            poll = await mon.expect(PollRequest)
+            assert poll.extended and poll.obj_code == 6
+            # ... and now the monitor says nothing more.
+            await mon.expect(Abort)
+            with pytest.raises(IntellivueError, match="silent"):
+                await asyncio.wait_for(task, 5.0)
     assert [e.state for e in events if isinstance(e, Status)] == ["connecting", "connected"]
 
 
 async def test_no_answer_to_association_times_out() -> None:
-    mon = ScriptedMonitor()
-    driver = SerialIntellivueDriver(
-        config(mon.path, associate_timeout=5.0, associate_retry=2.0),
-        DriverContext(clock=ScaledClock(SPEED), state_dir=Path("/nonexistent")),
-    )
-
-    async def run() -> None:
-        async for _ in driver.session():
-            pass
-
-    task = asyncio.ensure_future(run())
-    try:
-        for _ in range(3):  # sent at 0, 2 and 4 s
-            await mon.expect(AssociationRequest)
-        with pytest.raises(IntellivueError, match="no association response"):
-            await asyncio.wait_for(task, 5.0)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        mon.close()
+    with contextlib.closing(ScriptedMonitor()) as mon:
+        driver = make_driver(mon.path, ScaledClock(SPEED), associate_timeout=5.0,
+                             associate_retry=2.0)
+        async with in_background(consume(driver, []), Exception) as task:
+            for _ in range(3):  # sent at 0, 2 and 4 s
+                await mon.expect(AssociationRequest)
+            with pytest.raises(IntellivueError, match="no association response"):
+                await asyncio.wait_for(task, 5.0)
 
 
 def test_monitor_aborted_is_an_intellivue_error() -> None:
@@ -357,13 +331,9 @@ async def test_over_tcp_like_a_serial_server() -> None:
     monitor = IntellivueMonitor(Patient(seed=2), wall_start=clock.now(), nibp_interval=None)
     runner = MonitorRunner(monitor, clock)
     ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    server = asyncio.ensure_future(serve_tcp(runner, "127.0.0.1", 0, ready))
-    try:
+    async with in_background(serve_tcp(runner, "127.0.0.1", 0, ready)):
         port = await asyncio.wait_for(ready, 5)
-        driver = SerialIntellivueDriver(
-            config(f"socket://127.0.0.1:{port}", silence_timeout=20.0),
-            DriverContext(clock=clock, state_dir=Path("/nonexistent")),
-        )
+        driver = make_driver(f"socket://127.0.0.1:{port}", clock, silence_timeout=20.0)
         got: list[Any] = []
         agen = driver.session()
         async with asyncio.timeout(15):
@@ -373,24 +343,15 @@ async def test_over_tcp_like_a_serial_server() -> None:
                     break
         await agen.aclose()
         assert monitor.stats["associations"] == 1
-    finally:
-        server.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await server
 
 
 async def test_slow_polls_are_padded_with_keep_alives() -> None:
     # Polls every 12 s would let the monitor's 10 s host timeout fire; keep-alives prevent it.
     async with rig(nibp_interval=None) as r:
         driver = r.make_driver(poll_period=12.0, silence_timeout=15.0)
-        task = asyncio.ensure_future(consume(r, driver))
-        try:
+        async with in_background(consume(driver, r.events)) as task:
             await r.until(lambda: r.sim_now() > 30.0)
             assert not task.done()
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         assert r.monitor.stats["aborts_sent"] == 0 and r.monitor.stats["associations"] == 1
         numeric_polls = len(measurements(r.events, "heart_rate"))
         assert 2 <= numeric_polls <= 4

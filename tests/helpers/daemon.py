@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from kapmonitor.config import Config, parse_config
 from kapmonitor.daemon import Daemon
 
@@ -73,32 +75,8 @@ async def running(
 
 
 def write_toml(path: Path, cfg: dict[str, Any]) -> Path:
-    """Minimal TOML writer for the shapes clinic_config() produces."""
-
-    def val(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + "}"
-        return repr(v)
-
-    lines: list[str] = []
-    for k, v in cfg.items():
-        if not isinstance(v, dict | list):
-            lines.append(f"{k} = {val(v)}")
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            lines.append(f"[{k}]")
-            lines.extend(f"{kk} = {val(vv)}" for kk, vv in v.items())
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                lines.append(f"[[{k}]]")
-                lines.extend(f"{kk} = {val(vv)}" for kk, vv in item.items())
-    path.write_text("\n".join(lines) + "\n")
+    """Write ``cfg`` as TOML (tomli-w) to ``path``."""
+    path.write_text(tomli_w.dumps(cfg))
     return path
 
 

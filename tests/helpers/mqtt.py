@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import random
 import shutil
 import socket
 import subprocess
@@ -21,9 +22,32 @@ from kapmonitor_simulators.broker import free_port
 
 from kapmonitor.topics import Topics
 
-__all__ = ["MOSQUITTO", "Broker", "Collector", "free_port", "request", "subscribe"]
+__all__ = ["MOSQUITTO", "Broker", "Collector", "free_port", "request", "restartable_port",
+           "subscribe"]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def restartable_port() -> int:
+    """A free loopback port below the kernel's ephemeral range, for a server that the tests
+    stop and start again on the same port. A port from the ephemeral range (``free_port``)
+    can be taken while the server is down by a client retrying to connect to it: Linux may
+    give the client that very port as its own and connect the socket to itself, and the
+    server's restart then fails with "Address already in use"."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return free_port()
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(10000, max(10001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 class Broker:
@@ -31,7 +55,7 @@ class Broker:
 
     def __init__(self, workdir: Path) -> None:
         self.host = "127.0.0.1"
-        self.port = free_port()
+        self.port = restartable_port()
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = workdir / "mosquitto.conf"

@@ -103,10 +103,12 @@ async def test_session_survives_restart_and_log_is_appended(
                            "risk_flags": ["first_session"]})
         session_id = r["data"]["session"]["session_id"]
         await request(addr, BASE, "session/dose", {"bed": "bed2"})
-    # The state is committed in the outbox database together with the events.
+    # The state is committed in the outbox database together with the events, per bed.
     with contextlib.closing(sqlite3.connect(tmp_path / "state" / "outbox.sqlite3")) as db:
-        (raw,) = db.execute("SELECT value FROM state WHERE key = 'alarm-state'").fetchone()
+        (raw,) = db.execute("SELECT value FROM state WHERE key = 'alarm-state/bed2'").fetchone()
+        other = db.execute("SELECT value FROM state WHERE key = 'alarm-state/bed1'").fetchone()
     assert session_id in json.dumps(json.loads(raw))
+    assert other is None or session_id not in other[0].decode()
     log_lines = (tmp_path / "state" / "alarm-log.jsonl").read_text().splitlines()
     assert any(json.loads(ln).get("event") == "phase" for ln in log_lines)
 

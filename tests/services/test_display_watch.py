@@ -43,7 +43,7 @@ class Fake:
         self.alerts.append((bed, dict(event)))
 
     def commit_alerts(
-        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], state: Mapping[str, bytes]
     ) -> None:
         self.alerts += [(bed, dict(event)) for bed, event in events]
 

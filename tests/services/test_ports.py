@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from kapmonitor.alerts import AlarmEngine, Event
+from kapmonitor.alerts.commands import StartArgs
 from kapmonitor.clock import ManualClock
 from kapmonitor.commands import CommandRouter
 from kapmonitor.config import parse_config
@@ -65,10 +67,10 @@ class FakeOut:
         self.alerts.append((bed, dict(event)))
 
     def commit_alerts(
-        self, events: Sequence[tuple[str, Mapping[str, Any]]], key: str, state: bytes
+        self, events: Sequence[tuple[str, Mapping[str, Any]]], state: Mapping[str, bytes]
     ) -> None:
         self.alerts.extend((bed, dict(event)) for bed, event in events)
-        self.state[key] = state
+        self.state.update(state)
 
     def load_state(self, key: str) -> bytes | None:
         return self.state.get(key)
@@ -138,7 +140,8 @@ async def test_alarm_service_runs_on_ports_alone(tmp_path: Path) -> None:
         service.close()
     logged = (tmp_path / "alarm-log.jsonl").read_text().splitlines()
     assert logged and all(json.loads(line)["bed"] for line in logged)
-    assert json.loads(out.state["alarm-state"])["sessions"]["bed1"]
+    assert json.loads(out.state["alarm-state/bed1"])["sessions"]["bed1"]
+    assert not json.loads(out.state["alarm-state/bed2"])["sessions"]
 
 
 async def test_attach_spawns_the_ticker_through_the_spawn_port(tmp_path: Path) -> None:
@@ -147,7 +150,7 @@ async def test_attach_spawns_the_ticker_through_the_spawn_port(tmp_path: Path) -
     ports, *_, spawned = _ports(tmp_path)
     service = attach(ports, None)
     service.close()
-    assert spawned == ["alarms"]
+    assert spawned == ["alarms", "alarms-nibp"]
 
 
 def test_discovery_publishes_and_removes_through_retained_state(tmp_path: Path) -> None:
@@ -177,3 +180,101 @@ def test_feeds_call_listeners_in_order(feed: str) -> None:
     listeners(1)
     listeners(2)
     assert got == [("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+
+
+async def test_an_nibp_measurement_is_evaluated_as_it_arrives(tmp_path: Path) -> None:
+    """No tick runs (the manual clock stands still between whole seconds): the evaluation task,
+    woken by the reading, raises the at-once alarm with the measurement's arrival time, and
+    commits it with the state behind it."""
+    ports, readings, _, out, router, _, _ = _ports(tmp_path)
+    clock = ports.clock
+    assert isinstance(clock, ManualClock)
+    service = AlarmService(ports, None)
+    task = asyncio.create_task(service.run_nibp())
+    try:
+        await _request(router, "session/start", {"bed": "bed1", "profile": "ketamine"})
+        clock.advance(0.37)
+        arrival = clock.now()
+        for metric, value in (("nibp_sys", 212.0), ("nibp_dia", 126.0), ("nibp_mean", 155.0)):
+            readings(reading("bed1", metric, value, arrival))
+        assert not [e for _, e in out.alerts if e["type"] == "alert"]  # not yet: next turn
+        for _ in range(3):
+            await asyncio.sleep(0)
+        raised = [e for _, e in out.alerts if e["type"] == "alert" and e["rule"] == "bp_crisis"]
+        assert [(e["event"], e["t"]) for e in raised] == [("raised", arrival)]
+        assert "bp_crisis" in out.state["alarm-state/bed1"].decode()
+        assert out.retained[TOPICS.alarms("bed1")]["alarms"][0]["rule"] == "bp_crisis"
+        # the tick at the next whole second does not take the measurement again
+        clock.advance(1.0)
+        service._emit(service.tick(clock.now()))  # noqa: SLF001 - the tick loop's step
+        assert len([e for _, e in out.alerts if e.get("rule") == "bp_crisis"
+                    and e["type"] == "alert"]) == 1
+    finally:
+        task.cancel()
+        service.close()
+
+
+async def test_the_one_state_document_of_earlier_versions_is_split_per_bed(tmp_path: Path
+                                                                         ) -> None:
+    ports, *_, router, _, _ = _ports(tmp_path)
+    first = AlarmService(ports, None)
+    await _request(router, "session/start", {"bed": "bed1", "profile": "ketamine"})
+    await _request(router, "session/start", {"bed": "bed2", "profile": "esketamine"})
+    whole = first.engine.export_state()
+    first.close()
+    again, *_, out, router2, _, _ = _ports(tmp_path)
+    out.state["alarm-state"] = json.dumps(whole).encode()  # what an earlier version stored
+    upgraded = AlarmService(again, None)
+    try:
+        assert upgraded.engine.session_state("bed2")["profile"] == "esketamine"
+        assert out.state["alarm-state"] == b""  # read once
+        assert json.loads(out.state["alarm-state/bed1"])["sessions"]["bed1"]
+        assert json.loads(out.state["alarm-state/bed2"])["sessions"]["bed2"]
+        refused = await _request(router2, "session/start", {"bed": "bed1", "profile": "ketamine"})
+        assert refused["status"] == "error"
+    finally:
+        upgraded.close()
+    last, *_, out3, _, _, _ = _ports(tmp_path)
+    out3.state.update(out.state)
+    third = AlarmService(last, None)  # from the per-bed keys now
+    assert third.engine.session_state("bed1")["active"] is True
+    third.close()
+
+
+async def test_the_ticker_runs_on_the_engine_grid_without_drift(tmp_path: Path) -> None:
+    """Started between two seconds and woken late every time, the ticker still ticks at
+    every whole second (k·dt), one tick each, and a condition with a 15-s delay is declared
+    at the tick its delay expires, however late the ticker woke."""
+    ports, readings, _, out, router, _, _ = _ports(tmp_path)
+    clock = ports.clock
+    assert isinstance(clock, ManualClock)
+    clock.advance(0.3)  # 1000.3
+    service = AlarmService(ports, None)
+    beats: list[float] = []
+    service.tick_beat = lambda: beats.append(clock.now())
+    task = asyncio.create_task(service.run())
+    try:
+        await _request(router, "session/start", {"bed": "bed1", "profile": "ketamine"})
+        for _ in range(300):  # 30 s in steps of 0.1 s; each wake-up comes up to 0.1 s late
+            clock.advance(0.1)
+            if abs(clock.now() % 1.0 - 0.5) < 0.05:
+                readings(reading("bed1", "spo2", 80.0, clock.now()))
+            for _ in range(5):
+                await asyncio.sleep(0)
+        assert service.engine.last_tick == 1030.0
+        assert len(beats) == 30  # one tick per second: none skipped, none doubled
+        raised = [e for _, e in out.alerts if e["type"] == "alert" and e["event"] == "raised"
+                  and e["rule"] == "spo2_below_88"]
+        # the same data on an ideal grid (the engine alone, ticked at every whole second)
+        ideal = AlarmEngine(service.engine.rules, ["bed1", "bed2"])
+        ideal.start_session(StartArgs(bed="bed1", profile="ketamine"), 1000.3)
+        expected: list[Event] = []
+        for k in range(1001, 1031):
+            ideal.on_reading(reading("bed1", "spo2", 80.0, k - 0.5))
+            expected += ideal.tick(float(k))
+        (want,) = [e.to_json()["t"] for e in expected
+                   if e.to_json().get("rule") == "spo2_below_88" and e.event == "raised"]
+        assert [e["t"] for e in raised] == [want]
+    finally:
+        task.cancel()
+        service.close()

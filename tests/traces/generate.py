@@ -57,6 +57,20 @@ def const(v: float) -> Curve:
     return lambda t: v
 
 
+def motion_dips(rng: random.Random, start: int, stop: int) -> dict[int, float]:
+    """Motion artefact: every 20–40 s from ``start`` to ``stop``, a 1–4 s dip to 55–80 %
+    (second → SpO2)."""
+    dips: dict[int, float] = {}
+    t = start
+    while t < stop:
+        length = rng.randint(1, 4)
+        depth = rng.uniform(55, 80)
+        for k in range(length):
+            dips[t + k] = round(depth + rng.uniform(-3, 3), 1)
+        t += rng.randint(20, 40)
+    return dips
+
+
 def baseline_session(tr: Trace, bed: str, profile: str = "ketamine", dose_at: float = 600.0,
                      bp: tuple[float, float] = (122, 78)) -> None:
     """Session start at 0, two baseline NIBPs 6 min apart, first dose at ``dose_at``."""
@@ -89,15 +103,7 @@ def artefact_dips() -> None:
     """Steady SpO2 with 1–4 s motion dips to 55–80 % every 20–40 s; nothing is wrong."""
     tr = Trace("artefact_dips")
     baseline_session(tr, "bed1")
-    rng = random.Random(7)
-    dips: dict[int, float] = {}
-    t = 700
-    while t < 2400:
-        length = rng.randint(1, 4)
-        depth = rng.uniform(55, 80)
-        for k in range(length):
-            dips[t + k] = round(depth + rng.uniform(-3, 3), 1)
-        t += rng.randint(20, 40)
+    dips = motion_dips(random.Random(7), 700, 2400)
     base = noisy(const(97.2), 0.3, 2)
     tr.stream("bed1", "spo2", 0, 2400, 1, lambda t: dips.get(int(t), base(t)))
     tr.stream("bed1", "pulse_rate", 0, 2400, 1, noisy(const(76), 1.5, 3))
@@ -312,14 +318,7 @@ def dropout_motion_storm() -> None:
     tr = Trace("dropout_motion_storm")
     baseline_session(tr, "bed1")
     rng = random.Random(94)
-    dips: dict[int, float] = {}
-    t = 700
-    while t < 2400:
-        length = rng.randint(1, 4)
-        depth = rng.uniform(55, 80)
-        for k in range(length):
-            dips[t + k] = round(depth + rng.uniform(-3, 3), 1)
-        t += rng.randint(20, 40)
+    dips = motion_dips(rng, 700, 2400)
     empty: set[int] = set()
     t = 700
     while t < 2400:
