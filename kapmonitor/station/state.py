@@ -15,6 +15,7 @@ beds, never patients.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
