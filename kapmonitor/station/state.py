@@ -15,7 +15,6 @@ beds, never patients.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
