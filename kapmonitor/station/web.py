@@ -210,15 +210,23 @@ class Station:
         resp.del_cookie(COOKIE, path="/")
         return resp
 
-    async def action(self, request: web.Request) -> web.Response:
+    def _checked(self, request: web.Request, what: str) -> LoginSession | web.Response:
+        """The request's login session, or the refusal: not logged in (401), another origin or
+        a missing or wrong CSRF token (403)."""
         s = self._session(request)
         if s is None:
             return self._error(401, "not logged in")
         if not self._same_origin(request) or not self.auth.csrf_ok(
             s, request.headers.get("X-CSRF-Token")
         ):
-            log.warning("action refused: missing or wrong CSRF token (user %s)", s.user.name)
+            log.warning("%s refused: missing or wrong CSRF token (user %s)", what, s.user.name)
             return self._error(403, "missing or wrong CSRF token")
+        return s
+
+    async def action(self, request: web.Request) -> web.Response:
+        s = self._checked(request, "action")
+        if isinstance(s, web.Response):
+            return s
         if not s.user.may_act:
             log.warning("action refused: user %s is a %s", s.user.name, s.user.role)
             return self._error(403, f"a {s.user.role} may not act; ask a clinician")
@@ -249,14 +257,9 @@ class Station:
         return web.json_response(resp)
 
     async def report(self, request: web.Request) -> web.StreamResponse:
-        s = self._session(request)
-        if s is None:
-            return self._error(401, "not logged in")
-        if not self._same_origin(request) or not self.auth.csrf_ok(
-            s, request.headers.get("X-CSRF-Token")
-        ):
-            log.warning("report refused: missing or wrong CSRF token (user %s)", s.user.name)
-            return self._error(403, "missing or wrong CSRF token")
+        s = self._checked(request, "report")
+        if isinstance(s, web.Response):
+            return s
         try:
             body = await request.json()
             key, session_id = str(body["bed"]), str(body["session_id"])
