@@ -42,14 +42,9 @@ def setup_logging(level: str = "info", json_lines: bool = False) -> None:
 
 # -- check-config / run -----------------------------------------------------------------
 def _load(path: str) -> Config | None:
-    from kapmonitor.config import ConfigError, load_config
+    from kapmonitor.config import load_config_or_report
 
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        for line in exc.problems:
-            print(line, file=sys.stderr)
-        return None
+    return load_config_or_report(path)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

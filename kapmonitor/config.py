@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -597,3 +598,14 @@ def load_config(path: str | Path) -> Config:
                  f"use mqtt.{what}"]
             )
     return cfg
+
+
+def load_config_or_report(path: str | Path) -> Config | None:
+    """:func:`load_config` for a command: each problem printed on stderr and None when the
+    config is invalid (the caller exits with status 2)."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return None

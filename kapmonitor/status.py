@@ -119,13 +119,10 @@ def main(argv: list[str]) -> int:
     host, port, base = "127.0.0.1", 1883, "kapmonitor/kap-node"
     client_args: dict[str, Any] = {}
     if args.config:
-        from kapmonitor.config import ConfigError, load_config
+        from kapmonitor.config import load_config_or_report
 
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as exc:
-            for line in exc.problems:
-                print(line, file=sys.stderr)
+        cfg = load_config_or_report(args.config)
+        if cfg is None:
             return EXIT_CONFIG
         host, port, base = cfg.mqtt.host, cfg.mqtt.port, cfg.base_topic
         if cfg.mqtt.username:

@@ -49,7 +49,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kapmonitor.clock import ScaledClock
-from kapmonitor.config import Config, ConfigError, load_config, parse_config
+from kapmonitor.config import Config, load_config_or_report, parse_config
 
 log = logging.getLogger("kapmonitor_simulators.demo")
 
@@ -333,12 +333,10 @@ def _load_demo_config(
     args: argparse.Namespace, workdir: Path
 ) -> tuple[Config | None, list[SimProcess]]:
     if args.config:
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as exc:
-            for line in exc.problems:
-                print(line, file=sys.stderr)
+        loaded = load_config_or_report(args.config)
+        if loaded is None:
             return None, []
+        cfg = loaded
     else:
         layout = demo_layout(args.beds, args.seed, str(workdir / "state"), workdir,
                              sim_only=args.sim_only)

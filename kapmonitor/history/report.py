@@ -244,13 +244,10 @@ def _settings(args: argparse.Namespace) -> tuple[Path | None, Path | None, float
     lead_in = 300.0
     state = Path(args.state_dir) if args.state_dir else None
     if args.config:
-        from kapmonitor.config import ConfigError, load_config
+        from kapmonitor.config import load_config_or_report
 
-        try:
-            cfg = load_config(args.config)
-        except ConfigError as exc:
-            for line in exc.problems:
-                print(line, file=sys.stderr)
+        cfg = load_config_or_report(args.config)
+        if cfg is None:
             return None, None, lead_in
         rules, lead_in = cfg.alarms.rules, cfg.history.lead_in
         state = state or Path(cfg.state_dir)

@@ -42,6 +42,19 @@ from kapmonitor.topics import encode
 log = logging.getLogger("kapmonitor.station.mqtt")
 
 
+async def _together(tasks: list[asyncio.Task[Any]], *, stop_within: float) -> None:
+    """Run ``tasks`` until one fails (its exception propagates); then, and on cancellation,
+    cancel them all and wait for them at most ``stop_within`` seconds."""
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            t.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.wait(tasks, timeout=stop_within)
+
+
 class CommandFailed(Exception):
     """No response, or no broker: the text is shown to the user."""
 
@@ -131,16 +144,10 @@ class StationBridge:
         self.on_change(True)
 
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self._run(alarm=True), name="station-mqtt-alarm"),
-                 asyncio.create_task(self._run(alarm=False), name="station-mqtt-data")]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                t.result()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.wait(tasks, timeout=5.0)
+        await _together([
+            asyncio.create_task(self._run(alarm=True), name="station-mqtt-alarm"),
+            asyncio.create_task(self._run(alarm=False), name="station-mqtt-data"),
+        ], stop_within=5.0)
 
     async def _run(self, *, alarm: bool) -> None:
         delay = 0.5
@@ -208,14 +215,7 @@ class StationBridge:
         tasks = [asyncio.create_task(self._read(client), name="station-read")]
         if alarm:
             tasks.append(asyncio.create_task(self._heartbeat(client), name="station-heartbeat"))
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                t.result()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.wait(tasks, timeout=2.0)
+        await _together(tasks, stop_within=2.0)
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         topic = self.station_topics.heartbeat(self.cfg.station_id)
